@@ -1,0 +1,24 @@
+"""cumel: invert mel spectrograms, on NumPy or on NVIDIA GPUs through CuPy.
+
+>>> import numpy as np, cumel
+>>> inv = cumel.InverseMelScale(n_stft=201, n_mels=128)          # default solver: "nnls"
+>>> S = inv(mel)                                                 # (..., 128, T) -> (..., 201, T)
+
+See ``cumel.InverseMelScale`` for the solvers (``nnls``, ``lstsq``, ``torchaudio``,
+``mindspore``) and how they relate to torchaudio and MindSpore.
+"""
+from .filterbank import SparseMel, hz_to_mel, mel_to_hz, melscale_fbanks
+from .transforms import InverseMelScale, MelScale, SolveInfo, inverse_mel_scale
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InverseMelScale",
+    "MelScale",
+    "SolveInfo",
+    "SparseMel",
+    "hz_to_mel",
+    "inverse_mel_scale",
+    "mel_to_hz",
+    "melscale_fbanks",
+]

@@ -1,0 +1,286 @@
+"""Public API: ``InverseMelScale``, ``MelScale`` and the functional ``inverse_mel_scale``.
+
+The transform validates its arguments once, builds (or fetches from a cache) the per-filterbank
+:class:`Plan`, and on each call packs the input to ``(B, n_mels, T)``, picks the backend
+(``cumel._backend.select``), runs the solver and unpacks.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _backend, _random, _validate
+from .filterbank import melscale_fbanks, sparse_mel
+from .solvers import lstsq as _lstsq
+from .solvers import mindspore_gd as _mindspore
+from .solvers import nnls as _nnls
+from .solvers import torchaudio_sgd as _torchaudio
+
+__all__ = ["InverseMelScale", "MelScale", "inverse_mel_scale", "SolveInfo", "Plan"]
+
+
+class Plan:
+    """Everything computed once per filterbank: sparse layout, pseudo-inverses, nnls factors.
+
+    Device copies and compiled kernels hang off the same object (``cumel.cuda``), so a plan is
+    the unit of caching; :func:`get_plan` shares plans between transforms with equal filterbanks.
+    """
+
+    def __init__(self, key):
+        self.key = key
+        self.sparse = sparse_mel(*key)
+        self.fb64 = self.sparse.fb
+        self._cache = {}
+
+    def cached(self, name, build):
+        """``build()`` once per ``name`` (a hashable key), then the stored value."""
+        if name not in self._cache:
+            self._cache[name] = build()
+        return self._cache[name]
+
+    def fb(self, dtype):
+        """Dense filterbank (n_freqs, n_mels) in ``dtype`` on the host."""
+        dtype = np.dtype(dtype)
+        return self.cached(("fb", dtype.str), lambda: self.fb64.astype(dtype))
+
+    def pinv(self, dtype):
+        dtype = np.dtype(dtype)
+        return self.cached(("pinv", dtype.str), lambda: _lstsq.pseudo_inverse(self.fb64, dtype))
+
+    def nnls(self):
+        return self.cached("nnls", lambda: _nnls.NnlsPlan(self.sparse))
+
+
+@functools.lru_cache(maxsize=32)
+def get_plan(key):
+    return Plan(key)
+
+
+@dataclass
+class SolveInfo:
+    """Diagnostics of one call (``return_info=True``).
+
+    Attributes
+    ----------
+    solver : str
+    device : str
+        "cpu" or "cuda".
+    iterations : ndarray of int, shape (..., T)
+        Iterations per frame (the global count for "torchaudio", the channel's for "mindspore",
+        0 for "lstsq").
+    mel_residual : ndarray, shape (..., T)
+        ``||A s_t - m_t|| / ||m_t||`` per frame (0 where the frame is all zero).
+    seconds : float
+        Wall time of the solve, device-synchronised.
+    """
+    solver: str
+    device: str
+    iterations: np.ndarray
+    mel_residual: np.ndarray
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def total_mel_residual(self):
+        """``||A S - M|| / ||M||`` over the whole input (the figure the benchmark reports)."""
+        return float(self.extra.get("total_mel_residual", np.nan))
+
+
+class MelScale:
+    """Forward transform: linear spectrogram (..., n_stft, time) -> mel (..., n_mels, time).
+
+    Parameters follow ``torchaudio.transforms.MelScale`` (``mel_scale`` may also be spelt
+    ``mel_type`` as in MindSpore).
+    """
+
+    def __init__(self, n_mels=128, sample_rate=16000, f_min=0.0, f_max=None, n_stft=201,
+                 norm=None, mel_scale="htk"):
+        self.key = _filterbank_key(n_stft, n_mels, sample_rate, f_min, f_max, norm, mel_scale,
+                                   "mel_scale")
+        self.n_stft, self.n_mels = int(n_stft), int(n_mels)
+        self.plan = get_plan(self.key)
+
+    @property
+    def fb(self):
+        return self.plan.fb(np.float32)
+
+    def __call__(self, specgram):
+        xp = _backend.get_array_module(specgram)
+        if specgram.ndim < 2 or specgram.shape[-2] != self.n_stft:
+            raise ValueError(f"specgram must have shape (..., n_stft={self.n_stft}, time), "
+                             f"got {tuple(specgram.shape)}")
+        dtype = specgram.dtype if specgram.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+        fbT = xp.asarray(self.plan.fb(dtype).T)
+        return xp.matmul(fbT, specgram.astype(dtype, copy=False))
+
+
+def _filterbank_key(n_stft, n_mels, sample_rate, f_min, f_max, norm, mel_type, mel_param):
+    _validate.check_positive_int(n_stft, "n_stft")
+    _validate.check_positive_int(n_mels, "n_mels")
+    _validate.check_positive_int(sample_rate, "sample_rate")
+    f_max = _validate.resolve_f_max(f_max, sample_rate)
+    norm = _validate.canonical_norm(norm)
+    mel_scale = _validate.canonical_mel_scale(mel_type, mel_param)
+    _validate.check_filterbank_args(n_stft, n_mels, sample_rate, f_min, f_max)
+    melscale_fbanks(int(n_stft), float(f_min), float(f_max), int(n_mels), int(sample_rate),
+                    norm, mel_scale)  # warns once here on empty filters, like torchaudio
+    return (int(n_stft), float(f_min), float(f_max), int(n_mels), int(sample_rate), norm, mel_scale)
+
+
+class InverseMelScale:
+    """Recover a non-negative linear spectrogram from a mel spectrogram.
+
+    Parameters
+    ----------
+    n_stft : int
+        Number of linear frequency bins (``n_fft // 2 + 1``).
+    n_mels : int, default 128
+    sample_rate : int, default 16000
+        Hz.
+    f_min : float, default 0.0
+    f_max : float or None, default None
+        Hz; None means ``sample_rate // 2``.
+    max_iter : int, default 100000
+        Iteration cap: per frame for "nnls" (Newton steps), per batch for "torchaudio", per
+        channel for "mindspore". Ignored by "lstsq".
+    tolerance_loss, tolerance_change : float, default 1e-5, 1e-8
+        Stopping rule. SGD solvers: the anchor's rule on the loss. "nnls": a frame stops when its
+        relative KKT residual is below ``tolerance_loss`` or its Newton step falls below
+        ``tolerance_change`` relative to the iterate (see ``cumel.solvers.nnls``).
+    sgdargs : dict or None
+        SGD settings of the "torchaudio" solver (lr, momentum, dampening, nesterov, weight_decay)
+        or the "mindspore" solver (sgd_lr, sgd_momentum); an error with the other solvers.
+    norm : {None, "slaney"} (also "none", NormType.NONE/SLANEY)
+    mel_type : {"htk", "slaney"} (also MelType.HTK/SLANEY, any case)
+    solver : {"nnls", "lstsq", "torchaudio", "mindspore"}, keyword only
+        "nnls" (default): the converged non-negative least-squares answer per frame.
+        "lstsq": torchaudio 2.x (minimum-norm least squares + relu).
+        "torchaudio": torchaudio 0.8's SGD, exactly. "mindspore": MindSpore's algorithm, exactly.
+    seed : int or None, keyword only
+        Start of the SGD solvers: ``torch.manual_seed(seed)`` / MindSpore ``set_seed(seed)``
+        streams, reproduced bit for bit. None draws a fresh seed.
+    device : {None, "cpu", "cuda", "auto"}, keyword only
+        Where a NumPy input is solved (CuPy input always runs on its own device).
+
+    Call with ``mel`` of shape (..., n_mels, time): returns (..., n_stft, time) of the same array
+    type (for "mindspore", a 2-D input gives (1, n_stft, time), as MindSpore does).
+    """
+
+    def __init__(self, n_stft, n_mels=128, sample_rate=16000, f_min=0.0, f_max=None,
+                 max_iter=100000, tolerance_loss=1e-5, tolerance_change=1e-8, sgdargs=None,
+                 norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None):
+        self.solver = _validate.canonical_solver(solver)
+        self.key = _filterbank_key(n_stft, n_mels, sample_rate, f_min, f_max, norm, mel_type,
+                                   "mel_type")
+        self.n_stft, self.n_mels = int(n_stft), int(n_mels)
+        self.max_iter = _validate.check_positive_int(max_iter, "max_iter")
+        self.tolerance_loss = _validate.check_tolerance(tolerance_loss, "tolerance_loss")
+        self.tolerance_change = _validate.check_tolerance(tolerance_change, "tolerance_change")
+        self.sgdargs = _validate.canonical_sgdargs(sgdargs, self.solver)
+        self.seed = _validate.check_seed(seed)
+        self.device = _backend.check_device(device)
+        self.plan = get_plan(self.key)
+
+    @property
+    def fb(self):
+        """The filterbank, (n_stft, n_mels) float32, torchaudio layout."""
+        return self.plan.fb(np.float32)
+
+    def __repr__(self):
+        n_stft, f_min, f_max, n_mels, sr, norm, scale = self.key
+        return (f"InverseMelScale(n_stft={n_stft}, n_mels={n_mels}, sample_rate={sr}, f_min={f_min}, "
+                f"f_max={f_max}, norm={norm!r}, mel_type={scale!r}, solver={self.solver!r})")
+
+    def __call__(self, mel, *, return_info=False):
+        """Invert ``mel`` (..., n_mels, time). With ``return_info=True`` returns ``(S, SolveInfo)``."""
+        xp, mel_x, to_caller = _backend.select(mel, self.device)
+        _validate.check_mel_input(mel_x, self.n_mels, xp)
+        dtype = np.dtype(np.float64) if mel_x.dtype == np.float64 else np.dtype(np.float32)
+        lead, T = tuple(mel_x.shape[:-2]), mel_x.shape[-1]
+        packed = mel_x.reshape((-1, self.n_mels, T)).astype(dtype, copy=True)  # never alias the caller
+        t0 = time.perf_counter()
+        if packed.shape[0] == 0 or T == 0:
+            S = xp.zeros(packed.shape[:1] + (self.n_stft, T), dtype)
+            iterations = np.zeros(packed.shape[:1] + (T,), np.int64)
+        else:
+            S, iterations = self._solve(xp, packed)
+        if xp is not np:
+            xp.cuda.get_current_stream().synchronize()
+        seconds = time.perf_counter() - t0
+        out_lead = lead if (lead or self.solver != "mindspore") else (1,)
+        out = S.reshape(out_lead + (self.n_stft, T))
+        result = to_caller(out)
+        if not return_info:
+            return result
+        return result, self._info(xp, packed, S, iterations, lead, T, seconds)
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    def _solve(self, xp, packed):
+        """(B, n_mels, T) in float32/64 on ``xp`` -> (S (B, n_stft, T), iterations (B, T))."""
+        B, _, T = packed.shape
+        if xp is not np:
+            from . import cuda
+            return cuda.solve(self, packed)
+        if self.solver == "lstsq":
+            S = _lstsq.solve(packed, self.plan.pinv(packed.dtype))
+            return S, np.zeros((B, T), np.int64)
+        if self.solver == "nnls":
+            frames = packed.transpose(0, 2, 1).reshape(B * T, self.n_mels)
+            s, iters, _ = _nnls.solve(self.plan.nnls(), frames, max_iter=self.max_iter,
+                                      tolerance_loss=self.tolerance_loss,
+                                      tolerance_change=self.tolerance_change)
+            S = s.astype(packed.dtype).reshape(B, T, self.n_stft).transpose(0, 2, 1)
+            return np.ascontiguousarray(S), iters.reshape(B, T)
+        fb = self.plan.fb(packed.dtype)
+        if self.solver == "torchaudio":
+            s0 = _random.torch_rand(self._seed(), (B, T, self.n_stft), packed.dtype)
+            S, n = _torchaudio.solve(packed, fb, s0, max_iter=self.max_iter,
+                                     tolerance_loss=self.tolerance_loss,
+                                     tolerance_change=self.tolerance_change, sgd=self.sgdargs)
+            return S, np.full((B, T), n, np.int64)
+        x0 = _random.mindspore_uniform(self._seed(), (B, self.n_stft, T), packed.dtype)
+        S, n = _mindspore.solve(packed, fb, x0, max_iter=self.max_iter,
+                                tolerance_loss=self.tolerance_loss,
+                                tolerance_change=self.tolerance_change, lr=self.sgdargs["lr"])
+        return S, np.repeat(n[:, None], T, axis=1)
+
+    def _seed(self):
+        if self.seed is not None:
+            return self.seed
+        return int(np.random.SeedSequence().generate_state(1)[0])
+
+    def _info(self, xp, packed, S, iterations, lead, T, seconds):
+        fbT = xp.asarray(self.plan.fb(np.float64).T)
+        M = packed.astype(np.float64)
+        R = xp.matmul(fbT, S.astype(np.float64)) - M
+        r_norm = xp.sqrt((R * R).sum(axis=1))
+        m_norm = xp.sqrt((M * M).sum(axis=1))
+        per_frame = _backend.to_numpy(xp.where(m_norm > 0, r_norm / xp.where(m_norm > 0, m_norm, 1), 0))
+        total = float(xp.sqrt((R * R).sum()) / max(float(xp.sqrt((M * M).sum())), np.finfo(float).tiny))
+        return SolveInfo(self.solver, "cpu" if xp is np else "cuda",
+                         np.asarray(_backend.to_numpy(iterations)).reshape(lead + (T,)),
+                         per_frame.reshape(lead + (T,)), seconds,
+                         {"total_mel_residual": total})
+
+
+def inverse_mel_scale(mel, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_max=None,
+                      max_iter=100000, tolerance_loss=1e-5, tolerance_change=1e-8, sgdargs=None,
+                      norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None,
+                      return_info=False):
+    """Functional form of :class:`InverseMelScale`; ``n_mels`` defaults to ``mel.shape[-2]``.
+
+    The per-filterbank work is cached across calls with the same filterbank arguments.
+    """
+    if n_mels is None:
+        if getattr(mel, "ndim", 0) < 2:
+            raise ValueError(f"mel must have at least 2 dims (..., n_mels, time), got shape "
+                             f"{tuple(getattr(mel, 'shape', ()))}")
+        n_mels = mel.shape[-2]
+    transform = InverseMelScale(n_stft, n_mels, sample_rate, f_min, f_max, max_iter,
+                                tolerance_loss, tolerance_change, sgdargs, norm, mel_type,
+                                solver=solver, seed=seed, device=device)
+    return transform(mel, return_info=return_info)
