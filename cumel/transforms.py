@@ -200,7 +200,8 @@ class InverseMelScale:
         _validate.check_mel_input(mel_x, self.n_mels, xp)
         dtype = np.dtype(np.float64) if mel_x.dtype == np.float64 else np.dtype(np.float32)
         lead, T = tuple(mel_x.shape[:-2]), mel_x.shape[-1]
-        packed = mel_x.reshape((-1, self.n_mels, T)).astype(dtype, copy=True)  # never alias the caller
+        B = int(np.prod(lead, dtype=np.int64))
+        packed = mel_x.reshape((B, self.n_mels, T)).astype(dtype, copy=True)  # never alias the caller
         t0 = time.perf_counter()
         if packed.shape[0] == 0 or T == 0:
             S = xp.zeros(packed.shape[:1] + (self.n_stft, T), dtype)

@@ -27,6 +27,7 @@ Iteration (per frame; ``kernels/nnls.cu`` runs exactly this, one frame per threa
         t  = A.T mu;  s = max(t, 0);  d = (t > 0)
         F  = A s + eps mu - m
         if ||F|| <= tolerance_loss * ||m||: converged            (KKT residual, relative)
+        if the last step was a full one and d is unchanged: converged (F = 0 up to rounding)
         diag, upper = tridiag(A diag(d) A.T) + eps I
         delta = -J^-1 F                    # Thomas algorithm, O(n_mels)
         u = A.T delta
@@ -142,20 +143,26 @@ def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
     kkt = np.zeros(N)
     active = np.flatnonzero(m_norm > 0)
     mu[m_norm == 0] = 0.0
+    # exact[i]: the last step of frame i was a full Newton step; if its active set is unchanged,
+    # F is zero up to rounding (Newton is exact on a piece of the piecewise linear F).
+    exact = np.zeros(N, dtype=bool)
+    d_prev = np.zeros((N, sp.n_freqs), dtype=bool)
     for _ in range(max_iter):
         if active.size == 0:
             break
         mu_a, m_a = mu[active], m[active]
         t = sp.rmatvec(mu_a, np, w)
-        d = (t > 0).astype(np.float64)
+        positive = t > 0
+        d = positive.astype(np.float64)
         s = t * d
         F = sp.matvec(s, np, w) + eps * mu_a - m_a
         rel = _norm(F) / m_norm[active]
         kkt[active] = rel
-        done = rel <= tolerance_loss
+        done = (rel <= tolerance_loss) | (exact[active] & (positive == d_prev[active]).all(axis=1))
         if done.any():
             keep = ~done
-            active, mu_a, m_a, t, d, F = active[keep], mu_a[keep], m_a[keep], t[keep], d[keep], F[keep]
+            active, mu_a, m_a, t, d, F, positive = (
+                a[keep] for a in (active, mu_a, m_a, t, d, F, positive))
             if active.size == 0:
                 break
         iterations[active] += 1
@@ -165,6 +172,8 @@ def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
         u = sp.rmatvec(delta, np, w)
         alpha = _line_search(t, u, mu_a, delta, m_a, eps)
         mu[active] = mu_a + alpha[:, None] * delta
+        exact[active] = alpha == 1.0
+        d_prev[active] = positive
         # Progress is measured on t = A.T mu, the unclamped spectrum: mu itself has components
         # of size m_k / eps on empty filters, which do not touch s at all.
         stalled = alpha * _norm(u) <= tolerance_change * _norm(t)

@@ -1,0 +1,1 @@
+"""Data shipped with cumel: the example mel spectrogram that ``cumel demo`` inverts."""

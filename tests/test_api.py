@@ -1,0 +1,203 @@
+"""The public API: parameters, spellings, shapes, dtypes, bad input, and the CLI."""
+import enum
+
+import numpy as np
+import pytest
+
+import cumel
+from cumel import cli
+
+
+class NormType(enum.Enum):       # MindSpore's enums, as far as spelling goes
+    NONE = "none"
+    SLANEY = "slaney"
+
+
+class MelType(enum.Enum):
+    HTK = "htk"
+    SLANEY = "slaney"
+
+
+def _mel(shape=(128, 5), seed=0, dtype=np.float32):
+    return np.random.default_rng(seed).random(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("solver", ["nnls", "lstsq", "torchaudio", "mindspore"])
+@pytest.mark.parametrize("lead", [(), (3,), (2, 3)])
+def test_shapes_and_types(solver, lead):
+    mel = _mel(lead + (10, 4))
+    out = cumel.InverseMelScale(n_stft=33, n_mels=10, solver=solver, seed=0, max_iter=30)(mel)
+    expected_lead = (1,) if (solver == "mindspore" and not lead) else lead
+    assert out.shape == expected_lead + (33, 4)
+    assert out.dtype == np.float32 and isinstance(out, np.ndarray)
+    assert (out >= 0).all()
+
+
+@pytest.mark.parametrize("solver", ["nnls", "lstsq", "torchaudio", "mindspore"])
+def test_float64_stays_float64_and_ints_become_float32(solver):
+    inv = cumel.InverseMelScale(n_stft=33, n_mels=10, solver=solver, seed=0, max_iter=10)
+    assert inv(_mel((10, 3), dtype=np.float64)).dtype == np.float64
+    assert inv(np.ones((10, 3), dtype=np.int32)).dtype == np.float32
+
+
+@pytest.mark.parametrize("solver", ["nnls", "lstsq", "torchaudio", "mindspore"])
+def test_caller_array_is_not_modified(solver):
+    mel = _mel((2, 10, 6))
+    view = mel[:, :, ::2]                  # non-contiguous input too
+    before = view.copy()
+    cumel.InverseMelScale(n_stft=33, n_mels=10, solver=solver, seed=0, max_iter=20)(view)
+    np.testing.assert_array_equal(view, before)
+
+
+@pytest.mark.parametrize("solver", ["nnls", "lstsq", "torchaudio", "mindspore"])
+def test_empty_time_axis(solver):
+    out = cumel.InverseMelScale(n_stft=33, n_mels=10, solver=solver, seed=0)(np.zeros((2, 10, 0), np.float32))
+    assert out.shape == (2, 33, 0)
+
+
+def test_functional_form_equals_transform():
+    mel = _mel((10, 6))
+    a = cumel.inverse_mel_scale(mel, n_stft=33)
+    b = cumel.InverseMelScale(n_stft=33, n_mels=10)(mel)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_seed_parameters_default_like_the_seed_document():
+    inv = cumel.InverseMelScale(201)
+    assert (inv.n_mels, inv.max_iter, inv.tolerance_loss, inv.tolerance_change) == (128, 100000, 1e-5, 1e-8)
+    assert inv.key == (201, 0.0, 8000.0, 128, 16000, None, "htk")
+    assert inv.solver == "nnls"
+
+
+@pytest.mark.parametrize("norm, mel_type", [
+    ("slaney", "slaney"), ("SLANEY", "Slaney"), (NormType.SLANEY, MelType.SLANEY),
+    ("NormType.SLANEY", "MelType.SLANEY"),
+])
+def test_norm_and_mel_type_spellings(norm, mel_type):
+    inv = cumel.InverseMelScale(65, 16, 8000, norm=norm, mel_type=mel_type)
+    assert inv.key[-2:] == ("slaney", "slaney")
+
+
+@pytest.mark.parametrize("norm", [None, "none", "None", NormType.NONE])
+def test_norm_none_spellings(norm):
+    assert cumel.InverseMelScale(65, 16, 8000, norm=norm).key[-2] is None
+
+
+def test_sgdargs_spellings():
+    ta = cumel.InverseMelScale(17, 6, solver="torchaudio", sgdargs={"lr": 0.05, "momentum": 0.5})
+    ms = cumel.InverseMelScale(17, 6, solver="mindspore", sgdargs={"sgd_lr": 0.05})
+    assert ta.sgdargs["lr"] == 0.05 and ta.sgdargs["momentum"] == 0.5
+    assert ms.sgdargs["lr"] == 0.05 and ms.sgdargs["momentum"] == 0.9
+    # torch.optim.SGD semantics: a dict replaces the defaults, missing momentum is 0
+    assert cumel.InverseMelScale(17, 6, solver="torchaudio", sgdargs={"lr": 0.2}).sgdargs["momentum"] == 0.0
+
+
+def test_torchaudio_sgd_options_change_the_result():
+    mel = _mel((6, 5))
+    base = dict(n_stft=17, n_mels=6, solver="torchaudio", seed=1, max_iter=15)
+    plain = cumel.InverseMelScale(**base, sgdargs={"lr": 0.1, "momentum": 0.9})(mel)
+    for extra in ({"nesterov": True}, {"weight_decay": 0.1}, {"dampening": 0.5}):
+        other = cumel.InverseMelScale(**base, sgdargs={"lr": 0.1, "momentum": 0.9, **extra})(mel)
+        assert not np.allclose(plain, other), extra
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(n_stft=0), ValueError, "n_stft"),
+    (dict(n_stft=2.5), ValueError, "n_stft"),
+    (dict(n_mels=0), ValueError, "n_mels"),
+    (dict(f_min=8000.0), ValueError, "f_min"),
+    (dict(f_min=-1.0), ValueError, "f_min"),
+    (dict(f_max=9000.0), ValueError, "f_max"),
+    (dict(tolerance_loss=-1.0), ValueError, "tolerance_loss"),
+    (dict(tolerance_change=float("nan")), ValueError, "tolerance_change"),
+    (dict(max_iter=0), ValueError, "max_iter"),
+    (dict(solver="adam"), ValueError, "solver"),
+    (dict(norm="l1"), ValueError, "norm"),
+    (dict(mel_type="bark"), ValueError, "mel_type"),
+    (dict(seed=-3), ValueError, "seed"),
+    (dict(device="tpu"), ValueError, "device"),
+    (dict(solver="torchaudio", sgdargs={"lr": 0.1, "betas": 1}), ValueError, "betas"),
+    (dict(solver="torchaudio", sgdargs={"lr": -0.1}), ValueError, "lr"),
+    (dict(solver="torchaudio", sgdargs={"lr": 0.1, "sgd_lr": 0.1}), ValueError, "mixes"),
+    (dict(solver="nnls", sgdargs={"lr": 0.1}), ValueError, "SGD solvers"),
+    (dict(solver="lstsq", sgdargs={"lr": 0.1}), ValueError, "SGD solvers"),
+])
+def test_bad_parameters_raise_naming_them(kwargs, exc, match):
+    args = dict(n_stft=201, n_mels=128)
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        cumel.InverseMelScale(**args)
+
+
+def test_value_named_in_message():
+    with pytest.raises(ValueError, match=r"f_max.*9000\.0"):
+        cumel.InverseMelScale(201, f_max=9000.0)
+
+
+@pytest.mark.parametrize("mel, exc, match", [
+    (np.zeros((64, 5), np.float32), ValueError, r"n_mels=128.*\(64, 5\)"),
+    (np.zeros(128, np.float32), ValueError, "at least 2 dims"),
+    (np.zeros((128, 5), np.complex64), TypeError, "real"),
+    (np.zeros((128, 5), np.bool_), TypeError, "real"),
+    (np.full((128, 5), np.nan, np.float32), ValueError, "NaN or Inf"),
+    (np.full((128, 5), np.inf), ValueError, "NaN or Inf"),
+])
+@pytest.mark.parametrize("solver", ["nnls", "lstsq", "torchaudio", "mindspore"])
+def test_bad_input_raises(mel, exc, match, solver):
+    with pytest.raises(exc, match=match):
+        cumel.InverseMelScale(201, 128, solver=solver)(mel)
+
+
+def test_device_cuda_without_gpu_raises_clearly():
+    from cumel import _backend
+    if _backend.gpu_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="cuda"):
+        cumel.InverseMelScale(33, 10, device="cuda")(_mel((10, 2)))
+    # "auto" falls back to the CPU and returns NumPy
+    assert isinstance(cumel.InverseMelScale(33, 10, device="auto")(_mel((10, 2))), np.ndarray)
+
+
+def test_mel_scale_forward_round_trip():
+    fwd = cumel.MelScale(n_mels=80, sample_rate=16000, n_stft=513, norm="slaney", mel_scale="slaney")
+    S = np.random.default_rng(1).random((2, 513, 7)).astype(np.float32)
+    M = fwd(S)
+    assert M.shape == (2, 80, 7)
+    np.testing.assert_allclose(M, np.einsum("fm,bft->bmt", fwd.fb.astype(np.float64), S), rtol=1e-5)
+    S_hat = cumel.InverseMelScale(513, 80, 16000, norm="slaney", mel_type="slaney")(M)
+    assert np.linalg.norm(fwd(S_hat) - M) <= 1e-5 * np.linalg.norm(M)
+
+
+def test_import_prints_nothing():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", "import cumel"], capture_output=True, text=True,
+                         cwd=str(__import__("conftest").REPO))
+    assert out.returncode == 0 and out.stdout == "" and out.stderr == ""
+
+
+def test_cli_invert_round_trip(tmp_path, capsys):
+    mel = _mel((2, 40, 9))
+    np.save(tmp_path / "mel.npy", mel)
+    rc = cli.main(["invert", str(tmp_path / "mel.npy"), "-o", str(tmp_path / "S.npy"),
+                   "--n-stft", "129", "--sample-rate", "8000"])
+    assert rc == 0
+    S = np.load(tmp_path / "S.npy")
+    np.testing.assert_array_equal(S, cumel.InverseMelScale(129, 40, 8000)(mel))
+    assert "mel residual" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_input(tmp_path, capsys):
+    np.save(tmp_path / "mel.npy", _mel((40, 9)))
+    rc = cli.main(["invert", str(tmp_path / "mel.npy"), "-o", str(tmp_path / "S.npy"),
+                   "--n-stft", "129", "--n-mels", "64"])
+    assert rc == 2
+    assert "n_mels=64" in capsys.readouterr().err
+
+
+def test_cli_demo(capsys):
+    assert cli.main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "(128, 400)" in out and "(201, 400)" in out and "solver=nnls" in out
+    residual = float(out.split("mel residual ||A S - M|| / ||M|| = ")[1].split()[0])
+    assert residual <= 1e-5

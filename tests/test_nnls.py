@@ -1,0 +1,173 @@
+"""The default solver: optimality (KKT), frame independence, precision on real audio."""
+import numpy as np
+import pytest
+
+import cumel
+from cumel.solvers import nnls
+
+from conftest import audio_pair, mel_residual
+
+WORKLOAD_CLIPS = [
+    ("speech-201x128", "speech_00"), ("speech-201x128", "speech_05"),
+    ("tts-513x80", "speech_00"), ("tts-513x80", "speech_07"),
+    ("music-1025x128", "music_00"), ("music-1025x128", "music_01"),
+]
+
+
+def _transform(workload_name, **kwargs):
+    from cumel.workloads import WORKLOADS
+    return cumel.InverseMelScale(**WORKLOADS[workload_name].inverse_kwargs(), **kwargs)
+
+
+def lawson_hanson(C, d, tol=1e-12, max_outer=2000):
+    """Slow, simple reference: Lawson & Hanson's active-set NNLS, min ||C x - d||, x >= 0."""
+    n = C.shape[1]
+    x = np.zeros(n)
+    passive = np.zeros(n, bool)
+    w = C.T @ (d - C @ x)
+    for _ in range(max_outer):
+        if passive.all() or w[~passive].max() <= tol * np.abs(w).max():
+            break
+        passive[np.argmax(np.where(passive, -np.inf, w))] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(C[:, passive], d, rcond=None)[0]
+            if z[passive].min() > 0:
+                break
+            neg = passive & (z <= 0)
+            alpha = np.min(x[neg] / (x[neg] - z[neg]))
+            x = x + alpha * (z - x)
+            passive &= x > tol * max(np.abs(x).max(), 1e-300)
+        x = z
+        w = C.T @ (d - C @ x)
+    return x
+
+
+def kkt_violation(A, eps, s, m):
+    """Largest violation of the KKT conditions of min 1/2||A s - m||^2 + eps/2||s||^2, s >= 0,
+    relative to ||A.T m|| : s >= 0, g = A.T (A s - m) + eps s >= 0, s * g = 0."""
+    g = A.T @ (A @ s - m) + eps * s
+    scale = np.linalg.norm(A.T @ m) + 1e-300
+    return max(max(-s.min(), 0.0) * np.linalg.norm(A, 2) ** 2, max(-g.min(), 0.0),
+               np.abs(s * g).max() / (np.abs(s).max() + 1e-300)) / scale
+
+
+def _frames_solve(inv, m, **kw):
+    args = dict(max_iter=inv.max_iter, tolerance_loss=inv.tolerance_loss,
+                tolerance_change=inv.tolerance_change)
+    args.update(kw)
+    return nnls.solve(inv.plan.nnls(), m, **args)
+
+
+@pytest.mark.parametrize("case", ["consistent", "noisy", "other_filterbank", "negative_values"])
+def test_kkt_optimality_random_and_inconsistent(case):
+    rng = np.random.default_rng(7)
+    inv = cumel.InverseMelScale(n_stft=201, n_mels=80, sample_rate=16000)
+    A = inv.plan.fb64.T
+    S_true = rng.gamma(0.5, 1.0, size=(201, 40)) * (rng.random((201, 40)) < 0.6)
+    M = A @ S_true
+    if case == "noisy":
+        M = M + 0.05 * np.abs(M).mean() * rng.standard_normal(M.shape)
+    elif case == "other_filterbank":
+        M = cumel.melscale_fbanks(201, 0.0, 8000.0, 80, 16000, "slaney", "slaney", dtype=np.float64).T @ S_true
+    elif case == "negative_values":
+        M[rng.random(M.shape) < 0.05] *= -1.0
+    s, iterations, kkt = _frames_solve(inv, M.T, tolerance_loss=1e-10, tolerance_change=0.0)
+    eps = inv.plan.nnls().eps
+    for t in range(M.shape[1]):
+        assert kkt_violation(A, eps, s[t], M[:, t]) <= 1e-8
+    assert iterations.max() <= 60          # "stops well before max_iter"
+    if case == "consistent":
+        assert mel_residual(A.T, s.T, M) <= 1e-6   # the eps bias: about EPS_REL * cond
+    else:
+        assert mel_residual(A.T, s.T, M) > 1e-4   # inconsistent: an optimum, not a fit
+
+
+def test_matches_slow_reference_solver():
+    # The regularised problem has a unique solution: Lawson-Hanson on [A; sqrt(eps) I] s = [m; 0]
+    rng = np.random.default_rng(3)
+    inv = cumel.InverseMelScale(n_stft=129, n_mels=40, sample_rate=8000)
+    A = inv.plan.fb64.T
+    eps = inv.plan.nnls().eps
+    S_true = rng.gamma(0.7, 1.0, size=(129, 6))
+    M = A @ S_true + 0.02 * rng.standard_normal((40, 6))
+    s, _, _ = _frames_solve(inv, M.T, tolerance_loss=1e-12, tolerance_change=0.0)
+    C = np.vstack([A, np.sqrt(eps) * np.eye(129)])
+    for t in range(6):
+        ref = lawson_hanson(C, np.concatenate([M[:, t], np.zeros(129)]))
+        assert np.linalg.norm(s[t] - ref) <= 1e-6 * np.linalg.norm(ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_frame_alone_equals_frame_in_batch(dtype):
+    S_true, M = audio_pair("speech-201x128", "speech_01")
+    M = M.astype(dtype)
+    inv = cumel.InverseMelScale(201, 128)
+    batch = inv(np.stack([M[:, :60], M[:, 60:120]]))
+    for t in (0, 7, 33, 59):
+        alone = inv(M[:, t:t + 1])
+        np.testing.assert_array_equal(batch[0][:, t:t + 1], alone)
+    # and inside a batch of another shape and order
+    np.testing.assert_array_equal(inv(M[:, 119:59:-1])[:, ::-1], batch[1])
+
+
+@pytest.mark.parametrize("workload, clip", WORKLOAD_CLIPS)
+def test_residual_on_real_audio_beats_lstsq(workload, clip):
+    S_true, M = audio_pair(workload, clip)
+    inv = _transform(workload)
+    S, info = inv(M, return_info=True)
+    assert S.dtype == np.float32 and (S >= 0).all()
+    assert mel_residual(inv.fb, S, M) <= 1e-5
+    assert info.mel_residual.max() <= 2e-5          # every frame, not just the clip
+    assert info.iterations.max() <= 50
+    S_lstsq = _transform(workload, solver="lstsq")(M)
+    # the spectrogram itself is at least as close to the truth as lstsq + relu's
+    assert np.linalg.norm(S - S_true) <= np.linalg.norm(S_lstsq - S_true) * 1.001
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float32_and_float64_inputs(dtype):
+    _, M = audio_pair("tts-513x80", "speech_03")
+    inv = _transform("tts-513x80")
+    S = inv(M.astype(dtype))
+    assert S.dtype == dtype
+    assert mel_residual(inv.fb, S, M.astype(np.float64)) <= 1e-5
+
+
+def test_silent_and_zero_frames():
+    inv = cumel.InverseMelScale(201, 128)
+    _, M = audio_pair("speech-201x128", "speech_02")
+    M = M[:, :20].copy()
+    M[:, 3] = 0.0
+    M[:, 4] *= 1e-12
+    S, info = inv(M, return_info=True)
+    assert (S[:, 3] == 0).all() and info.iterations[3] == 0
+    np.testing.assert_allclose(S[:, 4], inv(M[:, 4:5] * 1e12)[:, 0] * 1e-12, rtol=1e-4, atol=0)
+    assert info.mel_residual.max() <= 2e-5
+
+
+def test_max_iter_caps_newton_steps():
+    _, M = audio_pair("music-1025x128", "music_00")
+    inv = _transform("music-1025x128", max_iter=2)
+    _, info = inv(M, return_info=True)
+    assert info.iterations.max() == 2
+    assert mel_residual(inv.fb, inv(M), M) > 1e-5     # not converged after 2 steps
+
+
+def test_first_step_is_the_pseudo_inverse():
+    # mu_0 = (A A.T + eps I)^-1 m: clipping A.T mu_0 is torchaudio 2.x's lstsq + relu answer
+    _, M = audio_pair("speech-201x128", "speech_04")
+    inv = cumel.InverseMelScale(201, 128, max_iter=1, tolerance_loss=0.0)
+    plan = inv.plan.nnls()
+    frames = M[:, :30].T.astype(np.float64)
+    mu0 = nnls._thomas_solve(plan.start_inv_pivot, plan.start_upper_scaled,
+                             plan.sparse.tridiag(np.ones(201), np)[1], frames)
+    s0 = np.maximum(plan.sparse.rmatvec(mu0, np), 0)
+    lstsq = cumel.InverseMelScale(201, 128, solver="lstsq")(M[:, :30].astype(np.float64))
+    assert np.linalg.norm(s0 - lstsq.T) <= 1e-5 * np.linalg.norm(lstsq)
+
+
+def test_plan_is_cached_per_filterbank():
+    a = cumel.InverseMelScale(201, 128)
+    b = cumel.InverseMelScale(201, 128, max_iter=10)
+    assert a.plan is b.plan and a.plan.nnls() is b.plan.nnls()
