@@ -14,7 +14,8 @@ For each channel ``c`` (every leading index), with ``A = fb.T`` and ``X`` of sha
 
 MindSpore's momentum accumulator is rebuilt every call, so ``momentum`` has no effect; there is
 no clamp inside the loop.  Channels are independent: each has its own loss and stops on its own.
-Here all channels advance together as one array and a finished channel is frozen.
+Here all channels advance together as one array and a finished channel is frozen.  The loss is
+accumulated in float64 (here and in ``kernels/sgd.cu``), the iterate stays in the input dtype.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def solve(mel, fb, x0, *, max_iter, tolerance_loss, tolerance_change, lr):
     M = np.ascontiguousarray(mel.transpose(0, 2, 1))          # (C, T, n_mels)
     X = np.ascontiguousarray(x0.transpose(0, 2, 1))           # (C, T, n_freqs)
     step = dtype.type(lr / T)
-    prev = np.full(C, np.finfo(dtype).max, dtype=dtype)
+    prev = np.full(C, float(np.finfo(dtype).max))
     iterations = np.zeros(C, dtype=np.int64)
     active = np.arange(C)
     for _ in range(max_iter):
@@ -50,7 +51,7 @@ def solve(mel, fb, x0, *, max_iter, tolerance_loss, tolerance_change, lr):
             break
         Xa = X[active]
         diff = M[active] - Xa @ fb
-        loss = (diff * diff).reshape(active.size, -1).mean(-1, dtype=dtype)
+        loss = (diff * diff).reshape(active.size, -1).mean(-1, dtype=np.float64)
         iterations[active] += 1
         stop = (loss < tolerance_loss) | (np.abs(prev[active] - loss) < tolerance_change)
         go = ~stop
