@@ -184,6 +184,8 @@ class SparseMel:
         self.fb = fb
         self.lo, self.w_lo, self.w_hi = lo, w_lo, w_hi
         self.row_start = np.searchsorted(lo, np.arange(n_mels + 1), side="left").astype(np.int64)
+        self._nonempty_rows = np.flatnonzero(self.row_start[1:] > self.row_start[:-1])
+        self._nonempty_starts = self.row_start[:-1][self._nonempty_rows]
         for a in (fb, lo, w_lo, w_hi, self.row_start):
             a.setflags(write=False)
 
@@ -233,10 +235,14 @@ class SparseMel:
 
     def segment_sum(self, x, xp):
         """Sum ``x[..., j]`` over the bins of each row run: (..., n_freqs) -> (..., n_mels)."""
+        if xp is np:
+            # reduceat sums each run left to right, row by row: no cross-frame arithmetic
+            out = np.zeros(x.shape[:-1] + (self.n_mels,), x.dtype)
+            out[..., self._nonempty_rows] = np.add.reduceat(x, self._nonempty_starts, axis=-1)
+            return out
+        # array modules without ufunc.reduceat: differences of a running sum (float64 callers)
         c = xp.cumsum(x, axis=-1)
         c = xp.concatenate([xp.zeros(x.shape[:-1] + (1,), x.dtype), c], axis=-1)
-        # Differences of a running sum lose digits when runs are summed far from the origin;
-        # the solvers use float64 for it (cheap: n_freqs values per frame).
         idx = xp.asarray(self.row_start)
         return c[..., idx[1:]] - c[..., idx[:-1]]
 

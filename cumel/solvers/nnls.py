@@ -53,7 +53,7 @@ import numpy as np
 
 EPS_REL = 1e-9
 LINE_SEARCH_STEPS = 30
-LINE_SEARCH_RTOL = 1e-2
+LINE_SEARCH_RTOL = 1e-1
 
 
 class NnlsPlan:
@@ -65,7 +65,7 @@ class NnlsPlan:
         Regulariser (absolute).
     w : tuple of ndarray
         ``(lo, w_lo, w_hi)`` of :class:`cumel.filterbank.SparseMel` in float64.
-    start_inv_diag, start_upper_scaled : ndarray, shape (n_mels,)
+    start_inv_pivot, start_upper_scaled : ndarray, shape (n_mels,)
         Thomas factorisation of ``A A.T + eps I``: ``1 / pivot_k`` and ``upper_k / pivot_k``.
     """
 
@@ -79,7 +79,7 @@ class NnlsPlan:
 
 
 def _thomas_factor(diag, upper):
-    """LDL-style factors of a symmetric tridiagonal matrix (any leading shape)."""
+    """Factors of a symmetric tridiagonal matrix: ``1 / pivot_k`` and ``upper_k / pivot_k``."""
     n = diag.shape[-1]
     inv_pivot = np.empty_like(diag)
     upper_scaled = np.empty_like(diag)
@@ -93,19 +93,51 @@ def _thomas_factor(diag, upper):
 
 
 def _thomas_solve(inv_pivot, upper_scaled, upper, rhs):
-    """Solve ``T x = rhs`` with the factors of :func:`_thomas_factor`; rhs (..., n)."""
-    n = rhs.shape[-1]
-    y = np.empty_like(rhs)
-    y[..., 0] = rhs[..., 0] * inv_pivot[..., 0]
-    for k in range(1, n):
-        y[..., k] = (rhs[..., k] - upper[..., k - 1] * y[..., k - 1]) * inv_pivot[..., k]
-    for k in range(n - 2, -1, -1):
-        y[..., k] -= upper_scaled[..., k] * y[..., k + 1]
-    return y
+    """Solve ``T x = rhs`` (rhs (N, n)) with the factors of :func:`_thomas_factor` (n,)."""
+    y = np.array(rhs.T, order="C")         # a copy, mel-major: each step touches one contiguous row
+    y[0] *= inv_pivot[0]
+    for k in range(1, y.shape[0]):
+        y[k] -= upper[k - 1] * y[k - 1]
+        y[k] *= inv_pivot[k]
+    for k in range(y.shape[0] - 2, -1, -1):
+        y[k] -= upper_scaled[k] * y[k + 1]
+    return y.T
+
+
+def _tridiag_solve(diag, upper, rhs):
+    """Solve ``T_i x_i = rhs_i`` for a stack of symmetric tridiagonal ``T_i`` (all (N, n)).
+
+    Thomas algorithm, factorisation fused with the forward sweep (as lane 0 of the kernel does).
+    """
+    diag, upper, y = (np.array(a.T, order="C") for a in (diag, upper, rhs))  # copies, mel-major
+    upper_scaled = np.empty_like(upper)
+    inv_pivot = 1.0 / diag[0]
+    upper_scaled[0] = upper[0] * inv_pivot
+    y[0] *= inv_pivot
+    for k in range(1, y.shape[0]):
+        inv_pivot = 1.0 / (diag[k] - upper[k - 1] * upper_scaled[k - 1])
+        upper_scaled[k] = upper[k] * inv_pivot
+        y[k] -= upper[k - 1] * y[k - 1]
+        y[k] *= inv_pivot
+    for k in range(y.shape[0] - 2, -1, -1):
+        y[k] -= upper_scaled[k] * y[k + 1]
+    return y.T
+
+
+_ROW = np.zeros(1, dtype=np.intp)
+
+
+def _rowdot(a, b):
+    """Row-wise dot products, each row summed left to right on its own.
+
+    ``ufunc.reduceat`` over one segment per row: ``sum``/``einsum`` may split a row across
+    iterator buffers or pick another summation path by shape, so a frame's bits would depend on
+    its batch."""
+    return np.add.reduceat(a * b, _ROW, axis=-1)[..., 0]
 
 
 def _norm(x):
-    return np.sqrt(np.einsum("...i,...i->...", x, x))
+    return np.sqrt(_rowdot(x, x))
 
 
 def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
@@ -134,7 +166,7 @@ def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
         Final ``||F|| / ||m||`` per frame (0 for an all-zero frame).
     """
     sp, w, eps = plan.sparse, plan.w, plan.eps
-    m = np.asarray(m, dtype=np.float64)
+    m = np.ascontiguousarray(m, dtype=np.float64)
     N = m.shape[0]
     _, start_upper = sp.tridiag(np.ones(sp.n_freqs), np, w)
     mu = _thomas_solve(plan.start_inv_pivot, plan.start_upper_scaled, start_upper, m)
@@ -167,8 +199,7 @@ def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
                 break
         iterations[active] += 1
         diag, upper = sp.tridiag(d, np, w)
-        inv_pivot, upper_scaled = _thomas_factor(diag + eps, upper)
-        delta = -_thomas_solve(inv_pivot, upper_scaled, upper, F)
+        delta = -_tridiag_solve(diag + eps, upper, F)
         u = sp.rmatvec(delta, np, w)
         alpha = _line_search(t, u, mu_a, delta, m_a, eps)
         mu[active] = mu_a + alpha[:, None] * delta
@@ -195,13 +226,12 @@ class _LineFunction:
 
     def __init__(self, t, u, mu, delta, m, eps):
         self.t, self.u = t, u
-        self.c0 = np.einsum("ij,ij->i", eps * mu - m, delta)
-        self.c1 = eps * np.einsum("ij,ij->i", delta, delta)
+        self.c0 = _rowdot(eps * mu - m, delta)
+        self.c1 = eps * _rowdot(delta, delta)
 
     def __call__(self, alpha, rows=slice(None)):
         t, u = self.t[rows], self.u[rows]
-        return (np.einsum("ij,ij->i", np.maximum(t + alpha[:, None] * u, 0), u)
-                + self.c0[rows] + alpha * self.c1[rows])
+        return _rowdot(np.maximum(t + alpha[:, None] * u, 0), u) + self.c0[rows] + alpha * self.c1[rows]
 
 
 def _line_search(t, u, mu, delta, m, eps):
