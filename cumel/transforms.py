@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -73,6 +73,8 @@ class SolveInfo:
         0 for "lstsq").
     mel_residual : ndarray, shape (..., T)
         ``||A s_t - m_t|| / ||m_t||`` per frame (0 where the frame is all zero).
+    total_mel_residual : float
+        ``||A S - M|| / ||M||`` over the whole input (the figure the benchmark reports).
     seconds : float
         Wall time of the solve, device-synchronised.
     """
@@ -80,13 +82,8 @@ class SolveInfo:
     device: str
     iterations: np.ndarray
     mel_residual: np.ndarray
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def total_mel_residual(self):
-        """``||A S - M|| / ||M||`` over the whole input (the figure the benchmark reports)."""
-        return float(self.extra.get("total_mel_residual", np.nan))
+    total_mel_residual: float
+    seconds: float
 
 
 class MelScale:
@@ -264,8 +261,7 @@ class InverseMelScale:
         total = float(xp.sqrt((R * R).sum()) / max(float(xp.sqrt((M * M).sum())), np.finfo(float).tiny))
         return SolveInfo(self.solver, "cpu" if xp is np else "cuda",
                          np.asarray(_backend.to_numpy(iterations)).reshape(lead + (T,)),
-                         per_frame.reshape(lead + (T,)), seconds,
-                         {"total_mel_residual": total})
+                         per_frame.reshape(lead + (T,)), total, seconds)
 
 
 def inverse_mel_scale(mel, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_max=None,

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._rows import row_sum
+
 
 def solve(mel, fb, x0, *, max_iter, tolerance_loss, tolerance_change, lr):
     """Run MindSpore's loop on the CPU.
@@ -49,13 +51,20 @@ def solve(mel, fb, x0, *, max_iter, tolerance_loss, tolerance_change, lr):
     for _ in range(max_iter):
         if active.size == 0:
             break
-        Xa = X[active]
-        diff = M[active] - Xa @ fb
-        loss = (diff * diff).reshape(active.size, -1).mean(-1, dtype=np.float64)
+        everyone = active.size == C           # no gather/scatter copies until a channel stops
+        Xa = X if everyone else X[active]
+        diff = (M if everyone else M[active]) - Xa @ fb
+        sq = (diff * diff).reshape(active.size, -1).astype(np.float64)
+        loss = row_sum(sq) / sq.shape[1]
         iterations[active] += 1
         stop = (loss < tolerance_loss) | (np.abs(prev[active] - loss) < tolerance_change)
-        go = ~stop
-        X[active[go]] = Xa[go] + step * (diff[go] @ fb.T)
         prev[active] = loss
-        active = active[go]
+        if stop.any():
+            go = ~stop
+            X[active[go]] = Xa[go] + step * (diff[go] @ fb.T)
+            active = active[go]
+        elif everyone:
+            X += step * (diff @ fb.T)
+        else:
+            X[active] = Xa + step * (diff @ fb.T)
     return np.ascontiguousarray(np.maximum(X, 0).transpose(0, 2, 1)), iterations

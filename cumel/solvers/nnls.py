@@ -51,6 +51,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._rows import row_sum
+
 EPS_REL = 1e-9
 LINE_SEARCH_STEPS = 30
 LINE_SEARCH_RTOL = 1e-1
@@ -124,16 +126,9 @@ def _tridiag_solve(diag, upper, rhs):
     return y.T
 
 
-_ROW = np.zeros(1, dtype=np.intp)
-
-
 def _rowdot(a, b):
-    """Row-wise dot products, each row summed left to right on its own.
-
-    ``ufunc.reduceat`` over one segment per row: ``sum``/``einsum`` may split a row across
-    iterator buffers or pick another summation path by shape, so a frame's bits would depend on
-    its batch."""
-    return np.add.reduceat(a * b, _ROW, axis=-1)[..., 0]
+    """Row-wise dot products (bit-identical for a row alone or in any stack)."""
+    return row_sum(a * b)
 
 
 def _norm(x):

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._rows import row_sum
+
 
 def solve(mel, fb, s0, *, max_iter, tolerance_loss, tolerance_change, sgd):
     """Run the torchaudio 0.8 loop on the CPU.
@@ -54,7 +56,7 @@ def solve(mel, fb, s0, *, max_iter, tolerance_loss, tolerance_change, sgd):
     iterations = 0
     for iterations in range(1, max_iter + 1):
         diff = M - S @ fb
-        loss = (diff * diff).sum(-1, dtype=np.float64).mean()
+        loss = float(np.sum(row_sum((diff * diff).astype(np.float64)))) / (B * T)
         g = (grad_scale * diff) @ fb.T
         if weight_decay:
             g += weight_decay * S
