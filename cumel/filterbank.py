@@ -198,20 +198,19 @@ class SparseMel:
         ----------
         mu : array, shape (..., n_mels)
         w : tuple, optional
-            ``(lo, w_lo, w_hi)`` already on ``xp``'s device in ``mu``'s dtype (see
+            ``(lo, hi, w_lo, w_hi)`` already on ``xp``'s device in ``mu``'s dtype (see
             :meth:`arrays`).
 
         Returns
         -------
         array, shape (..., n_freqs)
         """
-        lo, w_lo, w_hi = w if w is not None else self.arrays(xp, mu.dtype)
-        mu_pad = xp.concatenate([mu, xp.zeros(mu.shape[:-1] + (1,), mu.dtype)], axis=-1)
-        return w_lo * mu_pad[..., lo] + w_hi * mu_pad[..., lo + 1]
+        lo, hi, w_lo, w_hi = w if w is not None else self.arrays(xp, mu.dtype)
+        return w_lo * mu[..., lo] + w_hi * mu[..., hi]
 
     def matvec(self, s, xp, w=None):
         """``A @ s`` for a stack of spectra: shape (..., n_freqs) -> (..., n_mels)."""
-        lo, w_lo, w_hi = w if w is not None else self.arrays(xp, s.dtype)
+        _, _, w_lo, w_hi = w if w is not None else self.arrays(xp, s.dtype)
         return self.segment_sum(w_lo * s, xp) + self.shift_up(self.segment_sum(w_hi * s, xp), xp)
 
     def tridiag(self, d, xp, w=None):
@@ -228,7 +227,7 @@ class SparseMel:
         upper : array, shape (..., n_mels)
             ``upper[k] = (A D A.T)[k, k + 1]``; the last entry is 0.
         """
-        lo, w_lo, w_hi = w if w is not None else self.arrays(xp, d.dtype)
+        _, _, w_lo, w_hi = w if w is not None else self.arrays(xp, d.dtype)
         diag = self.segment_sum(w_lo * w_lo * d, xp) + self.shift_up(self.segment_sum(w_hi * w_hi * d, xp), xp)
         upper = self.segment_sum(w_lo * w_hi * d, xp)
         return diag, upper
@@ -252,11 +251,16 @@ class SparseMel:
         return xp.concatenate([xp.zeros(x.shape[:-1] + (1,), x.dtype), x[..., :-1]], axis=-1)
 
     def arrays(self, xp, dtype):
-        """``(lo, w_lo, w_hi)`` on ``xp``'s current device in ``dtype``, cached."""
+        """``(lo, hi, w_lo, w_hi)`` on ``xp``'s current device in ``dtype``, cached.
+
+        ``hi = min(lo + 1, n_mels - 1)``: where ``lo + 1 == n_mels``, ``w_hi`` is 0 anyway, so the
+        upper neighbour can be read without padding the mel vector.
+        """
         key = (xp.__name__, np.dtype(dtype).str, _device_id(xp))
         cache = self.__dict__.setdefault("_arrays", {})
         if key not in cache:
-            cache[key] = (xp.asarray(self.lo.astype(np.int64)),
+            lo = self.lo.astype(np.intp)
+            cache[key] = (xp.asarray(lo), xp.asarray(np.minimum(lo + 1, self.n_mels - 1)),
                           xp.asarray(self.w_lo.astype(dtype)),
                           xp.asarray(self.w_hi.astype(dtype)))
         return cache[key]

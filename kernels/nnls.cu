@@ -9,7 +9,7 @@
 //       unchanged (F is then zero up to rounding: Newton is exact on a piece of F)
 //     J = A diag(d) A.T + eps I                     TRIDIAGONAL: diag, upper per mel
 //     delta = -J^-1 F                               Thomas algorithm on lane 0, O(n_mels)
-//     alpha: phi'(a) = sum_j max(t_j + a u_j, 0) u_j + c0 + a c1, u = A.T delta
+//     alpha: phi'(a) = sum_j max(t_j + a u_j, 0) u_j + c0 + a c1, u = A.T delta, phi'(0) = F.delta
 //            full step if phi'(1) <= 0, else regula falsi (Illinois) on [0, 1], as in NumPy
 //     mu += alpha delta
 //     stop if alpha ||u|| <= tolerance_change ||t||
@@ -40,7 +40,7 @@
 namespace cumel {
 
 constexpr int kLineSearchSteps = 30;
-constexpr double kLineSearchRtol = 1e-2;
+constexpr double kLineSearchRtol = 1e-1;
 
 struct NnlsWarpState {
     double* m;
@@ -179,13 +179,15 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
             __syncwarp();
 
             // ---- line search on phi'(alpha) ----
-            double c0_part = 0.0, c1_part = 0.0;
+            double c0_part = 0.0, c1_part = 0.0, slope_part = 0.0;
             for (int k = lane; k < n_mels; k += 32) {
                 c0_part += (eps * st.mu[k] - st.m[k]) * st.delta[k];
                 c1_part += st.delta[k] * st.delta[k];
+                slope_part += st.F[k] * st.delta[k];
             }
             const double c0 = warp_sum(c0_part);
             const double c1 = eps * warp_sum(c1_part);
+            const double slope0 = warp_sum(slope_part);  // phi'(0) = F.delta < 0
             double t_sq = 0.0, u_sq = 0.0, dphi1 = 0.0;
             for (int j = lane; j < n_freqs; j += 32) {
                 const double t = rmatvec_bin(lo, w_lo, w_hi, st.mu, j);
@@ -200,22 +202,26 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
             double alpha = 1.0;
             if (hi_start > 0.0) {
                 double a_lo = 0.0, a_hi = 1.0;
-                double lo_val = nnls_dphi(0.0, st, lo, w_lo, w_hi, n_freqs, c0, c1, lane);
+                double lo_val = slope0;
                 double hi_val = hi_start;
                 const double target = kLineSearchRtol * lo_val;
+                int side = 0;  // which end moved last: +1 lo, -1 hi
                 for (int r = 0; r < kLineSearchSteps; ++r) {
                     double c = a_lo - lo_val * (a_hi - a_lo) / (hi_val - lo_val);
                     c = fmin(fmax(c, a_lo + 1e-3 * (a_hi - a_lo)), a_hi - 1e-3 * (a_hi - a_lo));
                     const double c_val = nnls_dphi(c, st, lo, w_lo, w_hi, n_freqs, c0, c1, lane);
+                    // Illinois: when the same end moves twice running, halve the other's value
                     if (c_val <= 0.0) {
-                        hi_val *= 0.5;
+                        if (side > 0) hi_val *= 0.5;
                         lo_val = c_val;
                         a_lo = c;
+                        side = 1;
                         if (c_val >= target) break;
                     } else {
+                        if (side < 0) lo_val *= 0.5;
                         hi_val = c_val;
-                        lo_val *= 0.5;
                         a_hi = c;
+                        side = -1;
                     }
                 }
                 alpha = a_lo;

@@ -181,8 +181,7 @@ def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
         t = sp.rmatvec(mu_a, np, w)
         positive = t > 0
         d = positive.astype(np.float64)
-        s = t * d
-        F = sp.matvec(s, np, w) + eps * mu_a - m_a
+        F = sp.matvec(t * d, np, w) + eps * mu_a - m_a
         rel = _norm(F) / m_norm[active]
         kkt[active] = rel
         done = (rel <= tolerance_loss) | (exact[active] & (positive == d_prev[active]).all(axis=1))
@@ -196,7 +195,7 @@ def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
         diag, upper = sp.tridiag(d, np, w)
         delta = -_tridiag_solve(diag + eps, upper, F)
         u = sp.rmatvec(delta, np, w)
-        alpha = _line_search(t, u, mu_a, delta, m_a, eps)
+        alpha = _line_search(t, u, mu_a, delta, m_a, eps, _rowdot(F, delta))
         mu[active] = mu_a + alpha[:, None] * delta
         exact[active] = alpha == 1.0
         d_prev[active] = positive
@@ -229,12 +228,13 @@ class _LineFunction:
         return _rowdot(np.maximum(t + alpha[:, None] * u, 0), u) + self.c0[rows] + alpha * self.c1[rows]
 
 
-def _line_search(t, u, mu, delta, m, eps):
+def _line_search(t, u, mu, delta, m, eps, slope0):
     """Step length in (0, 1] along the Newton direction; every frame's own search.
 
     Full step where ``phi'(1) <= 0``; elsewhere regula falsi (Illinois) on the bracket
     ``[0, 1]`` keeping ``phi'(lo) <= 0 < phi'(hi)``, until ``phi'`` at the lower end is within
-    ``LINE_SEARCH_RTOL`` of its start value or ``LINE_SEARCH_STEPS`` rounds; returns ``lo``.
+    ``LINE_SEARCH_RTOL`` of ``slope0 = phi'(0) = F.delta`` or ``LINE_SEARCH_STEPS`` rounds;
+    returns ``lo``.
     """
     dphi = _LineFunction(t, u, mu, delta, m, eps)
     alpha = np.ones(t.shape[0])
@@ -243,23 +243,26 @@ def _line_search(t, u, mu, delta, m, eps):
     if rows.size == 0:
         return alpha
     lo, hi = np.zeros(rows.size), np.ones(rows.size)
-    lo_val, hi_val = dphi(lo, rows), hi_val[rows]
+    lo_val, hi_val = slope0[rows], hi_val[rows]      # phi'(0) = F.delta < 0: a descent direction
     target = LINE_SEARCH_RTOL * lo_val            # negative: stop once phi'(lo) >= target
+    side = np.zeros(rows.size, dtype=np.int8)      # which end moved last: +1 lo, -1 hi
     for _ in range(LINE_SEARCH_STEPS):
         c = lo - lo_val * (hi - lo) / (hi_val - lo_val)
         c = np.clip(c, lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo))
         c_val = dphi(c, rows)
         below = c_val <= 0
-        # Illinois: halve the stale end's value so that both ends of the bracket move
-        hi_val = np.where(below, hi_val * 0.5, c_val)
-        lo_val = np.where(below, c_val, lo_val * 0.5)
+        # Illinois: when the same end moves twice running, halve the other end's value
+        hi_val = np.where(below, np.where(side > 0, hi_val * 0.5, hi_val), c_val)
+        lo_val = np.where(below, c_val, np.where(side < 0, lo_val * 0.5, lo_val))
+        side = np.where(below, 1, -1).astype(np.int8)
         lo = np.where(below, c, lo)
         hi = np.where(below, hi, c)
         done = below & (c_val >= target)
         if done.any():
             alpha[rows[done]] = lo[done]
             keep = ~done
-            rows, lo, hi, lo_val, hi_val, target = (a[keep] for a in (rows, lo, hi, lo_val, hi_val, target))
+            rows, lo, hi, lo_val, hi_val, target, side = (
+                a[keep] for a in (rows, lo, hi, lo_val, hi_val, target, side))
             if rows.size == 0:
                 return alpha
     alpha[rows] = lo
