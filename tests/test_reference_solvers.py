@@ -24,15 +24,30 @@ def test_seed_document_example_mindspore():
                                                   [0.7081478, 0.8399491]]], dtype=np.float32))
 
 
-def _cases(index, prefix):
-    try:
-        entries = fixture_index(index)
-    except BaseException:  # shared folder absent: a single case that skips with the reason
-        return [pytest.param(None, id=f"{prefix}-fixtures")]
-    return [pytest.param(e, id=e["file"]) for e in entries if e["file"].startswith(prefix)]
+# fixture prefix -> (index file, the solver that reproduces it)
+FIXTURE_SOLVERS = {"ms_": ("mindspore_index.json", "mindspore"),
+                   "ta08_": ("torchaudio_index.json", "torchaudio"),
+                   "ta2_": ("torchaudio_index.json", "lstsq")}
 
 
-def _run_fixture(entry, solver):
+def _cases():
+    cases = []
+    for prefix, (index, solver) in FIXTURE_SOLVERS.items():
+        try:
+            entries = fixture_index(index)
+        except BaseException:  # shared folder absent: one case per family, skipping with the reason
+            cases.append(pytest.param(None, index, solver, id=f"{prefix}fixtures"))
+            continue
+        cases += [pytest.param(e, index, solver, id=e["file"])
+                  for e in entries if e["file"].startswith(prefix)]
+    return cases
+
+
+@pytest.mark.parametrize("entry, index, solver", _cases())
+def test_fixture_reproduced(entry, index, solver):
+    """Every golden output of ../shared/fixtures, within 1e-4 of the output's maximum."""
+    if entry is None:
+        fixture_index(index)
     data = load_fixture(entry["file"])
     kwargs = dict(entry["kwargs"])
     if "mel_scale" in kwargs:
@@ -43,30 +58,6 @@ def _run_fixture(entry, solver):
     np.testing.assert_array_equal(mel, before)          # the caller's array is untouched
     ref = data["output"]
     assert out.shape == ref.shape and out.dtype == ref.dtype
-    return out, ref
-
-
-@pytest.mark.parametrize("entry", _cases("mindspore_index.json", "ms_"))
-def test_mindspore_fixture(entry):
-    if entry is None:
-        fixture_index("mindspore_index.json")
-    out, ref = _run_fixture(entry, "mindspore")
-    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
-
-
-@pytest.mark.parametrize("entry", _cases("torchaudio_index.json", "ta08_"))
-def test_torchaudio08_fixture(entry):
-    if entry is None:
-        fixture_index("torchaudio_index.json")
-    out, ref = _run_fixture(entry, "torchaudio")
-    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
-
-
-@pytest.mark.parametrize("entry", _cases("torchaudio_index.json", "ta2_"))
-def test_torchaudio2_lstsq_fixture(entry):
-    if entry is None:
-        fixture_index("torchaudio_index.json")
-    out, ref = _run_fixture(entry, "lstsq")
     assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
