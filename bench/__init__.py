@@ -1,0 +1,24 @@
+"""Benchmark harness: cumel's solvers against their peers, on the CPU and on CUDA.
+
+Run ``python -m bench --help`` from the repository root. The harness needs NumPy and cumel only;
+each peer (PyTorch, torchaudio, MindSpore, librosa) is timed when it is importable, either in
+this interpreter or, with ``--python-for PEER=/path/to/python``, in a worker subprocess of
+another interpreter (``python -m bench.worker``), and is reported as a skipped row otherwise.
+
+Modules
+-------
+batches
+    The inputs: a workload's mel batch ``(B, n_mels, T)`` and its true power spectrogram.
+implementations
+    What is timed: cumel's four solvers and the peers, each turned into a :class:`Solve`.
+measure
+    The one timing function and the one row builder.
+worker
+    Runs rows in another interpreter (data as ``.npz``, rows back as JSON).
+environment
+    CPU, GPU, interpreter and library versions.
+report
+    JSON, Markdown tables and the PNG plot.
+torch_sgd
+    torchaudio 0.8's ``InverseMelScale`` loop written in PyTorch (removed from torchaudio in 2.1).
+"""

@@ -1,0 +1,154 @@
+"""Smoke tests of the benchmark harness (``python -m bench``): quick mode on the synthetic signal.
+
+They check the report's shape and the numbers that do not depend on the machine (residuals),
+never a timing. Peers missing from this interpreter must appear as "not installed" rows.
+"""
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from bench import cli
+from bench.batches import build_batch
+from bench.implementations import CUMEL_SOLVERS, IMPLEMENTATIONS, PEERS
+from cumel.workloads import WORKLOADS
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """One quick run over every workload, solver and peer, CPU and CUDA: (report, out folder)."""
+    out = tmp_path_factory.mktemp("bench")
+    status = cli.main(["--quick", "--peers", "all", "--backend", "cpu,cuda", "--out", str(out)])
+    assert status == 0
+    return json.loads((out / "results.json").read_text()), out
+
+
+def _rows(report, **match):
+    return [row for row in report["rows"] if all(row[k] == v for k, v in match.items())]
+
+
+def test_report_has_environment_settings_and_every_workload(quick):
+    report, out = quick
+    env = report["environment"]
+    for key in ("cpu", "cores", "python", "executable", "versions", "command", "timestamp", "gpu"):
+        assert key in env
+    assert env["versions"]["numpy"] == np.__version__ and "cumel" in env["versions"]
+    assert env["command"].startswith("python -m bench --quick")
+    assert report["settings"]["max_iter"] == 10 and report["settings"]["repeats"] == 1
+    assert set(report["workloads"]) == set(WORKLOADS)
+    markdown = (out / "results.md").read_text()
+    for name in WORKLOADS:
+        assert f"## {name}" in markdown
+
+
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+@pytest.mark.parametrize("solver", CUMEL_SOLVERS)
+def test_every_cumel_solver_is_measured_on_the_cpu(quick, workload, solver):
+    report, _ = quick
+    (row,) = _rows(report, workload=workload, implementation=f"cumel-{solver}", backend="cpu")
+    assert row["status"] == "ok", row["error"]
+    assert _finite(row["seconds"]) and row["seconds"] > 0
+    assert _finite(row["frames_per_second"]) and row["frames_per_second"] > 0
+    assert _finite(row["mel_residual"]) and _finite(row["spectrogram_error"])
+    assert row["dtype"] == "float32" and row["frames"] == report["workloads"][workload]["frames"]
+    assert isinstance(row["iterations"], int)
+    assert row["max_iter"] == (10 if solver in ("torchaudio", "mindspore") else None)
+
+
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+def test_nnls_converges_below_numpy_lstsq(quick, workload):
+    report, _ = quick
+    (nnls,) = _rows(report, workload=workload, implementation="cumel-nnls", backend="cpu")
+    (lstsq,) = _rows(report, workload=workload, implementation="numpy-lstsq", backend="cpu")
+    assert lstsq["status"] == "ok", lstsq["error"]
+    assert nnls["mel_residual"] <= 1e-5
+    assert nnls["mel_residual"] < lstsq["mel_residual"]
+    assert lstsq["speedup"] == pytest.approx(1.0)
+    assert _finite(nnls["speedup"]) and nnls["speedup"] > 0
+
+
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+@pytest.mark.parametrize("peer", PEERS)
+def test_every_peer_has_a_row_measured_or_explained(quick, workload, peer):
+    report, _ = quick
+    rows = _rows(report, workload=workload, peer=peer, backend="cpu")
+    expected = {impl.id for impl in IMPLEMENTATIONS if impl.peer == peer}
+    assert {row["implementation"] for row in rows} == expected
+    for row in rows:
+        if row["status"] == "ok":
+            assert _finite(row["seconds"]) and row["seconds"] > 0
+            assert _finite(row["mel_residual"]) and _finite(row["spectrogram_error"])
+        elif row["status"] == "skipped":
+            assert row["error"].startswith("not installed")
+        else:  # a peer that raised, e.g. torchaudio's gels on a rank-deficient filterbank
+            assert row["status"] == "error" and row["error"]
+
+
+def test_cuda_rows_are_measured_or_skipped_with_a_reason(quick):
+    report, _ = quick
+    rows = _rows(report, backend="cuda")
+    assert {row["implementation"] for row in rows} >= {f"cumel-{s}" for s in CUMEL_SOLVERS}
+    for row in rows:
+        assert row["status"] in ("ok", "skipped", "error")
+        if row["status"] != "ok":
+            assert row["error"]
+
+
+def test_plot_is_written_or_skipped(quick):
+    _, out = quick
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert not (out / "results.png").exists()
+    else:
+        assert (out / "results.png").stat().st_size > 0
+
+
+def test_worker_subprocess_measures_a_peer(tmp_path):
+    # --python-for with this interpreter: the numpy row travels through bench.worker
+    status = cli.main(["--quick", "--workload", "speech-201x128", "--solvers", "none",
+                       "--peers", "none", "--python-for", f"numpy={sys.executable}",
+                       "--out", str(tmp_path)])
+    assert status == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert sys.executable in report["environment"]["workers"]
+    (row,) = report["rows"]
+    assert row["implementation"] == "numpy-lstsq" and row["status"] == "ok", row["error"]
+    assert _finite(row["mel_residual"])
+
+
+def test_frames_for_crops_one_implementation(tmp_path):
+    status = cli.main(["--quick", "--workload", "tts-513x80", "--solvers", "lstsq",
+                       "--peers", "none", "--frames-for", "numpy=10", "--out", str(tmp_path)])
+    assert status == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    rows = {row["implementation"]: row for row in report["rows"]}
+    assert rows["cumel-lstsq"]["frames"] == 48
+    assert rows["numpy-lstsq"]["frames"] == 10 and rows["numpy-lstsq"]["batch"] == [2, 5]
+
+
+def test_batch_is_cropped_or_tiled_to_about_the_requested_frames():
+    workload = WORKLOADS["speech-201x128"]
+    whole = build_batch(workload, clips=2)
+    assert whole.shape == (2, 501) and whole.clips == ["synthetic-0", "synthetic-1"]
+    cropped = build_batch(workload, clips=2, frames=101)
+    assert cropped.shape == (2, 51)
+    tiled = build_batch(workload, clips=2, frames=2000)
+    assert tiled.shape == (4, 501) and tiled.clips == ["synthetic-0", "synthetic-1"] * 2
+    np.testing.assert_array_equal(tiled.mel[2], tiled.mel[0])
+    assert tiled.mel.dtype == tiled.spec.dtype == np.float32
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--peers", "tensorflow"])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--python-for", "nothing=/usr/bin/python3"])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--baseline", "no-such-row"])
