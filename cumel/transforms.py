@@ -205,6 +205,10 @@ class InverseMelScale:
             iterations = np.zeros(packed.shape[:1] + (T,), np.int64)
         else:
             S, iterations = self._solve(xp, packed)
+            if not bool(xp.isfinite(S).all()):
+                hint = (f" (diverged: lower sgdargs['lr']={self.sgdargs['lr']})"
+                        if self.solver in ("torchaudio", "mindspore") else "")
+                raise FloatingPointError(f"solver={self.solver!r} produced non-finite values{hint}")
         if xp is not np:
             xp.cuda.get_current_stream().synchronize()
         seconds = time.perf_counter() - t0

@@ -154,7 +154,9 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
                 f_sq += F * F;
             }
             kkt = sqrt(warp_sum(f_sq)) / m_norm;
-            if (kkt <= tolerance_loss || (exact && !__any_sync(CUMEL_FULL_MASK, changed))) {
+            // a non-finite frame stops too (the host then raises): it can never meet a rule
+            if (kkt <= tolerance_loss || !isfinite(kkt) ||
+                (exact && !__any_sync(CUMEL_FULL_MASK, changed))) {
                 ran_out = false;
                 break;
             }

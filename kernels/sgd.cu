@@ -11,6 +11,7 @@
 //   diff_t = m_t - A x_t;  loss = sum_t ||diff_t||^2 / (n_time n_mels)   (float64 sum)
 //   x_next_t = x_t + (lr / n_time) A.T diff_t
 //   stop if loss < tolerance_loss or |prev - loss| < tolerance_change  -- x_next is then DROPPED
+// Both also stop on a non-finite loss (divergence), and the host then raises.
 //   else x = x_next, prev = loss;  finally out = max(x, 0)
 // Both kernels fuse the gradient step, the clamp and the convergence bookkeeping in one launch
 // that runs every iteration on the device: the host launches once and never synchronises per
@@ -43,6 +44,11 @@
 namespace cg = cooperative_groups;
 
 namespace cumel {
+
+template <typename T>
+__device__ __forceinline__ T quiet_nan() {
+    return static_cast<T>(__longlong_as_double(0x7ff8000000000000LL));  // quiet NaN
+}
 
 // diff = m_f - A x_f for one frame (lane per mel), stored in diff[0..n_mels), diff[n_mels] = 0;
 // returns ||diff||^2 (float64, on every lane).
@@ -133,6 +139,12 @@ __global__ void torchaudio_sgd(const T* __restrict__ mel, long long n_frames, in
         __syncthreads();
         const double loss = total_loss / static_cast<double>(n_frames);
         ++it;
+        if (!isfinite(loss)) {  // diverged: poison this block's frames and stop; the host raises
+            for (long long f = first; f < n_frames; f += stride) {
+                for (int j = lane; j < n_freqs; j += 32) S[f * n_freqs + j] = cumel::quiet_nan<T>();
+            }
+            break;
+        }
         const bool stop = loss < tolerance_loss || fabs(prev_loss - loss) < tolerance_change;
         prev_loss = loss;
         if (stop) break;
@@ -165,6 +177,7 @@ __global__ void mindspore_gd(const T* __restrict__ mel, int n_time, long long me
     T* nxt = x_next + frame0 * n_freqs;
 
     double prev = prev_start;
+    bool diverged = false;
     int it = 0;
     while (it < max_iter) {
         double loss_part = 0.0;
@@ -189,6 +202,10 @@ __global__ void mindspore_gd(const T* __restrict__ mel, int n_time, long long me
         __syncthreads();
         const double loss = total_loss / (static_cast<double>(n_time) * n_mels);
         ++it;
+        if (!isfinite(loss)) {  // diverged: stop and poison the output; the host raises
+            diverged = true;
+            break;
+        }
         if (loss < tolerance_loss || fabs(prev - loss) < tolerance_change) break;
         prev = loss;
         T* tmp = cur;  // accept the step
@@ -200,8 +217,8 @@ __global__ void mindspore_gd(const T* __restrict__ mel, int n_time, long long me
         const long long f = frame0 + t;
         const T* xc = cur + static_cast<long long>(t) * n_freqs;
         for (int j = lane; j < n_freqs; j += 32) {
-            const T v = xc[j];
-            out[cumel::strided_index(f, j, n_time, out_sb, out_sj, out_st)] = v > T(0) ? v : T(0);
+            const T v = diverged ? cumel::quiet_nan<T>() : xc[j];
+            out[cumel::strided_index(f, j, n_time, out_sb, out_sj, out_st)] = v > T(0) ? v : (v != v ? v : T(0));
         }
     }
     if (threadIdx.x == 0) iterations[channel] = it;

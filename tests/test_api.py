@@ -201,3 +201,12 @@ def test_cli_demo(capsys):
     assert "(128, 400)" in out and "(201, 400)" in out and "solver=nnls" in out
     residual = float(out.split("mel residual ||A S - M|| / ||M|| = ")[1].split()[0])
     assert residual <= 1e-5
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_divergence_raises_instead_of_returning_nan():
+    # MindSpore's loop has no clamp inside: a too large step grows without bound
+    mel = _mel((10, 4))
+    with pytest.raises(FloatingPointError, match="lr"):
+        cumel.InverseMelScale(33, 10, solver="mindspore", seed=0, max_iter=5000,
+                              sgdargs={"sgd_lr": 1e3})(mel)

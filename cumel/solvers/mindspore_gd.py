@@ -57,7 +57,9 @@ def solve(mel, fb, x0, *, max_iter, tolerance_loss, tolerance_change, lr):
         sq = (diff * diff).reshape(active.size, -1).astype(np.float64)
         loss = row_sum(sq) / sq.shape[1]
         iterations[active] += 1
-        stop = (loss < tolerance_loss) | (np.abs(prev[active] - loss) < tolerance_change)
+        diverged = ~np.isfinite(loss)
+        stop = (loss < tolerance_loss) | (np.abs(prev[active] - loss) < tolerance_change) | diverged
+        X[active[diverged]] = np.nan            # stop a diverged channel; the transform raises
         prev[active] = loss
         if stop.any():
             go = ~stop

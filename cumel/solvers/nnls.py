@@ -184,7 +184,9 @@ def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
         F = sp.matvec(t * d, np, w) + eps * mu_a - m_a
         rel = _norm(F) / m_norm[active]
         kkt[active] = rel
-        done = (rel <= tolerance_loss) | (exact[active] & (positive == d_prev[active]).all(axis=1))
+        # a non-finite frame stops too (the transform then raises): it can never meet a rule
+        done = ((rel <= tolerance_loss) | ~np.isfinite(rel)
+                | (exact[active] & (positive == d_prev[active]).all(axis=1)))
         if done.any():
             keep = ~done
             active, mu_a, m_a, t, d, F, positive = (

@@ -65,6 +65,9 @@ def solve(mel, fb, s0, *, max_iter, tolerance_loss, tolerance_change, sgd):
             g = g + momentum * buf if nesterov else buf
         S -= lr * g
         np.maximum(S, 0, out=S)
+        if not np.isfinite(loss):
+            S[...] = np.nan                      # diverged: stop, the transform raises
+            break
         if loss < tolerance_loss or abs(prev_loss - loss) < tolerance_change:
             break
         prev_loss = loss
