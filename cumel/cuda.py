@@ -106,10 +106,9 @@ def _nnls_device(plan):
 
     def build():
         nn = plan.nnls()
-        _, start_upper = nn.sparse.tridiag(np.ones(nn.sparse.n_freqs), np, nn.w)
         return {"inv_pivot": cupy.asarray(nn.start_inv_pivot),
                 "upper_scaled": cupy.asarray(nn.start_upper_scaled),
-                "upper": cupy.asarray(start_upper), "eps": nn.eps}
+                "upper": cupy.asarray(nn.start_upper), "eps": nn.eps}
     return plan.cached(key, build)
 
 

@@ -189,66 +189,71 @@ class SparseMel:
         for a in (fb, lo, w_lo, w_hi, self.row_start):
             a.setflags(write=False)
 
-    # -- the three products every solver is built from (float64 or float32, any xp) --------------
+    # -- the products the solvers are built from -------------------------------------------------
+    # Vectors run along axis 0, frames along the trailing axes (the (..., n_mels, T) layout of a
+    # mel spectrogram, one column per frame): each product then works on whole contiguous rows of
+    # frames, and a column's arithmetic never depends on the other columns.
 
     def rmatvec(self, mu, xp, w=None):
-        """``A.T @ mu`` for a stack of mel vectors.
+        """``A.T @ mu``: (n_mels, ...) -> (n_freqs, ...).
 
         Parameters
         ----------
-        mu : array, shape (..., n_mels)
+        mu : array, shape (n_mels, ...)
         w : tuple, optional
             ``(lo, hi, w_lo, w_hi)`` already on ``xp``'s device in ``mu``'s dtype (see
             :meth:`arrays`).
-
-        Returns
-        -------
-        array, shape (..., n_freqs)
         """
         lo, hi, w_lo, w_hi = w if w is not None else self.arrays(xp, mu.dtype)
-        return w_lo * mu[..., lo] + w_hi * mu[..., hi]
+        shape = (-1,) + (1,) * (mu.ndim - 1)
+        return w_lo.reshape(shape) * mu[lo] + w_hi.reshape(shape) * mu[hi]
 
     def matvec(self, s, xp, w=None):
-        """``A @ s`` for a stack of spectra: shape (..., n_freqs) -> (..., n_mels)."""
+        """``A @ s``: (n_freqs, ...) -> (n_mels, ...)."""
         _, _, w_lo, w_hi = w if w is not None else self.arrays(xp, s.dtype)
-        return self.segment_sum(w_lo * s, xp) + self.shift_up(self.segment_sum(w_hi * s, xp), xp)
+        shape = (-1,) + (1,) * (s.ndim - 1)
+        return (self.segment_sum(w_lo.reshape(shape) * s, xp)
+                + self.shift_up(self.segment_sum(w_hi.reshape(shape) * s, xp), xp))
 
     def tridiag(self, d, xp, w=None):
         """Diagonal and super-diagonal of ``A diag(d) A.T``.
 
         Parameters
         ----------
-        d : array, shape (..., n_freqs)
+        d : array, shape (n_freqs, ...)
             Non-negative bin weights (1 for free bins, 0 for clamped ones).
 
         Returns
         -------
-        diag : array, shape (..., n_mels)
-        upper : array, shape (..., n_mels)
+        diag : array, shape (n_mels, ...)
+        upper : array, shape (n_mels, ...)
             ``upper[k] = (A D A.T)[k, k + 1]``; the last entry is 0.
         """
         _, _, w_lo, w_hi = w if w is not None else self.arrays(xp, d.dtype)
+        shape = (-1,) + (1,) * (d.ndim - 1)
+        w_lo, w_hi = w_lo.reshape(shape), w_hi.reshape(shape)
         diag = self.segment_sum(w_lo * w_lo * d, xp) + self.shift_up(self.segment_sum(w_hi * w_hi * d, xp), xp)
         upper = self.segment_sum(w_lo * w_hi * d, xp)
         return diag, upper
 
     def segment_sum(self, x, xp):
-        """Sum ``x[..., j]`` over the bins of each row run: (..., n_freqs) -> (..., n_mels)."""
+        """Sum ``x[j]`` over the bins of each row run: (n_freqs, ...) -> (n_mels, ...)."""
         if xp is np:
-            # reduceat sums each run left to right, row by row: no cross-frame arithmetic
-            out = np.zeros(x.shape[:-1] + (self.n_mels,), x.dtype)
-            out[..., self._nonempty_rows] = np.add.reduceat(x, self._nonempty_starts, axis=-1)
+            # reduceat adds whole rows of frames in bin order: one vectorised pass per run, and
+            # each frame's sum is the same sequence of additions whatever the batch
+            out = np.zeros((self.n_mels,) + x.shape[1:], x.dtype)
+            out[self._nonempty_rows] = np.add.reduceat(x, self._nonempty_starts, axis=0)
             return out
         # array modules without ufunc.reduceat: differences of a running sum (float64 callers)
-        c = xp.cumsum(x, axis=-1)
-        c = xp.concatenate([xp.zeros(x.shape[:-1] + (1,), x.dtype), c], axis=-1)
+        c = xp.cumsum(x, axis=0)
+        c = xp.concatenate([xp.zeros((1,) + x.shape[1:], x.dtype), c], axis=0)
         idx = xp.asarray(self.row_start)
-        return c[..., idx[1:]] - c[..., idx[:-1]]
+        return c[idx[1:]] - c[idx[:-1]]
 
     @staticmethod
     def shift_up(x, xp):
         """``y[k] = x[k - 1]`` with ``y[0] = 0``: the ``w_hi`` part lands one mel higher."""
-        return xp.concatenate([xp.zeros(x.shape[:-1] + (1,), x.dtype), x[..., :-1]], axis=-1)
+        return xp.concatenate([xp.zeros((1,) + x.shape[1:], x.dtype), x[:-1]], axis=0)
 
     def arrays(self, xp, dtype):
         """``(lo, hi, w_lo, w_hi)`` on ``xp``'s current device in ``dtype``, cached.

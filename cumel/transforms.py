@@ -231,11 +231,11 @@ class InverseMelScale:
             S = _lstsq.solve(packed, self.plan.pinv(packed.dtype))
             return S, np.zeros((B, T), np.int64)
         if self.solver == "nnls":
-            frames = packed.transpose(0, 2, 1).reshape(B * T, self.n_mels)
+            frames = packed.transpose(1, 0, 2).reshape(self.n_mels, B * T)   # one column a frame
             s, iters, _ = _nnls.solve(self.plan.nnls(), frames, max_iter=self.max_iter,
                                       tolerance_loss=self.tolerance_loss,
                                       tolerance_change=self.tolerance_change)
-            S = s.astype(packed.dtype).reshape(B, T, self.n_stft).transpose(0, 2, 1)
+            S = s.astype(packed.dtype).reshape(self.n_stft, B, T).transpose(1, 0, 2)
             return np.ascontiguousarray(S), iters.reshape(B, T)
         fb = self.plan.fb(packed.dtype)
         if self.solver == "torchaudio":

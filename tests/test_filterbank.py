@@ -64,19 +64,21 @@ def test_sparse_products_equal_dense(args):
     sp = SparseMel(fb)
     A = fb.T
     rng = np.random.default_rng(0)
-    mu = rng.standard_normal((3, A.shape[0]))
-    s = rng.standard_normal((3, A.shape[1]))
-    d = (rng.random((3, A.shape[1])) > 0.4).astype(np.float64)
-    assert np.allclose(sp.rmatvec(mu, np), mu @ A, rtol=1e-12, atol=1e-12)
-    assert np.allclose(sp.matvec(s, np), s @ A.T, rtol=1e-12, atol=1e-12)
+    # vectors along axis 0, one column per frame
+    mu = rng.standard_normal((A.shape[0], 3))
+    s = rng.standard_normal((A.shape[1], 3))
+    d = (rng.random((A.shape[1], 3)) > 0.4).astype(np.float64)
+    assert np.allclose(sp.rmatvec(mu, np), A.T @ mu, rtol=1e-12, atol=1e-12)
+    assert np.allclose(sp.matvec(s, np), A @ s, rtol=1e-12, atol=1e-12)
+    assert np.allclose(sp.matvec(s[:, 0], np), A @ s[:, 0], rtol=1e-12, atol=1e-12)  # 1-D too
     diag, upper = sp.tridiag(d, np)
-    for row in range(3):
-        J = (A * d[row]) @ A.T
-        assert np.allclose(np.diag(J), diag[row], atol=1e-12)
-        assert np.allclose(np.diag(J, 1), upper[row, :-1], atol=1e-12)
+    for col in range(3):
+        J = (A * d[:, col]) @ A.T
+        assert np.allclose(np.diag(J), diag[:, col], atol=1e-12)
+        assert np.allclose(np.diag(J, 1), upper[:-1, col], atol=1e-12)
         # the structural claim behind the nnls solver: nothing beyond the first off-diagonal
         assert np.abs(np.triu(J, 2)).max() == 0.0
-    assert upper[:, -1].tolist() == [0.0, 0.0, 0.0]
+    assert upper[-1].tolist() == [0.0, 0.0, 0.0]
     # about 2 n_freqs non-zeros instead of n_mels * n_freqs
     assert np.count_nonzero(A) <= 2 * A.shape[1]
 

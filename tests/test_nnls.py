@@ -72,15 +72,15 @@ def test_kkt_optimality_random_and_inconsistent(case):
         M = cumel.melscale_fbanks(201, 0.0, 8000.0, 80, 16000, "slaney", "slaney", dtype=np.float64).T @ S_true
     elif case == "negative_values":
         M[rng.random(M.shape) < 0.05] *= -1.0
-    s, iterations, kkt = _frames_solve(inv, M.T, tolerance_loss=1e-10, tolerance_change=0.0)
+    s, iterations, kkt = _frames_solve(inv, M, tolerance_loss=1e-10, tolerance_change=0.0)
     eps = inv.plan.nnls().eps
     for t in range(M.shape[1]):
-        assert kkt_violation(A, eps, s[t], M[:, t]) <= 1e-8
+        assert kkt_violation(A, eps, s[:, t], M[:, t]) <= 1e-8
     assert iterations.max() <= 60          # "stops well before max_iter"
     if case == "consistent":
-        assert mel_residual(A.T, s.T, M) <= 1e-6   # the eps bias: about EPS_REL * cond
+        assert mel_residual(A.T, s, M) <= 1e-6   # the eps bias: about EPS_REL * cond
     else:
-        assert mel_residual(A.T, s.T, M) > 1e-4   # inconsistent: an optimum, not a fit
+        assert mel_residual(A.T, s, M) > 1e-4   # inconsistent: an optimum, not a fit
 
 
 def test_matches_slow_reference_solver():
@@ -91,11 +91,11 @@ def test_matches_slow_reference_solver():
     eps = inv.plan.nnls().eps
     S_true = rng.gamma(0.7, 1.0, size=(129, 6))
     M = A @ S_true + 0.02 * rng.standard_normal((40, 6))
-    s, _, _ = _frames_solve(inv, M.T, tolerance_loss=1e-12, tolerance_change=0.0)
+    s, _, _ = _frames_solve(inv, M, tolerance_loss=1e-12, tolerance_change=0.0)
     C = np.vstack([A, np.sqrt(eps) * np.eye(129)])
     for t in range(6):
         ref = lawson_hanson(C, np.concatenate([M[:, t], np.zeros(129)]))
-        assert np.linalg.norm(s[t] - ref) <= 1e-6 * np.linalg.norm(ref)
+        assert np.linalg.norm(s[:, t] - ref) <= 1e-6 * np.linalg.norm(ref)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -163,12 +163,9 @@ def test_first_step_is_the_pseudo_inverse():
     _, M = audio_pair("speech-201x128", "speech_04")
     inv = cumel.InverseMelScale(201, 128, max_iter=1, tolerance_loss=0.0)
     plan = inv.plan.nnls()
-    frames = M[:, :30].T.astype(np.float64)
-    mu0 = nnls._thomas_solve(plan.start_inv_pivot, plan.start_upper_scaled,
-                             plan.sparse.tridiag(np.ones(201), np)[1], frames)
-    s0 = np.maximum(plan.sparse.rmatvec(mu0, np), 0)
+    s0 = np.maximum(plan.sparse.rmatvec(plan.start(M[:, :30]), np), 0)
     lstsq = cumel.InverseMelScale(201, 128, solver="lstsq")(M[:, :30].astype(np.float64))
-    assert np.linalg.norm(s0 - lstsq.T) <= 1e-5 * np.linalg.norm(lstsq)
+    assert np.linalg.norm(s0 - lstsq) <= 1e-5 * np.linalg.norm(lstsq)
 
 
 def test_plan_is_cached_per_filterbank():

@@ -14,3 +14,9 @@ def row_sum(x):
     channel's) result would depend on the batch it is in.
     """
     return np.add.reduceat(x, _FIRST, axis=-1)[..., 0]
+
+
+def col_sum(x):
+    """Sum over axis 0, row after row: (n, ...) -> (...); each column's sum is the same
+    sequence of additions whatever the other columns (one vectorised add per row)."""
+    return np.add.reduceat(x, _FIRST, axis=0)[0]

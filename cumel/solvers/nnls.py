@@ -20,7 +20,7 @@ Only adjacent triangles share bins, so ``J`` is TRIDIAGONAL: a Newton step costs
 O(nnz(A) + n_mels), about ``2 n_freqs + 8 n_mels`` flops, and the state of one frame is
 ``mu`` plus three n_mels vectors: small enough to stay on-chip in a CUDA block for the whole solve.
 
-Iteration (per frame; ``kernels/nnls.cu`` runs exactly this, one frame per thread block)::
+Iteration (per frame; ``kernels/nnls.cu`` runs exactly this, one frame per warp)::
 
     mu_0 = (A A.T + eps I)^-1 m        # cached factorisation; s(mu_0) is torchaudio 2.x's lstsq+relu
     for it in 1 .. max_iter:
@@ -43,15 +43,16 @@ decreases ``q``.  On a piece where the active set is right the Newton step is ex
 iteration ends in a handful of steps (10-20 on real audio) with the KKT residual at rounding level.
 
 The arithmetic is float64 for float32 and float64 input alike (a frame's state is tiny; the
-dual is ill-conditioned by design), and the result is cast to the input dtype.  Every operation
-is row-wise over frames with no cross-frame reduction: a frame gives the same bits alone or in
-any batch, and a converged frame drops out of the active set and costs nothing further.
+dual is ill-conditioned by design), and the result is cast to the input dtype.  Frames are
+columns (vectors along axis 0, as in a mel spectrogram), so every step is a vectorised operation
+across frames and no operation mixes columns: a frame gives the same bits alone or in any batch,
+and a converged frame drops out of the active set and costs nothing further.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ._rows import row_sum
+from ._rows import col_sum
 
 EPS_REL = 1e-9
 LINE_SEARCH_STEPS = 30
@@ -66,9 +67,10 @@ class NnlsPlan:
     eps : float
         Regulariser (absolute).
     w : tuple of ndarray
-        ``(lo, w_lo, w_hi)`` of :class:`cumel.filterbank.SparseMel` in float64.
-    start_inv_pivot, start_upper_scaled : ndarray, shape (n_mels,)
-        Thomas factorisation of ``A A.T + eps I``: ``1 / pivot_k`` and ``upper_k / pivot_k``.
+        ``(lo, hi, w_lo, w_hi)`` of :class:`cumel.filterbank.SparseMel` in float64.
+    start_inv_pivot, start_upper_scaled, start_upper : ndarray, shape (n_mels,)
+        Thomas factorisation of ``A A.T + eps I``: ``1 / pivot_k``, ``upper_k / pivot_k`` and
+        ``upper_k``.
     """
 
     def __init__(self, sparse):
@@ -77,41 +79,48 @@ class NnlsPlan:
         self.w = sparse.arrays(np, np.float64)
         diag, upper = sparse.tridiag(np.ones(sparse.n_freqs), np, self.w)
         self.eps = EPS_REL * float(diag.max()) if diag.max() > 0 else EPS_REL
+        self.start_upper = upper
         self.start_inv_pivot, self.start_upper_scaled = _thomas_factor(diag + self.eps, upper)
 
+    def start(self, m):
+        """``mu_0 = (A A.T + eps I)^-1 m`` for columns ``m`` (n_mels, N)."""
+        return _thomas_solve(self.start_inv_pivot, self.start_upper_scaled, self.start_upper, m)
+
+
+# Tridiagonal systems, one per column, vectors along axis 0: every step of a sweep is one
+# vectorised operation over the frames.
 
 def _thomas_factor(diag, upper):
     """Factors of a symmetric tridiagonal matrix: ``1 / pivot_k`` and ``upper_k / pivot_k``."""
-    n = diag.shape[-1]
     inv_pivot = np.empty_like(diag)
     upper_scaled = np.empty_like(diag)
-    pivot = diag[..., 0]
-    for k in range(n):
+    pivot = diag[0]
+    for k in range(diag.shape[0]):
         if k:
-            pivot = diag[..., k] - upper[..., k - 1] * upper_scaled[..., k - 1]
-        inv_pivot[..., k] = 1.0 / pivot
-        upper_scaled[..., k] = upper[..., k] * inv_pivot[..., k]
+            pivot = diag[k] - upper[k - 1] * upper_scaled[k - 1]
+        inv_pivot[k] = 1.0 / pivot
+        upper_scaled[k] = upper[k] * inv_pivot[k]
     return inv_pivot, upper_scaled
 
 
 def _thomas_solve(inv_pivot, upper_scaled, upper, rhs):
-    """Solve ``T x = rhs`` (rhs (N, n)) with the factors of :func:`_thomas_factor` (n,)."""
-    y = np.array(rhs.T, order="C")         # a copy, mel-major: each step touches one contiguous row
+    """Solve ``T x = rhs`` (rhs (n, ...)) with the factors of :func:`_thomas_factor` (n,)."""
+    y = np.array(rhs, dtype=np.float64)           # a copy
     y[0] *= inv_pivot[0]
     for k in range(1, y.shape[0]):
         y[k] -= upper[k - 1] * y[k - 1]
         y[k] *= inv_pivot[k]
     for k in range(y.shape[0] - 2, -1, -1):
         y[k] -= upper_scaled[k] * y[k + 1]
-    return y.T
+    return y
 
 
 def _tridiag_solve(diag, upper, rhs):
-    """Solve ``T_i x_i = rhs_i`` for a stack of symmetric tridiagonal ``T_i`` (all (N, n)).
+    """Solve ``T_i x_i = rhs_i`` for a stack of symmetric tridiagonal ``T_i`` (all (n, N)).
 
     Thomas algorithm, factorisation fused with the forward sweep (as lane 0 of the kernel does).
     """
-    diag, upper, y = (np.array(a.T, order="C") for a in (diag, upper, rhs))  # copies, mel-major
+    y = np.array(rhs)                             # a copy
     upper_scaled = np.empty_like(upper)
     inv_pivot = 1.0 / diag[0]
     upper_scaled[0] = upper[0] * inv_pivot
@@ -123,26 +132,26 @@ def _tridiag_solve(diag, upper, rhs):
         y[k] *= inv_pivot
     for k in range(y.shape[0] - 2, -1, -1):
         y[k] -= upper_scaled[k] * y[k + 1]
-    return y.T
+    return y
 
 
-def _rowdot(a, b):
-    """Row-wise dot products (bit-identical for a row alone or in any stack)."""
-    return row_sum(a * b)
+def _coldot(a, b):
+    """Per-frame dot products of (n, N) columns (bit-identical alone or in any batch)."""
+    return col_sum(a * b)
 
 
 def _norm(x):
-    return np.sqrt(_rowdot(x, x))
+    return np.sqrt(_coldot(x, x))
 
 
 def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
-    """Solve every frame of ``m``.
+    """Solve every frame (column) of ``m``.
 
     Parameters
     ----------
     plan : NnlsPlan
-    m : ndarray, shape (N, n_mels)
-        One mel frame per row, any real dtype (computed in float64).
+    m : ndarray, shape (n_mels, N)
+        One mel frame per column, any real dtype (computed in float64).
     max_iter : int
         Newton steps allowed per frame.
     tolerance_loss : float
@@ -154,61 +163,62 @@ def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
 
     Returns
     -------
-    s : ndarray, shape (N, n_freqs), float64
+    s : ndarray, shape (n_freqs, N), float64
     iterations : ndarray of int64, shape (N,)
         Newton steps taken per frame.
     kkt : ndarray, shape (N,)
         Final ``||F|| / ||m||`` per frame (0 for an all-zero frame).
     """
     sp, w, eps = plan.sparse, plan.w, plan.eps
-    m = np.ascontiguousarray(m, dtype=np.float64)
-    N = m.shape[0]
-    _, start_upper = sp.tridiag(np.ones(sp.n_freqs), np, w)
-    mu = _thomas_solve(plan.start_inv_pivot, plan.start_upper_scaled, start_upper, m)
+    m = np.asarray(m, dtype=np.float64)
+    N = m.shape[1]
+    mu = plan.start(m)
     m_norm = _norm(m)
     iterations = np.zeros(N, dtype=np.int64)
     kkt = np.zeros(N)
     active = np.flatnonzero(m_norm > 0)
-    mu[m_norm == 0] = 0.0
+    mu[:, m_norm == 0] = 0.0
     # exact[i]: the last step of frame i was a full Newton step; if its active set is unchanged,
     # F is zero up to rounding (Newton is exact on a piece of the piecewise linear F).
     exact = np.zeros(N, dtype=bool)
-    d_prev = np.zeros((N, sp.n_freqs), dtype=bool)
+    d_prev = np.zeros((sp.n_freqs, N), dtype=bool)
     for _ in range(max_iter):
         if active.size == 0:
             break
-        mu_a, m_a = mu[active], m[active]
+        everyone = active.size == N               # no column gathers while every frame runs
+        mu_a = mu if everyone else mu[:, active]
+        m_a = m if everyone else m[:, active]
         t = sp.rmatvec(mu_a, np, w)
         positive = t > 0
         d = positive.astype(np.float64)
         F = sp.matvec(t * d, np, w) + eps * mu_a - m_a
         rel = _norm(F) / m_norm[active]
         kkt[active] = rel
+        unchanged = (positive == (d_prev if everyone else d_prev[:, active])).all(axis=0)
         # a non-finite frame stops too (the transform then raises): it can never meet a rule
-        done = ((rel <= tolerance_loss) | ~np.isfinite(rel)
-                | (exact[active] & (positive == d_prev[active]).all(axis=1)))
+        done = (rel <= tolerance_loss) | ~np.isfinite(rel) | (exact[active] & unchanged)
         if done.any():
             keep = ~done
-            active, mu_a, m_a, t, d, F, positive = (
-                a[keep] for a in (active, mu_a, m_a, t, d, F, positive))
+            active = active[keep]
+            mu_a, m_a, t, d, F, positive = (a[:, keep] for a in (mu_a, m_a, t, d, F, positive))
             if active.size == 0:
                 break
         iterations[active] += 1
         diag, upper = sp.tridiag(d, np, w)
         delta = -_tridiag_solve(diag + eps, upper, F)
         u = sp.rmatvec(delta, np, w)
-        alpha = _line_search(t, u, mu_a, delta, m_a, eps, _rowdot(F, delta))
-        mu[active] = mu_a + alpha[:, None] * delta
+        alpha = _line_search(t, u, mu_a, delta, m_a, eps, _coldot(F, delta))
+        mu[:, active] = mu_a + alpha * delta
         exact[active] = alpha == 1.0
-        d_prev[active] = positive
+        d_prev[:, active] = positive
         # Progress is measured on t = A.T mu, the unclamped spectrum: mu itself has components
         # of size m_k / eps on empty filters, which do not touch s at all.
         stalled = alpha * _norm(u) <= tolerance_change * _norm(t)
         active = active[~stalled]
     if active.size:  # frames stopped by max_iter: report their final KKT residual
-        mu_a = mu[active]
+        mu_a = mu[:, active]
         s = np.maximum(sp.rmatvec(mu_a, np, w), 0)
-        kkt[active] = _norm(sp.matvec(s, np, w) + eps * mu_a - m[active]) / m_norm[active]
+        kkt[active] = _norm(sp.matvec(s, np, w) + eps * mu_a - m[:, active]) / m_norm[active]
     s = np.maximum(sp.rmatvec(mu, np, w), 0)
     return s, iterations, kkt
 
@@ -222,12 +232,12 @@ class _LineFunction:
 
     def __init__(self, t, u, mu, delta, m, eps):
         self.t, self.u = t, u
-        self.c0 = _rowdot(eps * mu - m, delta)
-        self.c1 = eps * _rowdot(delta, delta)
+        self.c0 = _coldot(eps * mu - m, delta)
+        self.c1 = eps * _coldot(delta, delta)
 
-    def __call__(self, alpha, rows=slice(None)):
-        t, u = self.t[rows], self.u[rows]
-        return _rowdot(np.maximum(t + alpha[:, None] * u, 0), u) + self.c0[rows] + alpha * self.c1[rows]
+    def __call__(self, alpha, cols=slice(None)):
+        t, u = self.t[:, cols], self.u[:, cols]
+        return _coldot(np.maximum(t + alpha * u, 0), u) + self.c0[cols] + alpha * self.c1[cols]
 
 
 def _line_search(t, u, mu, delta, m, eps, slope0):
@@ -239,19 +249,19 @@ def _line_search(t, u, mu, delta, m, eps, slope0):
     returns ``lo``.
     """
     dphi = _LineFunction(t, u, mu, delta, m, eps)
-    alpha = np.ones(t.shape[0])
+    alpha = np.ones(t.shape[1])
     hi_val = dphi(alpha)
-    rows = np.flatnonzero(hi_val > 0)
-    if rows.size == 0:
+    cols = np.flatnonzero(hi_val > 0)
+    if cols.size == 0:
         return alpha
-    lo, hi = np.zeros(rows.size), np.ones(rows.size)
-    lo_val, hi_val = slope0[rows], hi_val[rows]      # phi'(0) = F.delta < 0: a descent direction
+    lo, hi = np.zeros(cols.size), np.ones(cols.size)
+    lo_val, hi_val = slope0[cols], hi_val[cols]      # phi'(0) = F.delta < 0: a descent direction
     target = LINE_SEARCH_RTOL * lo_val            # negative: stop once phi'(lo) >= target
-    side = np.zeros(rows.size, dtype=np.int8)      # which end moved last: +1 lo, -1 hi
+    side = np.zeros(cols.size, dtype=np.int8)     # which end moved last: +1 lo, -1 hi
     for _ in range(LINE_SEARCH_STEPS):
         c = lo - lo_val * (hi - lo) / (hi_val - lo_val)
         c = np.clip(c, lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo))
-        c_val = dphi(c, rows)
+        c_val = dphi(c, cols)
         below = c_val <= 0
         # Illinois: when the same end moves twice running, halve the other end's value
         hi_val = np.where(below, np.where(side > 0, hi_val * 0.5, hi_val), c_val)
@@ -261,11 +271,11 @@ def _line_search(t, u, mu, delta, m, eps, slope0):
         hi = np.where(below, hi, c)
         done = below & (c_val >= target)
         if done.any():
-            alpha[rows[done]] = lo[done]
+            alpha[cols[done]] = lo[done]
             keep = ~done
-            rows, lo, hi, lo_val, hi_val, target, side = (
-                a[keep] for a in (rows, lo, hi, lo_val, hi_val, target, side))
-            if rows.size == 0:
+            cols, lo, hi, lo_val, hi_val, target, side = (
+                a[keep] for a in (cols, lo, hi, lo_val, hi_val, target, side))
+            if cols.size == 0:
                 return alpha
-    alpha[rows] = lo
+    alpha[cols] = lo
     return alpha
