@@ -190,21 +190,22 @@ def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
         m_a = m if everyone else m[:, active]
         t = sp.rmatvec(mu_a, np, w)
         positive = t > 0
-        d = positive.astype(np.float64)
-        F = sp.matvec(t * d, np, w) + eps * mu_a - m_a
+        F = sp.matvec(np.maximum(t, 0.0), np, w) + eps * mu_a - m_a
         rel = _norm(F) / m_norm[active]
         kkt[active] = rel
-        unchanged = (positive == (d_prev if everyone else d_prev[:, active])).all(axis=0)
         # a non-finite frame stops too (the transform then raises): it can never meet a rule
-        done = (rel <= tolerance_loss) | ~np.isfinite(rel) | (exact[active] & unchanged)
+        done = (rel <= tolerance_loss) | ~np.isfinite(rel)
+        check = np.flatnonzero(exact[active] & ~done)      # full step last time: same active set?
+        if check.size:
+            done[check] = (positive[:, check] == d_prev[:, active[check]]).all(axis=0)
         if done.any():
             keep = ~done
             active = active[keep]
-            mu_a, m_a, t, d, F, positive = (a[:, keep] for a in (mu_a, m_a, t, d, F, positive))
+            mu_a, m_a, t, F, positive = (a[:, keep] for a in (mu_a, m_a, t, F, positive))
             if active.size == 0:
                 break
         iterations[active] += 1
-        diag, upper = sp.tridiag(d, np, w)
+        diag, upper = sp.tridiag(positive, np, w)
         delta = -_tridiag_solve(diag + eps, upper, F)
         u = sp.rmatvec(delta, np, w)
         alpha = _line_search(t, u, mu_a, delta, m_a, eps, _coldot(F, delta))
