@@ -46,6 +46,13 @@ class Plan:
         dtype = np.dtype(dtype)
         return self.cached(("fb", dtype.str), lambda: self.fb64.astype(dtype))
 
+    def forward(self, dtype, xp):
+        """``A = fb.T`` (n_mels, n_freqs) in ``dtype`` on ``xp``'s current device, cached."""
+        dtype = np.dtype(dtype)
+        device = None if xp is np else xp.cuda.Device().id
+        return self.cached(("A", dtype.str, device),
+                           lambda: xp.ascontiguousarray(xp.asarray(self.fb(dtype).T)))
+
     def pinv(self, dtype):
         dtype = np.dtype(dtype)
         return self.cached(("pinv", dtype.str), lambda: _lstsq.pseudo_inverse(self.fb64, dtype))
@@ -110,8 +117,7 @@ class MelScale:
             raise ValueError(f"specgram must have shape (..., n_stft={self.n_stft}, time), "
                              f"got {tuple(specgram.shape)}")
         dtype = specgram.dtype if specgram.dtype in (np.float32, np.float64) else np.dtype(np.float32)
-        fbT = xp.asarray(self.plan.fb(dtype).T)
-        return xp.matmul(fbT, specgram.astype(dtype, copy=False))
+        return xp.matmul(self.plan.forward(dtype, xp), specgram.astype(dtype, copy=False))
 
 
 def _filterbank_key(n_stft, n_mels, sample_rate, f_min, f_max, norm, mel_type, mel_param):
@@ -256,9 +262,8 @@ class InverseMelScale:
         return int(np.random.SeedSequence().generate_state(1)[0])
 
     def _info(self, xp, packed, S, iterations, lead, T, seconds):
-        fbT = xp.asarray(self.plan.fb(np.float64).T)
         M = packed.astype(np.float64)
-        R = xp.matmul(fbT, S.astype(np.float64)) - M
+        R = xp.matmul(self.plan.forward(np.float64, xp), S.astype(np.float64)) - M
         r_norm = xp.sqrt((R * R).sum(axis=1))
         m_norm = xp.sqrt((M * M).sum(axis=1))
         per_frame = _backend.to_numpy(xp.where(m_norm > 0, r_norm / xp.where(m_norm > 0, m_norm, 1), 0))
