@@ -6,7 +6,7 @@
 * Device copies of the per-filterbank constants hang off the transform's :class:`Plan`, built on
   first use per device and dtype.
 * The SGD starts are generated on the host by the same code as the CPU path
-  (``cumel._random``), so a seed gives the same start on both.
+  (``InverseMelScale.start``, ``cumel._random``), so a seed gives the same start on both.
 * All work is queued on CuPy's current stream; nothing here synchronises with the host.
 
 CuPy is imported inside the functions: importing this module without CuPy is harmless.
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _random
 
 # (source file, cooperative launch?) -> the instantiations compiled from it
 KERNELS = {
@@ -193,7 +192,7 @@ def solve(transform, packed, out=None):
     scalar = dtype.type
     if solver == "torchaudio":
         sgd = transform.sgdargs
-        state = cupy.asarray(_random.torch_rand(transform._seed(), (n_frames, n_freqs), dtype))
+        state = transform.start((n_frames, n_freqs), dtype, cupy)       # torch's C order
         buf = cupy.zeros_like(state)
         iterations = cupy.zeros(1, np.int32)
         kernel = _kernel("sgd.cu", True, f"torchaudio_sgd<{_ctype(dtype)}>")
@@ -214,8 +213,8 @@ def solve(transform, packed, out=None):
         return S, cupy.broadcast_to(iterations.astype(np.int64), (B, T))
 
     # mindspore: one block per channel
-    x0 = _random.mindspore_uniform(transform._seed(), (B, n_freqs, T), dtype)
-    x = cupy.asarray(np.ascontiguousarray(x0.transpose(0, 2, 1)))
+    x0 = transform.start((B, n_freqs, T), dtype, cupy)                  # MindSpore's C order
+    x = cupy.ascontiguousarray(x0.transpose(0, 2, 1))
     x_next = cupy.empty_like(x)
     S = _output(out, (B, n_freqs, T), dtype)
     iterations = cupy.zeros(B, np.int32)

@@ -245,21 +245,33 @@ class InverseMelScale:
             return np.ascontiguousarray(S), iters.reshape(B, T)
         fb = self.plan.fb(packed.dtype)
         if self.solver == "torchaudio":
-            s0 = _random.torch_rand(self._seed(), (B, T, self.n_stft), packed.dtype)
+            s0 = self.start((B, T, self.n_stft), packed.dtype)
             S, n = _torchaudio.solve(packed, fb, s0, max_iter=self.max_iter,
                                      tolerance_loss=self.tolerance_loss,
                                      tolerance_change=self.tolerance_change, sgd=self.sgdargs)
             return S, np.full((B, T), n, np.int64)
-        x0 = _random.mindspore_uniform(self._seed(), (B, self.n_stft, T), packed.dtype)
+        x0 = self.start((B, self.n_stft, T), packed.dtype)
         S, n = _mindspore.solve(packed, fb, x0, max_iter=self.max_iter,
                                 tolerance_loss=self.tolerance_loss,
                                 tolerance_change=self.tolerance_change, lr=self.sgdargs["lr"])
         return S, np.repeat(n[:, None], T, axis=1)
 
-    def _seed(self):
-        if self.seed is not None:
-            return self.seed
-        return int(np.random.SeedSequence().generate_state(1)[0])
+    def start(self, shape, dtype, xp=np):
+        """The SGD solver's start point of ``shape`` (C order of torch's or MindSpore's draws).
+
+        With a fixed ``seed`` it is the same every call, so the last one is kept (per array
+        module and device) and a copy handed out; ``seed=None`` draws a fresh seed each call.
+        """
+        draw = _random.torch_rand if self.solver == "torchaudio" else _random.mindspore_uniform
+        if self.seed is None:
+            return xp.asarray(draw(int(np.random.SeedSequence().generate_state(1)[0]), shape, dtype))
+        device = None if xp is np else xp.cuda.Device().id
+        key = (tuple(shape), np.dtype(dtype).str, device)
+        cache = self.__dict__.setdefault("_starts", {})
+        if key not in cache:
+            cache.clear()  # keep one: a batch's start can be large
+            cache[key] = xp.asarray(draw(self.seed, shape, dtype))
+        return cache[key].copy()
 
     def _info(self, xp, packed, S, iterations, lead, T, seconds):
         M = packed.astype(np.float64)
