@@ -172,3 +172,11 @@ def test_plan_is_cached_per_filterbank():
     a = cumel.InverseMelScale(201, 128)
     b = cumel.InverseMelScale(201, 128, max_iter=10)
     assert a.plan is b.plan and a.plan.nnls() is b.plan.nnls()
+
+
+def test_large_batch_is_solved_in_chunks_with_the_same_bits(monkeypatch):
+    _, M = audio_pair("speech-201x128", "speech_06")
+    inv = cumel.InverseMelScale(201, 128)
+    whole = inv(M)
+    monkeypatch.setattr(nnls, "CHUNK_ELEMENTS", 201 * 37)     # 37 frames a chunk
+    np.testing.assert_array_equal(inv(M), whole)

@@ -57,6 +57,7 @@ from ._rows import col_sum
 EPS_REL = 1e-9
 LINE_SEARCH_STEPS = 30
 LINE_SEARCH_RTOL = 1e-1
+CHUNK_ELEMENTS = 1 << 18          # n_freqs x frames per work array: 2 MB of float64, cache-sized
 
 
 class NnlsPlan:
@@ -145,7 +146,10 @@ def _norm(x):
 
 
 def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
-    """Solve every frame (column) of ``m``.
+    """Solve every frame (column) of ``m``, ``CHUNK_ELEMENTS // n_freqs`` frames at a time.
+
+    Chunks bound the memory of a large batch (each work array is n_freqs x frames float64);
+    they cannot change a result, since no operation mixes frames.
 
     Parameters
     ----------
@@ -169,8 +173,17 @@ def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
     kkt : ndarray, shape (N,)
         Final ``||F|| / ||m||`` per frame (0 for an all-zero frame).
     """
-    sp, w, eps = plan.sparse, plan.w, plan.eps
     m = np.asarray(m, dtype=np.float64)
+    chunk = max(1, CHUNK_ELEMENTS // plan.sparse.n_freqs)
+    if m.shape[1] <= chunk:
+        return _solve_frames(plan, m, max_iter, tolerance_loss, tolerance_change)
+    parts = [_solve_frames(plan, m[:, i:i + chunk], max_iter, tolerance_loss, tolerance_change)
+             for i in range(0, m.shape[1], chunk)]
+    return tuple(np.concatenate(p, axis=-1) for p in zip(*parts))
+
+
+def _solve_frames(plan, m, max_iter, tolerance_loss, tolerance_change):
+    sp, w, eps = plan.sparse, plan.w, plan.eps
     N = m.shape[1]
     mu = plan.start(m)
     m_norm = _norm(m)
