@@ -177,8 +177,9 @@ def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
     chunk = max(1, CHUNK_ELEMENTS // plan.sparse.n_freqs)
     if m.shape[1] <= chunk:
         return _solve_frames(plan, m, max_iter, tolerance_loss, tolerance_change)
-    parts = [_solve_frames(plan, m[:, i:i + chunk], max_iter, tolerance_loss, tolerance_change)
-             for i in range(0, m.shape[1], chunk)]
+    bounds = np.linspace(0, m.shape[1], -(-m.shape[1] // chunk) + 1).astype(int)  # equal chunks
+    parts = [_solve_frames(plan, m[:, a:b], max_iter, tolerance_loss, tolerance_change)
+             for a, b in zip(bounds[:-1], bounds[1:])]
     return tuple(np.concatenate(p, axis=-1) for p in zip(*parts))
 
 
