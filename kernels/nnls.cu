@@ -9,10 +9,11 @@
 //       unchanged (F is then zero up to rounding: Newton is exact on a piece of F)
 //     J = A diag(d) A.T + eps I                     TRIDIAGONAL: diag, upper per mel
 //     delta = -J^-1 F                               Thomas algorithm on lane 0, O(n_mels)
+//                                                   (NumPy: cyclic reduction; same delta)
 //     alpha: phi'(a) = sum_j max(t_j + a u_j, 0) u_j + c0 + a c1, u = A.T delta, phi'(0) = F.delta
 //            full step if phi'(1) <= 0, else regula falsi (Illinois) on [0, 1], as in NumPy
 //     mu += alpha delta
-//     stop if alpha ||u|| <= tolerance_change ||t||
+//     stop if alpha ||u|| <= tolerance_change ||s||   (stalled)
 //   out = max(A.T mu, 0)
 // The gradient step, the clamp (s = max(t, 0)) and the convergence check are one fused loop:
 // nothing leaves the chip between iterations and the host never synchronises.
@@ -193,15 +194,16 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
             const double c0 = warp_sum(c0_part);
             const double c1 = eps * warp_sum(c1_part);
             const double slope0 = warp_sum(slope_part);  // phi'(0) = F.delta < 0
-            double t_sq = 0.0, u_sq = 0.0, dphi1 = 0.0;
+            double s_sq = 0.0, u_sq = 0.0, dphi1 = 0.0;
             for (int j = lane; j < n_freqs; j += 32) {
                 const double t = rmatvec_bin(lo, w_lo, w_hi, st.mu, j);
                 const double u = rmatvec_bin(lo, w_lo, w_hi, st.delta, j);
-                t_sq += t * t;
+                const double s = fmax(t, 0.0);
+                s_sq += s * s;
                 u_sq += u * u;
                 dphi1 += fmax(t + u, 0.0) * u;
             }
-            t_sq = warp_sum(t_sq);
+            s_sq = warp_sum(s_sq);
             u_sq = warp_sum(u_sq);
             const double hi_start = warp_sum(dphi1) + c0 + c1;
             double alpha = 1.0;
@@ -237,7 +239,9 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
             for (int w = lane; w < n_words; w += 32) st.mask_prev[w] = st.mask[w];
             exact = alpha == 1.0;
             __syncwarp();
-            if (alpha * sqrt(u_sq) <= tolerance_change * sqrt(t_sq)) {
+            // stalled: the step moves t by a negligible amount next to the answer s = max(t, 0)
+            // (not next to ||t||: an inconsistent frame's clamped bins grow like residual / eps)
+            if (alpha * sqrt(u_sq) <= tolerance_change * sqrt(s_sq)) {
                 ran_out = false;
                 break;
             }
