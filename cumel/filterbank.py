@@ -221,7 +221,7 @@ class SparseMel:
         Parameters
         ----------
         d : array, shape (n_freqs, ...)
-            Non-negative bin weights (1 for free bins, 0 for clamped ones).
+            Non-negative bin weights (1 for free bins, 0 for clamped ones), or booleans.
 
         Returns
         -------
@@ -229,7 +229,9 @@ class SparseMel:
         upper : array, shape (n_mels, ...)
             ``upper[k] = (A D A.T)[k, k + 1]``; the last entry is 0.
         """
-        _, _, w_lo, w_hi = w if w is not None else self.arrays(xp, d.dtype)
+        if w is None:  # weights in d's float type (a boolean d means float64)
+            w = self.arrays(xp, d.dtype if d.dtype.kind == "f" else np.float64)
+        _, _, w_lo, w_hi = w
         shape = (-1,) + (1,) * (d.ndim - 1)
         w_lo, w_hi = w_lo.reshape(shape), w_hi.reshape(shape)
         diag = self.segment_sum(w_lo * w_lo * d, xp) + self.shift_up(self.segment_sum(w_hi * w_hi * d, xp), xp)

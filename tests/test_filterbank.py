@@ -79,6 +79,9 @@ def test_sparse_products_equal_dense(args):
         # the structural claim behind the nnls solver: nothing beyond the first off-diagonal
         assert np.abs(np.triu(J, 2)).max() == 0.0
     assert upper[-1].tolist() == [0.0, 0.0, 0.0]
+    # a boolean active set gives the same matrix
+    for a, b in zip(sp.tridiag(d > 0, np), (diag, upper)):
+        np.testing.assert_array_equal(a, b)
     # about 2 n_freqs non-zeros instead of n_mels * n_freqs
     assert np.count_nonzero(A) <= 2 * A.shape[1]
 
