@@ -206,7 +206,10 @@ class SparseMel:
         """
         lo, hi, w_lo, w_hi = w if w is not None else self.arrays(xp, mu.dtype)
         shape = (-1,) + (1,) * (mu.ndim - 1)
-        return w_lo.reshape(shape) * mu[lo] + w_hi.reshape(shape) * mu[hi]
+        t = mu[lo]
+        t *= w_lo.reshape(shape)
+        t += w_hi.reshape(shape) * mu[hi]
+        return t
 
     def matvec(self, s, xp, w=None):
         """``A @ s``: (n_freqs, ...) -> (n_mels, ...)."""

@@ -232,7 +232,8 @@ def _solve_frames(plan, m, max_iter, tolerance_loss, tolerance_change):
         m_a = m if everyone else m[:, active]
         t = sp.rmatvec(mu_a, np, w)
         positive = t > 0
-        F = sp.matvec(np.maximum(t, 0.0), np, w) + eps * mu_a - m_a
+        s_a = np.maximum(t, 0.0)
+        F = sp.matvec(s_a, np, w) + eps * mu_a - m_a
         rel = _norm(F) / m_norm[active]
         kkt[active] = rel
         # a non-finite frame stops too (the transform then raises): it can never meet a rule
@@ -243,7 +244,7 @@ def _solve_frames(plan, m, max_iter, tolerance_loss, tolerance_change):
         if done.any():
             keep = ~done
             active = active[keep]
-            mu_a, m_a, t, F, positive = (a[:, keep] for a in (mu_a, m_a, t, F, positive))
+            mu_a, m_a, t, s_a, F, positive = (a[:, keep] for a in (mu_a, m_a, t, s_a, F, positive))
             if active.size == 0:
                 break
         iterations[active] += 1
@@ -257,7 +258,7 @@ def _solve_frames(plan, m, max_iter, tolerance_loss, tolerance_change):
         # Stalled: the step moves the unclamped spectrum t = A.T mu by a negligible amount
         # compared with the answer s = max(t, 0). (Not compared with ||t||: on an inconsistent
         # frame the clamped bins of t grow like residual / eps and dwarf any useful step.)
-        stalled = alpha * _norm(u) <= tolerance_change * _norm(np.maximum(t, 0.0))
+        stalled = alpha * _norm(u) <= tolerance_change * _norm(s_a)
         active = active[~stalled]
     if active.size:  # frames stopped by max_iter: report their final KKT residual
         mu_a = mu[:, active]
