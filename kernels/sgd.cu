@@ -50,6 +50,26 @@ __device__ __forceinline__ T quiet_nan() {
     return static_cast<T>(__longlong_as_double(0x7ff8000000000000LL));  // quiet NaN
 }
 
+// Block-wide sum of one value per warp (lane 0's), in warp order; the result is valid on
+// thread 0. Every thread of the block must call it (it holds a __syncthreads).
+__device__ __forceinline__ double block_sum(double warp_value, double* warp_scratch) {
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    if (lane == 0) warp_scratch[warp] = warp_value;
+    __syncthreads();
+    double sum = 0.0;
+    if (threadIdx.x == 0) {
+        for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) sum += warp_scratch[w];
+    }
+    return sum;
+}
+
+// This warp's n_mels + 1 values of dynamic shared memory.
+template <typename T>
+__device__ __forceinline__ T* warp_diff_buffer(unsigned char* shared, int n_mels) {
+    return reinterpret_cast<T*>(shared) + static_cast<long long>(threadIdx.x >> 5) * (n_mels + 1);
+}
+
 // diff = m_f - A x_f for one frame (lane per mel), stored in diff[0..n_mels), diff[n_mels] = 0;
 // returns ||diff||^2 (float64, on every lane).
 template <typename T>
@@ -95,7 +115,7 @@ __global__ void torchaudio_sgd(const T* __restrict__ mel, long long n_frames, in
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
     const int warps_per_block = blockDim.x >> 5;
-    T* diff = reinterpret_cast<T*>(cumel_shared_bytes) + static_cast<long long>(warp) * (n_mels + 1);
+    T* diff = cumel::warp_diff_buffer<T>(cumel_shared_bytes, n_mels);
     const long long first = static_cast<long long>(blockIdx.x) * warps_per_block + warp;
     const long long stride = static_cast<long long>(gridDim.x) * warps_per_block;
 
@@ -122,14 +142,9 @@ __global__ void torchaudio_sgd(const T* __restrict__ mel, long long n_frames, in
             }
             __syncwarp();
         }
-        if (lane == 0) warp_loss[warp] = loss_part;
-        __syncthreads();
+        const double block_loss = cumel::block_sum(loss_part, warp_loss);
         double* slot = partials + static_cast<long long>(it & 1) * gridDim.x;
-        if (threadIdx.x == 0) {
-            double block_sum = 0.0;
-            for (int w = 0; w < warps_per_block; ++w) block_sum += warp_loss[w];
-            slot[blockIdx.x] = block_sum;
-        }
+        if (threadIdx.x == 0) slot[blockIdx.x] = block_loss;
         grid.sync();
         if (threadIdx.x == 0) {
             double sum = 0.0;
@@ -170,7 +185,7 @@ __global__ void mindspore_gd(const T* __restrict__ mel, int n_time, long long me
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
     const int warps_per_block = blockDim.x >> 5;
-    T* diff = reinterpret_cast<T*>(cumel_shared_bytes) + static_cast<long long>(warp) * (n_mels + 1);
+    T* diff = cumel::warp_diff_buffer<T>(cumel_shared_bytes, n_mels);
     const long long channel = blockIdx.x;
     const long long frame0 = channel * n_time;
     T* cur = x + frame0 * n_freqs;
@@ -192,13 +207,8 @@ __global__ void mindspore_gd(const T* __restrict__ mel, int n_time, long long me
             }
             __syncwarp();
         }
-        if (lane == 0) warp_loss[warp] = loss_part;
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            double sum = 0.0;
-            for (int w = 0; w < warps_per_block; ++w) sum += warp_loss[w];
-            total_loss = sum;
-        }
+        const double channel_loss = cumel::block_sum(loss_part, warp_loss);
+        if (threadIdx.x == 0) total_loss = channel_loss;
         __syncthreads();
         const double loss = total_loss / (static_cast<double>(n_time) * n_mels);
         ++it;
