@@ -80,35 +80,29 @@ def _strides(a):
 
 
 def _device_plan(plan, dtype):
-    """Sparse filterbank and nnls factors on the current device, cached on the plan."""
+    """The sparse filterbank on the current device (weights in ``dtype`` for the SGD kernels and
+    in float64 for nnls), cached on the plan."""
     import cupy
     dtype = np.dtype(dtype)
-    key = ("cuda", cupy.cuda.Device().id, dtype.str)
-
-    def build():
-        sp = plan.sparse
-        out = {
-            "lo": cupy.asarray(sp.lo.astype(np.int32)),
-            "row_start": cupy.asarray(sp.row_start.astype(np.int64)),
-            "w_lo": cupy.asarray(sp.w_lo.astype(dtype)),
-            "w_hi": cupy.asarray(sp.w_hi.astype(dtype)),
-            "w_lo64": cupy.asarray(sp.w_lo),
-            "w_hi64": cupy.asarray(sp.w_hi),
-        }
-        return out
-    return plan.cached(key, build)
+    sp = plan.sparse
+    return plan.cached(("cuda", cupy.cuda.Device().id, dtype.str), lambda: {
+        "lo": cupy.asarray(sp.lo.astype(np.int32)),
+        "row_start": cupy.asarray(sp.row_start.astype(np.int64)),
+        "w_lo": cupy.asarray(sp.w_lo.astype(dtype)),
+        "w_hi": cupy.asarray(sp.w_hi.astype(dtype)),
+        "w_lo64": cupy.asarray(sp.w_lo),
+        "w_hi64": cupy.asarray(sp.w_hi),
+    })
 
 
 def _nnls_device(plan):
+    """The nnls start factors and ``eps`` on the current device, cached on the plan."""
     import cupy
-    key = ("cuda-nnls", cupy.cuda.Device().id)
-
-    def build():
-        nn = plan.nnls()
-        return {"inv_pivot": cupy.asarray(nn.start_inv_pivot),
-                "upper_scaled": cupy.asarray(nn.start_upper_scaled),
-                "upper": cupy.asarray(nn.start_upper), "eps": nn.eps}
-    return plan.cached(key, build)
+    nn = plan.nnls()
+    return plan.cached(("cuda-nnls", cupy.cuda.Device().id), lambda: {
+        "inv_pivot": cupy.asarray(nn.start_inv_pivot),
+        "upper_scaled": cupy.asarray(nn.start_upper_scaled),
+        "upper": cupy.asarray(nn.start_upper), "eps": nn.eps})
 
 
 def _grid_for(n_items, per_block, device_limit):
