@@ -66,8 +66,11 @@ def test_every_fixture_gpu_equals_numpy(entry, solver):
     assert isinstance(gpu, np.ndarray)        # NumPy in, NumPy out
     assert gpu_info.device == "cuda"
     _close(gpu, cpu)
-    # compat solvers may stop one iteration apart on exact ties of the loss
-    assert np.abs(gpu_info.iterations - cpu_info.iterations).max() <= 1
+    if solver in ("torchaudio", "mindspore"):
+        # compat solvers may stop one iteration apart on exact ties of the loss
+        assert np.abs(gpu_info.iterations - cpu_info.iterations).max() <= 1
+    if solver == "nnls":   # Thomas on the GPU, cyclic reduction in NumPy: same answer, own rounding
+        assert gpu_info.mel_residual.max() <= max(2e-5, 2 * cpu_info.mel_residual.max())
     if solver == "torchaudio" and entry["file"].startswith("ta08_"):
         _close(gpu, data["output"])
     if solver == "mindspore" and entry["file"].startswith("ms_"):
