@@ -151,8 +151,8 @@ class InverseMelScale:
         channel for "mindspore". Ignored by "lstsq".
     tolerance_loss, tolerance_change : float, default 1e-5, 1e-8
         Stopping rule. SGD solvers: the anchor's rule on the loss. "nnls": a frame stops when its
-        relative KKT residual is below ``tolerance_loss`` or its Newton step falls below
-        ``tolerance_change`` relative to the iterate (see ``cumel.solvers.nnls``).
+        relative KKT residual is below ``tolerance_loss`` or its Newton step moves the spectrum
+        by less than ``tolerance_change`` relative to the answer (see ``cumel.solvers.nnls``).
     sgdargs : dict or None
         SGD settings of the "torchaudio" solver (lr, momentum, dampening, nesterov, weight_decay)
         or the "mindspore" solver (sgd_lr, sgd_momentum); an error with the other solvers.
