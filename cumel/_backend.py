@@ -55,6 +55,12 @@ def get_array_module(x):
     return _cupy_or_none() if is_cupy_array(x) else np
 
 
+def device_id(xp):
+    """Identity of the device ``xp`` computes on: None for NumPy, the CUDA device id for CuPy.
+    Keys the per-device caches (plans, kernels, starts)."""
+    return None if xp is np else xp.cuda.Device().id
+
+
 def check_device(device):
     if isinstance(device, str):
         device = device.lower()

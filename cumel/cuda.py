@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _backend
 
 # (source file, cooperative launch?) -> the instantiations compiled from it
 KERNELS = {
@@ -63,7 +64,7 @@ def _module(source_name, cooperative, device_id):
 
 def _kernel(source_name, cooperative, name):
     import cupy
-    return _kernel_on(source_name, cooperative, name, cupy.cuda.Device().id)
+    return _kernel_on(source_name, cooperative, name, _backend.device_id(cupy))
 
 
 @functools.lru_cache(maxsize=None)
@@ -85,7 +86,7 @@ def _device_plan(plan, dtype):
     import cupy
     dtype = np.dtype(dtype)
     sp = plan.sparse
-    return plan.cached(("cuda", cupy.cuda.Device().id, dtype.str), lambda: {
+    return plan.cached(("cuda", _backend.device_id(cupy), dtype.str), lambda: {
         "lo": cupy.asarray(sp.lo.astype(np.int32)),
         "row_start": cupy.asarray(sp.row_start.astype(np.int64)),
         "w_lo": cupy.asarray(sp.w_lo.astype(dtype)),
@@ -99,7 +100,7 @@ def _nnls_device(plan):
     """The nnls start factors and ``eps`` on the current device, cached on the plan."""
     import cupy
     nn = plan.nnls()
-    return plan.cached(("cuda-nnls", cupy.cuda.Device().id), lambda: {
+    return plan.cached(("cuda-nnls", _backend.device_id(cupy)), lambda: {
         "inv_pivot": cupy.asarray(nn.start_inv_pivot),
         "upper_scaled": cupy.asarray(nn.start_upper_scaled),
         "upper": cupy.asarray(nn.start_upper), "eps": nn.eps})
@@ -154,7 +155,7 @@ def solve(transform, packed, out=None):
     n_freqs, dtype = transform.n_stft, packed.dtype
     n_frames = B * T
     if solver == "lstsq":
-        pinv = plan.cached(("cuda-pinv", cupy.cuda.Device().id, dtype.str),
+        pinv = plan.cached(("cuda-pinv", _backend.device_id(cupy), dtype.str),
                            lambda: cupy.asarray(plan.pinv(dtype)))
         S = _output(out, (B, n_freqs, T), dtype)
         cupy.maximum(cupy.matmul(pinv, packed), 0, out=S)     # one cuBLAS product, then relu

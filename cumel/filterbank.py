@@ -34,6 +34,8 @@ import warnings
 
 import numpy as np
 
+from ._backend import device_id
+
 __all__ = [
     "hz_to_mel",
     "mel_to_hz",
@@ -266,7 +268,7 @@ class SparseMel:
         ``hi = min(lo + 1, n_mels - 1)``: where ``lo + 1 == n_mels``, ``w_hi`` is 0 anyway, so the
         upper neighbour can be read without padding the mel vector.
         """
-        key = (xp.__name__, np.dtype(dtype).str, _device_id(xp))
+        key = (xp.__name__, np.dtype(dtype).str, device_id(xp))
         cache = self.__dict__.setdefault("_arrays", {})
         if key not in cache:
             lo = self.lo.astype(np.intp)
@@ -274,12 +276,6 @@ class SparseMel:
                           xp.asarray(self.w_lo.astype(dtype)),
                           xp.asarray(self.w_hi.astype(dtype)))
         return cache[key]
-
-
-def _device_id(xp):
-    if xp is np:
-        return None
-    return xp.cuda.Device().id
 
 
 @functools.lru_cache(maxsize=32)

@@ -49,8 +49,7 @@ class Plan:
     def forward(self, dtype, xp):
         """``A = fb.T`` (n_mels, n_freqs) in ``dtype`` on ``xp``'s current device, cached."""
         dtype = np.dtype(dtype)
-        device = None if xp is np else xp.cuda.Device().id
-        return self.cached(("A", dtype.str, device),
+        return self.cached(("A", dtype.str, _backend.device_id(xp)),
                            lambda: xp.ascontiguousarray(xp.asarray(self.fb(dtype).T)))
 
     def pinv(self, dtype):
@@ -121,15 +120,13 @@ class MelScale:
 
 
 def _filterbank_key(n_stft, n_mels, sample_rate, f_min, f_max, norm, mel_type, mel_param):
-    _validate.check_positive_int(n_stft, "n_stft")
-    _validate.check_positive_int(n_mels, "n_mels")
-    _validate.check_positive_int(sample_rate, "sample_rate")
+    _validate.check_positive_int(sample_rate, "sample_rate")   # before sample_rate // 2
     f_max = _validate.resolve_f_max(f_max, sample_rate)
     norm = _validate.canonical_norm(norm)
     mel_scale = _validate.canonical_mel_scale(mel_type, mel_param)
-    _validate.check_filterbank_args(n_stft, n_mels, sample_rate, f_min, f_max)
-    melscale_fbanks(int(n_stft), float(f_min), float(f_max), int(n_mels), int(sample_rate),
-                    norm, mel_scale)  # warns once here on empty filters, like torchaudio
+    # validates the remaining arguments, and warns once here on empty filters, like torchaudio
+    melscale_fbanks(n_stft, f_min, f_max, n_mels, sample_rate,
+                    norm, mel_scale)
     return (int(n_stft), float(f_min), float(f_max), int(n_mels), int(sample_rate), norm, mel_scale)
 
 
@@ -265,8 +262,7 @@ class InverseMelScale:
         draw = _random.torch_rand if self.solver == "torchaudio" else _random.mindspore_uniform
         if self.seed is None:
             return xp.asarray(draw(int(np.random.SeedSequence().generate_state(1)[0]), shape, dtype))
-        device = None if xp is np else xp.cuda.Device().id
-        key = (tuple(shape), np.dtype(dtype).str, device)
+        key = (tuple(shape), np.dtype(dtype).str, _backend.device_id(xp))
         cache = self.__dict__.setdefault("_starts", {})
         if key not in cache:
             cache.clear()  # keep one: a batch's start can be large
