@@ -168,7 +168,7 @@ def solve(transform, packed, out=None):
         warps = _warps_fitting(nnls_shared_bytes(n_mels, n_freqs, 1))
         smem = nnls_shared_bytes(n_mels, n_freqs, warps)
         S = _output(out, (B, n_freqs, T), dtype)
-        iterations = cupy.empty(n_frames, np.int32)
+        iterations = cupy.empty(n_frames, np.int64)
         kkt = cupy.empty(n_frames, np.float64)
         grid = _grid_for(n_frames, warps, 64 * _sm_count())
         kernel = _kernel("nnls.cu", False, f"nnls_solve<{_ctype(dtype)}>")
@@ -176,7 +176,7 @@ def solve(transform, packed, out=None):
                (packed, np.int64(n_frames), np.int32(T), *ms, S, *_strides(S), iterations, kkt,
                 np.int32(n_mels), np.int32(n_freqs), dev["lo"], dev["w_lo64"], dev["w_hi64"],
                 dev["row_start"], nn["inv_pivot"], nn["upper_scaled"], nn["upper"],
-                np.float64(nn["eps"]), np.int32(transform.max_iter),
+                np.float64(nn["eps"]), np.int64(transform.max_iter),
                 np.float64(transform.tolerance_loss), np.float64(transform.tolerance_change)),
                shared_mem=smem)
         return S, iterations.reshape(B, T)
@@ -189,7 +189,7 @@ def solve(transform, packed, out=None):
         sgd = transform.sgdargs
         state = transform.start((n_frames, n_freqs), dtype, cupy)       # torch's C order
         buf = cupy.zeros_like(state)
-        iterations = cupy.zeros(1, np.int32)
+        iterations = cupy.zeros(1, np.int64)
         kernel = _kernel("sgd.cu", True, f"torchaudio_sgd<{_ctype(dtype)}>")
         resident = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
             kernel.kernel.ptr, 32 * warps, smem) * _sm_count()
@@ -200,25 +200,25 @@ def solve(transform, packed, out=None):
                 np.int32(n_mels), np.int32(n_freqs), dev["lo"], dev["w_lo"], dev["w_hi"],
                 dev["row_start"], scalar(sgd["lr"]), scalar(sgd["momentum"]),
                 scalar(sgd["dampening"]), scalar(sgd["weight_decay"]), np.int32(sgd["nesterov"]),
-                scalar(-2.0 / n_frames), np.int32(transform.max_iter),
+                scalar(-2.0 / n_frames), np.int64(transform.max_iter),
                 np.float64(transform.tolerance_loss), np.float64(transform.tolerance_change)),
                shared_mem=smem)
         S = _output(out, (B, n_freqs, T), dtype)
         S[...] = state.reshape(B, T, n_freqs).transpose(0, 2, 1)
-        return S, cupy.broadcast_to(iterations.astype(np.int64), (B, T))
+        return S, cupy.broadcast_to(iterations, (B, T))
 
     # mindspore: one block per channel
     x0 = transform.start((B, n_freqs, T), dtype, cupy)                  # MindSpore's C order
     x = cupy.ascontiguousarray(x0.transpose(0, 2, 1))
     x_next = cupy.empty_like(x)
     S = _output(out, (B, n_freqs, T), dtype)
-    iterations = cupy.zeros(B, np.int32)
+    iterations = cupy.zeros(B, np.int64)
     kernel = _kernel("sgd.cu", False, f"mindspore_gd<{_ctype(dtype)}>")
     kernel((B,), (32 * warps,),
            (packed, np.int32(T), *ms, x, x_next, S, *_strides(S), iterations,
             np.int32(n_mels), np.int32(n_freqs), dev["lo"], dev["w_lo"], dev["w_hi"],
             dev["row_start"], scalar(transform.sgdargs["lr"] / T),
-            np.float64(np.finfo(dtype).max), np.int32(transform.max_iter),
+            np.float64(np.finfo(dtype).max), np.int64(transform.max_iter),
             np.float64(transform.tolerance_loss), np.float64(transform.tolerance_change)),
            shared_mem=smem)
-    return S, cupy.repeat(iterations.astype(np.int64)[:, None], T, axis=1)
+    return S, cupy.repeat(iterations[:, None], T, axis=1)

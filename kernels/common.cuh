@@ -26,6 +26,14 @@ __device__ __forceinline__ double warp_sum(double v) {
     return v;  // every lane holds the same total
 }
 
+// max(x, 0) with NumPy's NaN semantics (np.maximum(x, 0) returns NaN for NaN). fmax would
+// return 0 for NaN (it compiles to max.f64), so a diverged frame would come back as zeros on the
+// GPU where the NumPy path raises.
+template <typename V>
+__device__ __forceinline__ V relu(V x) {
+    return x < V(0) ? V(0) : x;
+}
+
 // (A.T v)[j] for one bin; v has n_mels + 1 entries with v[n_mels] == 0.
 template <typename W, typename V>
 __device__ __forceinline__ V rmatvec_bin(const int* __restrict__ lo, const W* __restrict__ w_lo,

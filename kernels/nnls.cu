@@ -11,7 +11,8 @@
 //     delta = -J^-1 F                               Thomas algorithm on lane 0, O(n_mels)
 //                                                   (NumPy: cyclic reduction; same delta)
 //     alpha: phi'(a) = sum_j max(t_j + a u_j, 0) u_j + c0 + a c1, u = A.T delta, phi'(0) = F.delta
-//            full step if phi'(1) <= 0, else regula falsi (Illinois) on [0, 1], as in NumPy
+//            full step if phi'(1) <= 1e-12 |phi'(0)| (a rounding tie is a full step), else
+//            regula falsi (Illinois) on [0, 1], as in NumPy
 //     mu += alpha delta
 //     stop if alpha ||u|| <= tolerance_change ||s||   (stalled)
 //   out = max(A.T mu, 0)
@@ -45,6 +46,7 @@ namespace cumel {
 
 constexpr int kLineSearchSteps = 30;
 constexpr double kLineSearchRtol = 1e-1;
+constexpr double kFullStepTie = 1e-12;
 
 struct NnlsWarpState {
     double* m;
@@ -66,7 +68,7 @@ __device__ double nnls_dphi(double alpha, const NnlsWarpState& st, const int* __
     for (int j = lane; j < n_freqs; j += 32) {
         const double t = rmatvec_bin(lo, w_lo, w_hi, st.mu, j);
         const double u = rmatvec_bin(lo, w_lo, w_hi, st.delta, j);
-        acc += fmax(t + alpha * u, 0.0) * u;
+        acc += relu(t + alpha * u) * u;
     }
     return warp_sum(acc) + c0 + alpha * c1;
 }
@@ -75,13 +77,13 @@ template <typename T>
 __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, long long mel_sb,
                            long long mel_sk, long long mel_st, T* __restrict__ out,
                            long long out_sb, long long out_sj, long long out_st,
-                           int* __restrict__ iterations, double* __restrict__ kkt_out,
+                           long long* __restrict__ iterations, double* __restrict__ kkt_out,
                            int n_mels, int n_freqs, const int* __restrict__ lo,
                            const double* __restrict__ w_lo, const double* __restrict__ w_hi,
                            const long long* __restrict__ row_start,
                            const double* __restrict__ start_inv_pivot,
                            const double* __restrict__ start_upper_scaled,
-                           const double* __restrict__ start_upper, double eps, int max_iter,
+                           const double* __restrict__ start_upper, double eps, long long max_iter,
                            double tolerance_loss, double tolerance_change,
                            const NnlsWarpState& st, int lane) {
     const int n_words = (n_freqs + 31) / 32;
@@ -100,7 +102,7 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
     const double m_norm = sqrt(warp_sum(m_sq));
     __syncwarp();
 
-    int it_count = 0;
+    long long it_count = 0;
     double kkt = 0.0;
     if (m_norm > 0.0) {
         // ---- mu_0 = (A A.T + eps I)^-1 m with the cached factors (lane 0: sequential) ----
@@ -118,7 +120,7 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
 
         bool exact = false;
         bool ran_out = true;  // left by max_iter rather than by a stopping rule
-        for (int it = 0; it < max_iter; ++it) {
+        for (long long it = 0; it < max_iter; ++it) {
             // ---- d = (t > 0) as a bit mask; did it change since the last step? ----
             bool changed = false;
             for (int w = 0; w < n_words; ++w) {
@@ -198,16 +200,18 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
             for (int j = lane; j < n_freqs; j += 32) {
                 const double t = rmatvec_bin(lo, w_lo, w_hi, st.mu, j);
                 const double u = rmatvec_bin(lo, w_lo, w_hi, st.delta, j);
-                const double s = fmax(t, 0.0);
+                const double s = relu(t);
                 s_sq += s * s;
                 u_sq += u * u;
-                dphi1 += fmax(t + u, 0.0) * u;
+                dphi1 += relu(t + u) * u;
             }
             s_sq = warp_sum(s_sq);
             u_sq = warp_sum(u_sq);
             const double hi_start = warp_sum(dphi1) + c0 + c1;
             double alpha = 1.0;
-            if (hi_start > 0.0) {
+            // full step unless phi'(1) is clearly positive: at a converged Newton step phi'(1) is
+            // a rounding-level +-1e-15 |phi'(0)|, and its sign must not pick the step (NumPy twin)
+            if (hi_start > kFullStepTie * fabs(slope0)) {
                 double a_lo = 0.0, a_hi = 1.0;
                 double lo_val = slope0;
                 double hi_val = hi_start;
@@ -251,10 +255,10 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
             for (int k = lane; k < n_mels; k += 32) {
                 double as = 0.0;
                 for (long long j = row_start[k]; j < row_start[k + 1]; ++j)
-                    as += w_lo[j] * fmax(rmatvec_bin(lo, w_lo, w_hi, st.mu, static_cast<int>(j)), 0.0);
+                    as += w_lo[j] * relu(rmatvec_bin(lo, w_lo, w_hi, st.mu, static_cast<int>(j)));
                 if (k > 0)
                     for (long long j = row_start[k - 1]; j < row_start[k]; ++j)
-                        as += w_hi[j] * fmax(rmatvec_bin(lo, w_lo, w_hi, st.mu, static_cast<int>(j)), 0.0);
+                        as += w_hi[j] * relu(rmatvec_bin(lo, w_lo, w_hi, st.mu, static_cast<int>(j)));
                 const double F = as + eps * st.mu[k] - st.m[k];
                 f_sq += F * F;
             }
@@ -268,7 +272,7 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
     // ---- out = max(A.T mu, 0), every bin of the frame written ----
     for (int j = lane; j < n_freqs; j += 32) {
         const double t = rmatvec_bin(lo, w_lo, w_hi, st.mu, j);
-        out[strided_index(f, j, n_time, out_sb, out_sj, out_st)] = static_cast<T>(fmax(t, 0.0));
+        out[strided_index(f, j, n_time, out_sb, out_sj, out_st)] = static_cast<T>(relu(t));
     }
     if (lane == 0) {
         iterations[f] = it_count;
@@ -285,13 +289,13 @@ template <typename T>
 __global__ void nnls_solve(const T* __restrict__ mel, long long n_frames, int n_time,
                            long long mel_sb, long long mel_sk, long long mel_st,
                            T* __restrict__ out, long long out_sb, long long out_sj,
-                           long long out_st, int* __restrict__ iterations,
+                           long long out_st, long long* __restrict__ iterations,
                            double* __restrict__ kkt, int n_mels, int n_freqs,
                            const int* __restrict__ lo, const double* __restrict__ w_lo,
                            const double* __restrict__ w_hi, const long long* __restrict__ row_start,
                            const double* __restrict__ start_inv_pivot,
                            const double* __restrict__ start_upper_scaled,
-                           const double* __restrict__ start_upper, double eps, int max_iter,
+                           const double* __restrict__ start_upper, double eps, long long max_iter,
                            double tolerance_loss, double tolerance_change) {
     extern __shared__ double cumel_shared[];
     const int lane = threadIdx.x & 31;

@@ -102,12 +102,12 @@ template <typename T>
 __global__ void torchaudio_sgd(const T* __restrict__ mel, long long n_frames, int n_time,
                                long long mel_sb, long long mel_sk, long long mel_st,
                                T* __restrict__ S, T* __restrict__ buf,
-                               double* __restrict__ partials, int* __restrict__ iterations,
+                               double* __restrict__ partials, long long* __restrict__ iterations,
                                int n_mels, int n_freqs, const int* __restrict__ lo,
                                const T* __restrict__ w_lo, const T* __restrict__ w_hi,
                                const long long* __restrict__ row_start, T lr, T momentum,
                                T dampening, T weight_decay, int nesterov, T grad_scale,
-                               int max_iter, double tolerance_loss, double tolerance_change) {
+                               long long max_iter, double tolerance_loss, double tolerance_change) {
     cg::grid_group grid = cg::this_grid();
     extern __shared__ unsigned char cumel_shared_bytes[];
     __shared__ double warp_loss[32];
@@ -120,7 +120,7 @@ __global__ void torchaudio_sgd(const T* __restrict__ mel, long long n_frames, in
     const long long stride = static_cast<long long>(gridDim.x) * warps_per_block;
 
     double prev_loss = __longlong_as_double(0x7ff0000000000000LL);  // +inf
-    int it = 0;
+    long long it = 0;
     while (it < max_iter) {
         double loss_part = 0.0;
         for (long long f = first; f < n_frames; f += stride) {
@@ -138,7 +138,7 @@ __global__ void torchaudio_sgd(const T* __restrict__ mel, long long n_frames, in
                     g = nesterov ? g + momentum * bj : bj;
                 }
                 const T next = sj - lr * g;
-                s[j] = next > T(0) ? next : T(0);
+                s[j] = cumel::relu(next);
             }
             __syncwarp();
         }
@@ -174,11 +174,11 @@ template <typename T>
 __global__ void mindspore_gd(const T* __restrict__ mel, int n_time, long long mel_sb,
                              long long mel_sk, long long mel_st, T* __restrict__ x,
                              T* __restrict__ x_next, T* __restrict__ out, long long out_sb,
-                             long long out_sj, long long out_st, int* __restrict__ iterations,
+                             long long out_sj, long long out_st, long long* __restrict__ iterations,
                              int n_mels, int n_freqs, const int* __restrict__ lo,
                              const T* __restrict__ w_lo, const T* __restrict__ w_hi,
                              const long long* __restrict__ row_start, T step, double prev_start,
-                             int max_iter, double tolerance_loss, double tolerance_change) {
+                             long long max_iter, double tolerance_loss, double tolerance_change) {
     extern __shared__ unsigned char cumel_shared_bytes[];
     __shared__ double warp_loss[32];
     __shared__ double total_loss;
@@ -193,7 +193,7 @@ __global__ void mindspore_gd(const T* __restrict__ mel, int n_time, long long me
 
     double prev = prev_start;
     bool diverged = false;
-    int it = 0;
+    long long it = 0;
     while (it < max_iter) {
         double loss_part = 0.0;
         for (int t = warp; t < n_time; t += warps_per_block) {
@@ -228,7 +228,7 @@ __global__ void mindspore_gd(const T* __restrict__ mel, int n_time, long long me
         const T* xc = cur + static_cast<long long>(t) * n_freqs;
         for (int j = lane; j < n_freqs; j += 32) {
             const T v = diverged ? cumel::quiet_nan<T>() : xc[j];
-            out[cumel::strided_index(f, j, n_time, out_sb, out_sj, out_st)] = v > T(0) ? v : (v != v ? v : T(0));
+            out[cumel::strided_index(f, j, n_time, out_sb, out_sj, out_st)] = cumel::relu(v);
         }
     }
     if (threadIdx.x == 0) iterations[channel] = it;

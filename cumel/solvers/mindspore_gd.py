@@ -15,7 +15,7 @@ For each channel ``c`` (every leading index), with ``A = fb.T`` and ``X`` of sha
 MindSpore's momentum accumulator is rebuilt every call, so ``momentum`` has no effect; there is
 no clamp inside the loop.  Channels are independent: each has its own loss and stops on its own.
 Here all channels advance together as one array and a finished channel is frozen.  The loss is
-accumulated in float64 (here and in ``kernels/sgd.cu``), the iterate stays in the input dtype.
+squared and accumulated in float64 (here and in ``kernels/sgd.cu``), the iterate stays in the input dtype.
 """
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def solve(mel, fb, x0, *, max_iter, tolerance_loss, tolerance_change, lr):
         everyone = active.size == C           # no gather/scatter copies until a channel stops
         Xa = X if everyone else X[active]
         diff = (M if everyone else M[active]) - Xa @ fb
-        sq = (diff * diff).reshape(active.size, -1).astype(np.float64)
+        d64 = diff.reshape(active.size, -1).astype(np.float64)   # squared in float64, as in sgd.cu
+        sq = d64 * d64
         loss = row_sum(sq) / sq.shape[1]
         iterations[active] += 1
         diverged = ~np.isfinite(loss)

@@ -38,8 +38,8 @@ Iteration (per frame; ``kernels/nnls.cu`` runs exactly this, one frame per warp)
         if alpha ||u|| <= tolerance_change ||s||: stalled          (the step moves nothing)
     return s(mu)
 
-``line_search`` takes the full Newton step when ``phi'(1) <= 0`` (q still decreasing along the
-whole step) and otherwise finds the root of the monotone, piecewise linear ``phi'`` on ``(0, 1)``
+``line_search`` takes the full Newton step when ``phi'(1) <= 1e-12 |phi'(0)|`` (q still decreasing
+along the whole step, up to rounding: the sign of a rounding-level ``phi'(1)`` must not pick the step) and otherwise finds the root of the monotone, piecewise linear ``phi'`` on ``(0, 1)``
 by safeguarded regula falsi (Illinois), keeping the last point with ``phi' <= 0``: every step
 decreases ``q``.  On a piece where the active set is right the Newton step is exact, so the
 iteration ends in a handful of steps (2-5 on average, at most 10-20, on real audio).
@@ -59,6 +59,7 @@ from ._rows import col_sum
 EPS_REL = 1e-9
 LINE_SEARCH_STEPS = 30
 LINE_SEARCH_RTOL = 1e-1
+FULL_STEP_TIE = 1e-12            # phi'(1) within this fraction of |phi'(0)|: a full step
 CHUNK_ELEMENTS = 1 << 18          # n_freqs x frames per work array: 2 MB of float64, cache-sized
 
 
@@ -295,7 +296,7 @@ class _LineFunction:
 def _line_search(t, u, mu, delta, m, eps, slope0):
     """Step length in (0, 1] along the Newton direction; every frame's own search.
 
-    Full step where ``phi'(1) <= 0``; elsewhere regula falsi (Illinois) on the bracket
+    Full step where ``phi'(1) <= FULL_STEP_TIE |phi'(0)|`` (zero up to rounding); elsewhere regula falsi (Illinois) on the bracket
     ``[0, 1]`` keeping ``phi'(lo) <= 0 < phi'(hi)``, until ``phi'`` at the lower end is within
     ``LINE_SEARCH_RTOL`` of ``slope0 = phi'(0) = F.delta`` or ``LINE_SEARCH_STEPS`` rounds;
     returns ``lo``.
@@ -303,7 +304,9 @@ def _line_search(t, u, mu, delta, m, eps, slope0):
     dphi = _LineFunction(t, u, mu, delta, m, eps)
     alpha = np.ones(t.shape[1])
     hi_val = dphi(alpha)
-    cols = np.flatnonzero(hi_val > 0)
+    # At a converged Newton step phi'(1) is a rounding-level +-1e-15 |phi'(0)|: its sign must not
+    # decide between the full step and the search (the kernel rounds differently).
+    cols = np.flatnonzero(hi_val > FULL_STEP_TIE * np.abs(slope0))
     if cols.size == 0:
         return alpha
     dphi = dphi.keep(cols)                        # the search runs on these frames only

@@ -13,9 +13,9 @@ With ``M`` packed as ``(B, T, n_mels)``, ``S`` as ``(B, T, n_freqs)`` and ``fb``
         if loss_i < tolerance_loss or |loss_{i-1} - loss_i| < tolerance_change: stop
     return max(S, 0) as (B, n_freqs, T)
 
-``loss_{-1} = inf``; the step of the stopping iteration is applied.  The loss is accumulated in
-float64 (here and in ``kernels/sgd.cu``), the iterate stays in the input dtype; torch's float32
-sum can stop one iteration earlier or later on near-ties (REFERENCE.md).  The global loss makes the
+``loss_{-1} = inf``; the step of the stopping iteration is applied.  The loss is squared and
+accumulated in float64 (here and in ``kernels/sgd.cu``), the iterate stays in the input dtype;
+torch's float32 sum can stop one iteration earlier or later on near-ties (REFERENCE.md).  The global loss makes the
 effective step shrink as the batch grows, exactly as in torchaudio; that is the point of this
 solver (compatibility), not a recommendation.
 """
@@ -56,7 +56,8 @@ def solve(mel, fb, s0, *, max_iter, tolerance_loss, tolerance_change, sgd):
     iterations = 0
     for iterations in range(1, max_iter + 1):
         diff = M - S @ fb
-        loss = float(np.sum(row_sum((diff * diff).astype(np.float64)))) / (B * T)
+        diff64 = diff.astype(np.float64)         # squared in float64, as in kernels/sgd.cu
+        loss = float(np.sum(row_sum(diff64 * diff64))) / (B * T)
         g = (grad_scale * diff) @ fb.T
         if weight_decay:
             g += weight_decay * S
