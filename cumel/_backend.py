@@ -87,6 +87,18 @@ def select(x, device):
     return np, np.asarray(x), _identity
 
 
+def out_view(out, xp):
+    """The caller's ``out`` as an ``xp`` array sharing its memory, or a ValueError naming it."""
+    if xp is np:
+        if not isinstance(out, np.ndarray):
+            raise ValueError(f"out must be a NumPy array for a computation on the CPU, got "
+                             f"{type(out).__name__}")
+    elif not is_cupy_array(out):
+        raise ValueError(f"out must be a CuPy array for a computation on the GPU, got "
+                         f"{type(out).__name__}")
+    return out
+
+
 def _identity(a):
     return a
 

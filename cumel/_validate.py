@@ -152,3 +152,14 @@ def check_mel_input(mel, n_mels, xp):
     if mel.dtype.kind == "f" and mel.size and not bool(xp.isfinite(mel).all()):
         raise ValueError("mel contains NaN or Inf values")
     return mel
+
+
+def check_out(out, shape, dtype, mel, xp):
+    """``out=`` must match the result exactly and must not overlap the input."""
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"out must have shape {tuple(shape)} and dtype {np.dtype(dtype)}, got "
+                         f"shape {tuple(out.shape)} and dtype {out.dtype}")
+    if xp is np and not out.flags.writeable:
+        raise ValueError("out must be writeable, got a read-only array")
+    if xp.may_share_memory(out, mel):
+        raise ValueError("out must not overlap mel (the input is read while out is written)")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _backend
+from .solvers.nnls import step_bound
 
 # (source file, cooperative launch?) -> the instantiations compiled from it
 KERNELS = {
@@ -147,7 +148,9 @@ def solve(transform, packed, out=None):
     Returns
     -------
     S : cupy.ndarray, shape (B, n_stft, T), ``packed.dtype``
-    iterations : cupy.ndarray of int, shape (B, T)
+    iterations : cupy.ndarray of int64, shape (B, T)
+    kkt : cupy.ndarray of float64, shape (B, T), or None
+        nnls: each frame's final relative KKT residual; None for the other solvers.
     """
     import cupy
     solver, plan = transform.solver, transform.plan
@@ -159,7 +162,7 @@ def solve(transform, packed, out=None):
                            lambda: cupy.asarray(plan.pinv(dtype)))
         S = _output(out, (B, n_freqs, T), dtype)
         cupy.maximum(cupy.matmul(pinv, packed), 0, out=S)     # one cuBLAS product, then relu
-        return S, cupy.zeros((B, T), np.int64)
+        return S, cupy.zeros((B, T), np.int64), None
 
     dev = _device_plan(plan, dtype)
     ms = _strides(packed)
@@ -176,10 +179,10 @@ def solve(transform, packed, out=None):
                (packed, np.int64(n_frames), np.int32(T), *ms, S, *_strides(S), iterations, kkt,
                 np.int32(n_mels), np.int32(n_freqs), dev["lo"], dev["w_lo64"], dev["w_hi64"],
                 dev["row_start"], nn["inv_pivot"], nn["upper_scaled"], nn["upper"],
-                np.float64(nn["eps"]), np.int64(transform.max_iter),
+                np.float64(nn["eps"]), np.int64(min(transform.max_iter, step_bound(n_mels))),
                 np.float64(transform.tolerance_loss), np.float64(transform.tolerance_change)),
                shared_mem=smem)
-        return S, iterations.reshape(B, T)
+        return S, iterations.reshape(B, T), kkt.reshape(B, T)
 
     per_warp = (n_mels + 1) * dtype.itemsize
     warps = _warps_fitting(per_warp)
@@ -205,7 +208,7 @@ def solve(transform, packed, out=None):
                shared_mem=smem)
         S = _output(out, (B, n_freqs, T), dtype)
         S[...] = state.reshape(B, T, n_freqs).transpose(0, 2, 1)
-        return S, cupy.broadcast_to(iterations, (B, T))
+        return S, cupy.broadcast_to(iterations, (B, T)), None
 
     # mindspore: one block per channel
     x0 = transform.start((B, n_freqs, T), dtype, cupy)                  # MindSpore's C order
@@ -221,4 +224,4 @@ def solve(transform, packed, out=None):
             np.float64(np.finfo(dtype).max), np.int64(transform.max_iter),
             np.float64(transform.tolerance_loss), np.float64(transform.tolerance_change)),
            shared_mem=smem)
-    return S, cupy.repeat(iterations[:, None], T, axis=1)
+    return S, cupy.repeat(iterations[:, None], T, axis=1), None

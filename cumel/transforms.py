@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +78,10 @@ class SolveInfo:
     iterations : ndarray of int, shape (..., T)
         Iterations per frame (the global count for "torchaudio", the channel's for "mindspore",
         0 for "lstsq").
+    converged : ndarray of bool, shape (..., T)
+        Per frame: "nnls", its relative KKT residual meets ``tolerance_loss``; the SGD solvers,
+        their stopping rule fired before ``max_iter`` (for the batch, or the channel); "lstsq",
+        always (a direct method).
     mel_residual : ndarray, shape (..., T)
         ``||A s_t - m_t|| / ||m_t||`` per frame (0 where the frame is all zero).
     total_mel_residual : float
@@ -87,6 +92,7 @@ class SolveInfo:
     solver: str
     device: str
     iterations: np.ndarray
+    converged: np.ndarray
     mel_residual: np.ndarray
     total_mel_residual: float
     seconds: float
@@ -194,64 +200,133 @@ class InverseMelScale:
         return (f"InverseMelScale(n_stft={n_stft}, n_mels={n_mels}, sample_rate={sr}, f_min={f_min}, "
                 f"f_max={f_max}, norm={norm!r}, mel_type={scale!r}, solver={self.solver!r})")
 
-    def __call__(self, mel, *, return_info=False):
-        """Invert ``mel`` (..., n_mels, time). With ``return_info=True`` returns ``(S, SolveInfo)``."""
+    def __call__(self, mel, *, out=None, return_info=False):
+        """Invert ``mel`` (..., n_mels, time).
+
+        Parameters
+        ----------
+        mel : array, shape (..., n_mels, time)
+            NumPy or CuPy; never modified.
+        out : array, shape (..., n_stft, time), optional
+            Where to write the result (same array type as the result, dtype float32 for float32
+            or integer input, float64 for float64, any strides, not overlapping ``mel``); it is
+            returned. On the CPU the default solver writes it chunk by chunk, so the output is
+            the only allocation that grows with the batch.
+        return_info : bool
+            Also return a :class:`SolveInfo`.
+
+        Returns
+        -------
+        S : array, shape (..., n_stft, time), or ``(S, SolveInfo)``
+        """
         xp, mel_x, to_caller = _backend.select(mel, self.device)
         _validate.check_mel_input(mel_x, self.n_mels, xp)
         dtype = np.dtype(np.float64) if mel_x.dtype == np.float64 else np.dtype(np.float32)
         lead, T = tuple(mel_x.shape[:-2]), mel_x.shape[-1]
         B = int(np.prod(lead, dtype=np.int64))
-        packed = mel_x.reshape((B, self.n_mels, T)).astype(dtype, copy=True)  # never alias the caller
-        t0 = time.perf_counter()
-        if packed.shape[0] == 0 or T == 0:
-            S = xp.zeros(packed.shape[:1] + (self.n_stft, T), dtype)
-            iterations = np.zeros(packed.shape[:1] + (T,), np.int64)
+        packed = mel_x.reshape((B, self.n_mels, T))    # a view where strides allow; read only
+        out_lead = lead if (lead or self.solver != "mindspore") else (1,)
+        out_shape = out_lead + (self.n_stft, T)
+        if out is None:
+            target = None
+            S = xp.empty((B, self.n_stft, T), dtype)
         else:
-            S, iterations = self._solve(xp, packed)
-            if not bool(xp.isfinite(S).all()):
-                hint = (f" (diverged: lower sgdargs['lr']={self.sgdargs['lr']})"
-                        if self.solver in ("torchaudio", "mindspore") else "")
-                raise FloatingPointError(f"solver={self.solver!r} produced non-finite values{hint}")
+            target = _backend.out_view(out, xp)
+            _validate.check_out(target, out_shape, dtype, mel_x, xp)
+            S = target.reshape((B, self.n_stft, T))
+            if not xp.may_share_memory(S, target):   # strides that reshape had to copy
+                S = xp.empty((B, self.n_stft, T), dtype)
+        t0 = time.perf_counter()
+        if B == 0 or T == 0:
+            S[...] = 0
+            iterations = xp.zeros((B, T), np.int64)
+            converged = xp.ones((B, T), bool)
+        else:
+            iterations, converged = self._solve(xp, packed, S)
+            if not _all_finite(xp, S):
+                raise FloatingPointError(self._non_finite_message(xp, packed, dtype))
+            self._warn_ran_out(xp, iterations, converged)
         if xp is not np:
             xp.cuda.get_current_stream().synchronize()
         seconds = time.perf_counter() - t0
-        out_lead = lead if (lead or self.solver != "mindspore") else (1,)
-        out = S.reshape(out_lead + (self.n_stft, T))
-        result = to_caller(out)
+        if target is not None:
+            if not xp.may_share_memory(S, target):
+                target[...] = S.reshape(out_shape)
+            result = out
+        else:
+            result = to_caller(S.reshape(out_shape))
         if not return_info:
             return result
-        return result, self._info(xp, packed, S, iterations, lead, T, seconds)
+        return result, self._info(xp, packed, S, iterations, converged, lead, T, seconds)
 
     # -- dispatch -------------------------------------------------------------------------------
 
-    def _solve(self, xp, packed):
-        """(B, n_mels, T) in float32/64 on ``xp`` -> (S (B, n_stft, T), iterations (B, T))."""
+    def _solve(self, xp, packed, S):
+        """Solve (B, n_mels, T) ``packed`` on ``xp`` into ``S`` (B, n_stft, T).
+
+        Returns ``iterations`` (B, T) int64 and ``converged`` (B, T) bool, on ``xp``.
+        """
         B, _, T = packed.shape
         if xp is not np:
             from . import cuda
-            return cuda.solve(self, packed)
+            _, iterations, kkt = cuda.solve(self, packed, out=S)
+            if self.solver == "nnls":
+                return iterations, kkt <= self.tolerance_loss
+            return iterations, self._sgd_converged(iterations)
         if self.solver == "lstsq":
-            S = _lstsq.solve(packed, self.plan.pinv(packed.dtype))
-            return S, np.zeros((B, T), np.int64)
+            _lstsq.solve(packed.astype(S.dtype, copy=False), self.plan.pinv(S.dtype), out=S)
+            return np.zeros((B, T), np.int64), np.ones((B, T), bool)
         if self.solver == "nnls":
-            frames = packed.transpose(1, 0, 2).reshape(self.n_mels, B * T)   # one column a frame
-            s, iters, _ = _nnls.solve(self.plan.nnls(), frames, max_iter=self.max_iter,
-                                      tolerance_loss=self.tolerance_loss,
-                                      tolerance_change=self.tolerance_change)
-            S = s.astype(packed.dtype).reshape(self.n_stft, B, T).transpose(1, 0, 2)
-            return np.ascontiguousarray(S), iters.reshape(B, T)
-        fb = self.plan.fb(packed.dtype)
+            iterations, kkt = _nnls.solve_into(
+                self.plan.nnls(), packed, S, max_iter=self.max_iter,
+                tolerance_loss=self.tolerance_loss, tolerance_change=self.tolerance_change)
+            return iterations, kkt <= self.tolerance_loss
+        packed = packed.astype(S.dtype, copy=False)
+        fb = self.plan.fb(S.dtype)
         if self.solver == "torchaudio":
-            s0 = self.start((B, T, self.n_stft), packed.dtype)
-            S, n = _torchaudio.solve(packed, fb, s0, max_iter=self.max_iter,
-                                     tolerance_loss=self.tolerance_loss,
-                                     tolerance_change=self.tolerance_change, sgd=self.sgdargs)
-            return S, np.full((B, T), n, np.int64)
-        x0 = self.start((B, self.n_stft, T), packed.dtype)
-        S, n = _mindspore.solve(packed, fb, x0, max_iter=self.max_iter,
-                                tolerance_loss=self.tolerance_loss,
-                                tolerance_change=self.tolerance_change, lr=self.sgdargs["lr"])
-        return S, np.repeat(n[:, None], T, axis=1)
+            s0 = self.start((B, T, self.n_stft), S.dtype)
+            S[...], n = _torchaudio.solve(packed, fb, s0, max_iter=self.max_iter,
+                                          tolerance_loss=self.tolerance_loss,
+                                          tolerance_change=self.tolerance_change, sgd=self.sgdargs)
+            iterations = np.full((B, T), n, np.int64)
+        else:
+            x0 = self.start((B, self.n_stft, T), S.dtype)
+            S[...], n = _mindspore.solve(packed, fb, x0, max_iter=self.max_iter,
+                                         tolerance_loss=self.tolerance_loss,
+                                         tolerance_change=self.tolerance_change,
+                                         lr=self.sgdargs["lr"])
+            iterations = np.repeat(n[:, None], T, axis=1)
+        return iterations, self._sgd_converged(iterations)
+
+    def _sgd_converged(self, iterations):
+        # the rule fired before max_iter (a rule firing at exactly max_iter counts as not)
+        return iterations < self.max_iter
+
+    def _warn_ran_out(self, xp, iterations, converged):
+        """One warning per call when nnls frames stopped on the step cap, not on a rule."""
+        if self.solver != "nnls":
+            return
+        cap = min(self.max_iter, _nnls.step_bound(self.n_mels))
+        n_out = int((~converged & (iterations >= cap)).sum())
+        if n_out:
+            which = (f"max_iter={self.max_iter}" if cap == self.max_iter else
+                     f"the step bound 4 * n_mels + 32 = {cap}")
+            warnings.warn(f"solver='nnls': {n_out} of {converged.size} frames stopped after "
+                          f"{which} Newton steps without meeting tolerance_loss="
+                          f"{self.tolerance_loss:g} (SolveInfo.converged marks them); raise "
+                          f"max_iter or loosen tolerance_loss", RuntimeWarning, stacklevel=3)
+
+    def _non_finite_message(self, xp, packed, dtype):
+        peak = float(xp.abs(packed).max())
+        where = f"solver={self.solver!r} produced non-finite values"
+        if self.solver in ("torchaudio", "mindspore"):
+            if dtype == np.float32 and peak ** 2 > float(np.finfo(np.float32).max):
+                return (f"{where}: mel values up to {peak:.3g} overflow float32 arithmetic "
+                        f"(their square exceeds {float(np.finfo(np.float32).max):.3g}); pass "
+                        f"float64 input or rescale the mel")
+            return f"{where} (diverged: lower sgdargs['lr']={self.sgdargs['lr']})"
+        return (f"{where}: the spectrogram exceeds the {dtype} range (mel values up to "
+                f"{peak:.3g}); pass float64 input or rescale the mel")
 
     def start(self, shape, dtype, xp=np):
         """The SGD solver's start point of ``shape`` (C order of torch's or MindSpore's draws).
@@ -269,22 +344,39 @@ class InverseMelScale:
             cache[key] = xp.asarray(draw(self.seed, shape, dtype))
         return cache[key].copy()
 
-    def _info(self, xp, packed, S, iterations, lead, T, seconds):
-        M = packed.astype(np.float64)
-        R = xp.matmul(self.plan.forward(np.float64, xp), S.astype(np.float64)) - M
-        r_norm = xp.sqrt((R * R).sum(axis=1))
-        m_norm = xp.sqrt((M * M).sum(axis=1))
-        per_frame = _backend.to_numpy(xp.where(m_norm > 0, r_norm / xp.where(m_norm > 0, m_norm, 1), 0))
-        total = float(xp.sqrt((R * R).sum()) / max(float(xp.sqrt((M * M).sum())), np.finfo(float).tiny))
+    def _info(self, xp, packed, S, iterations, converged, lead, T, seconds):
+        """Per-frame mel residuals in float64, a few batch items at a time (bounded memory)."""
+        A = self.plan.forward(np.float64, xp)
+        B = packed.shape[0]
+        step = max(1, (1 << 22) // max(1, self.n_mels * T))
+        per_frame, r_sq, m_sq = [], 0.0, 0.0
+        for b in range(0, B, step):
+            M = packed[b:b + step].astype(np.float64)
+            R = xp.matmul(A, S[b:b + step].astype(np.float64)) - M
+            r_norm = xp.sqrt((R * R).sum(axis=1))
+            m_norm = xp.sqrt((M * M).sum(axis=1))
+            per_frame.append(_backend.to_numpy(
+                xp.where(m_norm > 0, r_norm / xp.where(m_norm > 0, m_norm, 1), 0)))
+            r_sq += float((r_norm * r_norm).sum())
+            m_sq += float((m_norm * m_norm).sum())
+        per_frame = np.concatenate(per_frame) if per_frame else np.zeros((0, T))
+        total = np.sqrt(r_sq) / max(np.sqrt(m_sq), np.finfo(float).tiny)
         return SolveInfo(self.solver, "cpu" if xp is np else "cuda",
                          np.asarray(_backend.to_numpy(iterations)).reshape(lead + (T,)),
-                         per_frame.reshape(lead + (T,)), total, seconds)
+                         np.asarray(_backend.to_numpy(converged)).reshape(lead + (T,)),
+                         per_frame.reshape(lead + (T,)), float(total), seconds)
+
+
+def _all_finite(xp, S):
+    """``xp.isfinite(S).all()`` a few million elements at a time (no output-sized mask)."""
+    step = max(1, (1 << 22) // max(1, S[0].size)) if S.shape[0] else 1
+    return all(bool(xp.isfinite(S[b:b + step]).all()) for b in range(0, S.shape[0], step))
 
 
 def inverse_mel_scale(mel, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_max=None,
                       max_iter=100000, tolerance_loss=1e-5, tolerance_change=1e-8, sgdargs=None,
                       norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None,
-                      return_info=False):
+                      out=None, return_info=False):
     """Functional form of :class:`InverseMelScale`; ``n_mels`` defaults to ``mel.shape[-2]``.
 
     The per-filterbank work is cached across calls with the same filterbank arguments.
@@ -297,4 +389,4 @@ def inverse_mel_scale(mel, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_
     transform = InverseMelScale(n_stft, n_mels, sample_rate, f_min, f_max, max_iter,
                                 tolerance_loss, tolerance_change, sgdargs, norm, mel_type,
                                 solver=solver, seed=seed, device=device)
-    return transform(mel, return_info=return_info)
+    return transform(mel, out=out, return_info=return_info)

@@ -1,12 +1,15 @@
 // cumel nnls: the default solver, one warp per frame, the whole solve in one launch.
 //
 // Iteration (cumel/solvers/nnls.py is the NumPy twin and the reference; same steps, same order):
+//   e = exponent of max|m| (frexp); m <- m 2^-e      exact rescaling: s(c m) = c s(m)
 //   mu_0 = (A A.T + eps I)^-1 m                     cached Thomas factors of the plan
-//   for it in 1 .. max_iter:
+//   for it in 0 .. step_cap:                        step_cap = min(max_iter, 4 n_mels + 32)
 //     t = A.T mu;  s = max(t, 0);  d = (t > 0)      d kept as a bit mask, one ballot per 32 bins
-//     F = A s + eps mu - m                          KKT residual of the regularised problem
-//     stop if ||F|| <= tolerance_loss ||m||, or the last step was a full Newton step and d is
-//       unchanged (F is then zero up to rounding: Newton is exact on a piece of F)
+//     F = A s + eps mu - m;  kkt = ||F|| / ||m||    KKT residual of the regularised problem
+//     stop if kkt <= tolerance_loss; or the last step was a full Newton step and d is unchanged
+//       (F is then zero up to rounding: Newton is exact on a piece of F); or kkt <= 1e-6 and
+//       kkt > 0.5 min(kkt of the last three iterates) (rounding floor); or the last step
+//       stalled; or it == step_cap
 //     J = A diag(d) A.T + eps I                     TRIDIAGONAL: diag, upper per mel
 //     delta = -J^-1 F                               Thomas algorithm on lane 0, O(n_mels)
 //                                                   (NumPy: cyclic reduction; same delta)
@@ -14,8 +17,8 @@
 //            full step if phi'(1) <= 1e-12 |phi'(0)| (a rounding tie is a full step), else
 //            regula falsi (Illinois) on [0, 1], as in NumPy
 //     mu += alpha delta
-//     stop if alpha ||u|| <= tolerance_change ||s||   (stalled)
-//   out = max(A.T mu, 0)
+//     stalled = alpha ||u|| <= tolerance_change ||s||
+//   out = 2^e max(A.T mu, 0)                        relu keeps NaN, as np.maximum does
 // The gradient step, the clamp (s = max(t, 0)) and the convergence check are one fused loop:
 // nothing leaves the chip between iterations and the host never synchronises.
 //
@@ -47,6 +50,10 @@ namespace cumel {
 constexpr int kLineSearchSteps = 30;
 constexpr double kLineSearchRtol = 1e-1;
 constexpr double kFullStepTie = 1e-12;
+// rounding-floor rule (cumel/solvers/nnls.py FLOOR_*): below kFloorKkt, stop a frame whose kkt did
+// not drop below kFloorRatio times the smallest of its last three
+constexpr double kFloorKkt = 1e-6;
+constexpr double kFloorRatio = 0.5;
 
 struct NnlsWarpState {
     double* m;
@@ -83,15 +90,23 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
                            const long long* __restrict__ row_start,
                            const double* __restrict__ start_inv_pivot,
                            const double* __restrict__ start_upper_scaled,
-                           const double* __restrict__ start_upper, double eps, long long max_iter,
+                           const double* __restrict__ start_upper, double eps, long long step_cap,
                            double tolerance_loss, double tolerance_change,
                            const NnlsWarpState& st, int lane) {
     const int n_words = (n_freqs + 31) / 32;
 
-    // ---- load m, ||m|| ----
-    double m_sq = 0.0;
+    // ---- load m, rescale it exactly by a power of two (max |m| in [0.5, 1)), ||m|| ----
+    double m_max = 0.0;
     for (int k = lane; k < n_mels; k += 32) {
         const double v = static_cast<double>(mel[strided_index(f, k, n_time, mel_sb, mel_sk, mel_st)]);
+        st.m[k] = v;
+        m_max = fmax(m_max, fabs(v));
+    }
+    int exponent = 0;
+    frexp(warp_max(m_max), &exponent);  // 0 for a zero frame
+    double m_sq = 0.0;
+    for (int k = lane; k < n_mels; k += 32) {  // each lane rescales the entries it loaded
+        const double v = ldexp(st.m[k], -exponent);
         st.m[k] = v;
         m_sq += v * v;
     }
@@ -118,9 +133,11 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
         for (int w = lane; w < n_words; w += 32) st.mask_prev[w] = 0u;
         __syncwarp();
 
-        bool exact = false;
-        bool ran_out = true;  // left by max_iter rather than by a stopping rule
-        for (long long it = 0; it < max_iter; ++it) {
+        bool exact = false;    // the last step was a full Newton step
+        bool stalled = false;  // the last step moved nothing
+        const double inf = __longlong_as_double(0x7ff0000000000000LL);
+        double recent0 = inf, recent1 = inf, recent2 = inf;  // kkt of the last three iterates
+        for (long long it = 0;; ++it) {
             // ---- d = (t > 0) as a bit mask; did it change since the last step? ----
             bool changed = false;
             for (int w = 0; w < n_words; ++w) {
@@ -160,10 +177,16 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
                 f_sq += F * F;
             }
             kkt = sqrt(warp_sum(f_sq)) / m_norm;
-            // a non-finite frame stops too (the host then raises): it can never meet a rule
-            if (kkt <= tolerance_loss || !isfinite(kkt) ||
-                (exact && !__any_sync(CUMEL_FULL_MASK, changed))) {
-                ran_out = false;
+            const bool any_changed = __any_sync(CUMEL_FULL_MASK, changed);
+            // a non-finite frame stops too (the host then raises): it can never meet a rule.
+            // Every operand is the same on all lanes, so the warp leaves together.
+            const bool at_floor = kkt <= kFloorKkt &&
+                                  kkt > kFloorRatio * fmin(recent0, fmin(recent1, recent2));
+            recent2 = recent1;
+            recent1 = recent0;
+            recent0 = kkt;
+            if (kkt <= tolerance_loss || !isfinite(kkt) || it == step_cap || stalled || at_floor ||
+                (exact && !any_changed)) {
                 break;
             }
             ++it_count;
@@ -242,27 +265,11 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
             for (int k = lane; k < n_mels; k += 32) st.mu[k] += alpha * st.delta[k];
             for (int w = lane; w < n_words; w += 32) st.mask_prev[w] = st.mask[w];
             exact = alpha == 1.0;
-            __syncwarp();
             // stalled: the step moves t by a negligible amount next to the answer s = max(t, 0)
-            // (not next to ||t||: an inconsistent frame's clamped bins grow like residual / eps)
-            if (alpha * sqrt(u_sq) <= tolerance_change * sqrt(s_sq)) {
-                ran_out = false;
-                break;
-            }
-        }
-        if (ran_out) {  // report the KKT residual of the final iterate, as the NumPy path does
-            double f_sq = 0.0;
-            for (int k = lane; k < n_mels; k += 32) {
-                double as = 0.0;
-                for (long long j = row_start[k]; j < row_start[k + 1]; ++j)
-                    as += w_lo[j] * relu(rmatvec_bin(lo, w_lo, w_hi, st.mu, static_cast<int>(j)));
-                if (k > 0)
-                    for (long long j = row_start[k - 1]; j < row_start[k]; ++j)
-                        as += w_hi[j] * relu(rmatvec_bin(lo, w_lo, w_hi, st.mu, static_cast<int>(j)));
-                const double F = as + eps * st.mu[k] - st.m[k];
-                f_sq += F * F;
-            }
-            kkt = sqrt(warp_sum(f_sq)) / m_norm;
+            // (not next to ||t||: an inconsistent frame's clamped bins grow like residual / eps);
+            // the frame stops at the top of the next pass, so kkt is the returned iterate's
+            stalled = alpha * sqrt(u_sq) <= tolerance_change * sqrt(s_sq);
+            __syncwarp();
         }
     } else {
         for (int k = lane; k <= n_mels; k += 32) st.mu[k] = 0.0;
@@ -272,7 +279,7 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
     // ---- out = max(A.T mu, 0), every bin of the frame written ----
     for (int j = lane; j < n_freqs; j += 32) {
         const double t = rmatvec_bin(lo, w_lo, w_hi, st.mu, j);
-        out[strided_index(f, j, n_time, out_sb, out_sj, out_st)] = static_cast<T>(relu(t));
+        out[strided_index(f, j, n_time, out_sb, out_sj, out_st)] = static_cast<T>(ldexp(relu(t), exponent));
     }
     if (lane == 0) {
         iterations[f] = it_count;
@@ -295,7 +302,7 @@ __global__ void nnls_solve(const T* __restrict__ mel, long long n_frames, int n_
                            const double* __restrict__ w_hi, const long long* __restrict__ row_start,
                            const double* __restrict__ start_inv_pivot,
                            const double* __restrict__ start_upper_scaled,
-                           const double* __restrict__ start_upper, double eps, long long max_iter,
+                           const double* __restrict__ start_upper, double eps, long long step_cap,
                            double tolerance_loss, double tolerance_change) {
     extern __shared__ double cumel_shared[];
     const int lane = threadIdx.x & 31;
@@ -320,7 +327,7 @@ __global__ void nnls_solve(const T* __restrict__ mel, long long n_frames, int n_
     for (long long f = first; f < n_frames; f += stride) {
         cumel::nnls_frame<T>(mel, f, n_time, mel_sb, mel_sk, mel_st, out, out_sb, out_sj, out_st,
                              iterations, kkt, n_mels, n_freqs, lo, w_lo, w_hi, row_start,
-                             start_inv_pivot, start_upper_scaled, start_upper, eps, max_iter,
+                             start_inv_pivot, start_upper_scaled, start_upper, eps, step_cap,
                              tolerance_loss, tolerance_change, st, lane);
     }
 }

@@ -22,6 +22,7 @@ def pseudo_inverse(fb, dtype):
     return np.linalg.pinv(A, rcond=rcond).astype(dtype)
 
 
-def solve(mel, pinv, xp=np):
-    """``max(pinv @ mel, 0)``: (B, n_mels, T) -> (B, n_freqs, T)."""
-    return xp.maximum(xp.matmul(pinv, mel), 0)
+def solve(mel, pinv, xp=np, out=None):
+    """``max(pinv @ mel, 0)``: (B, n_mels, T) -> (B, n_freqs, T), written into ``out`` if given."""
+    S = xp.matmul(pinv, mel, out=out)
+    return xp.maximum(S, 0, out=S)
