@@ -273,6 +273,13 @@ class InverseMelScale:
             if self.solver == "nnls":
                 return iterations, kkt <= self.tolerance_loss
             return iterations, self._sgd_converged(iterations)
+        # overflow (a diverged SGD run, an answer beyond the dtype) is detected and reported by
+        # the caller, with its cause: NumPy's warnings on the way would only be noise
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._solve_cpu(packed, S)
+
+    def _solve_cpu(self, packed, S):
+        B, _, T = packed.shape
         if self.solver == "lstsq":
             _lstsq.solve(packed.astype(S.dtype, copy=False), self.plan.pinv(S.dtype), out=S)
             return np.zeros((B, T), np.int64), np.ones((B, T), bool)
@@ -320,10 +327,12 @@ class InverseMelScale:
         peak = float(xp.abs(packed).max())
         where = f"solver={self.solver!r} produced non-finite values"
         if self.solver in ("torchaudio", "mindspore"):
-            if dtype == np.float32 and peak ** 2 > float(np.finfo(np.float32).max):
-                return (f"{where}: mel values up to {peak:.3g} overflow float32 arithmetic "
-                        f"(their square exceeds {float(np.finfo(np.float32).max):.3g}); pass "
-                        f"float64 input or rescale the mel")
+            # the loss is squared in float64, but the iterate, residual and gradient live in the
+            # input dtype: within a few decades of its maximum they overflow
+            top = float(np.finfo(dtype).max)
+            if peak > 1e-3 * top:
+                return (f"{where}: mel values up to {peak:.3g} overflow {dtype} arithmetic (it "
+                        f"holds at most {top:.3g}); pass float64 input or rescale the mel")
             return f"{where} (diverged: lower sgdargs['lr']={self.sgdargs['lr']})"
         return (f"{where}: the spectrogram exceeds the {dtype} range (mel values up to "
                 f"{peak:.3g}); pass float64 input or rescale the mel")
@@ -345,26 +354,41 @@ class InverseMelScale:
         return cache[key].copy()
 
     def _info(self, xp, packed, S, iterations, converged, lead, T, seconds):
-        """Per-frame mel residuals in float64, a few batch items at a time (bounded memory)."""
+        """Per-frame mel residuals in float64, a few batch items at a time (bounded memory).
+
+        Each frame is rescaled by a power of two (its largest |m| in [0.5, 1)) before squaring,
+        so no norm under- or overflows at any scale; the total weighs the frames back.
+        """
         A = self.plan.forward(np.float64, xp)
         B = packed.shape[0]
-        step = max(1, (1 << 22) // max(1, self.n_mels * T))
-        per_frame, r_sq, m_sq = [], 0.0, 0.0
+        step = max(1, (1 << 22) // max(1, self.n_stft * T))
+        ratio, r_norms, m_norms, exponents = [], [], [], []
         for b in range(0, B, step):
             M = packed[b:b + step].astype(np.float64)
-            R = xp.matmul(A, S[b:b + step].astype(np.float64)) - M
-            r_norm = xp.sqrt((R * R).sum(axis=1))
-            m_norm = xp.sqrt((M * M).sum(axis=1))
-            per_frame.append(_backend.to_numpy(
-                xp.where(m_norm > 0, r_norm / xp.where(m_norm > 0, m_norm, 1), 0)))
-            r_sq += float((r_norm * r_norm).sum())
-            m_sq += float((m_norm * m_norm).sum())
-        per_frame = np.concatenate(per_frame) if per_frame else np.zeros((0, T))
-        total = np.sqrt(r_sq) / max(np.sqrt(m_sq), np.finfo(float).tiny)
+            _, e = xp.frexp(xp.abs(M).max(axis=1))               # (b, T)
+            shift = -e[:, None, :]          # ldexp, not a factor 2^-e: that can overflow itself
+            M = xp.ldexp(M, shift)
+            R = xp.matmul(A, xp.ldexp(S[b:b + step].astype(np.float64), shift)) - M
+            r = xp.sqrt((R * R).sum(axis=1))
+            m = xp.sqrt((M * M).sum(axis=1))
+            ratio.append(_backend.to_numpy(xp.where(m > 0, r / xp.where(m > 0, m, 1), 0)))
+            r_norms.append(_backend.to_numpy(r))
+            m_norms.append(_backend.to_numpy(m))
+            exponents.append(_backend.to_numpy(e))
+        if B:
+            e = np.concatenate(exponents)
+            weight = np.ldexp(1.0, e - e.max())                    # frames back to one scale
+            r_all = np.concatenate(r_norms) * weight
+            m_all = np.concatenate(m_norms) * weight
+            total = float(np.sqrt((r_all * r_all).sum()) /
+                          max(np.sqrt((m_all * m_all).sum()), np.finfo(float).tiny))
+            per_frame = np.concatenate(ratio)
+        else:
+            total, per_frame = 0.0, np.zeros((0, T))
         return SolveInfo(self.solver, "cpu" if xp is np else "cuda",
                          np.asarray(_backend.to_numpy(iterations)).reshape(lead + (T,)),
                          np.asarray(_backend.to_numpy(converged)).reshape(lead + (T,)),
-                         per_frame.reshape(lead + (T,)), float(total), seconds)
+                         per_frame.reshape(lead + (T,)), total, seconds)
 
 
 def _all_finite(xp, S):
