@@ -153,9 +153,12 @@ def test_residual_on_real_audio_beats_lstsq(workload, clip):
     inv = _transform(workload)
     S, info = inv(M, return_info=True)
     assert S.dtype == np.float32 and (S >= 0).all()
-    assert mel_residual(inv.fb, S, M) <= 1e-5
+    # tolerance_loss = 1e-5 bounds each frame's KKT residual; the mel residual adds the eps bias
+    # (A s - m = F - eps mu, measured <= 1e-6): 2e-5 holds by construction (measured 2.7e-6)
+    assert mel_residual(inv.fb, S, M) <= 2e-5
     assert info.mel_residual.max() <= 2e-5          # every frame, not just the clip
-    assert info.iterations.max() <= 50
+    assert info.converged.all()
+    assert info.iterations.max() <= 50               # measured at most 10
     S_lstsq = _transform(workload, solver="lstsq")(M)
     # the spectrogram itself is at least as close to the truth as lstsq + relu's
     assert np.linalg.norm(S - S_true) <= np.linalg.norm(S_lstsq - S_true) * 1.001
@@ -185,9 +188,10 @@ def test_silent_and_zero_frames():
 def test_max_iter_caps_newton_steps():
     _, M = audio_pair("music-1025x128", "music_00")
     inv = _transform("music-1025x128", max_iter=2)
-    _, info = inv(M, return_info=True)
-    assert info.iterations.max() == 2
-    assert mel_residual(inv.fb, inv(M), M) > 1e-5     # not converged after 2 steps
+    with pytest.warns(RuntimeWarning, match="stopped after max_iter=2 Newton steps"):
+        S, info = inv(M, return_info=True)
+    assert info.iterations.max() == 2 and not info.converged.all()
+    assert mel_residual(inv.fb, S, M) > 1e-5     # not converged after 2 steps
 
 
 def test_first_step_is_the_pseudo_inverse():
