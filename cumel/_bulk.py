@@ -241,8 +241,8 @@ def mel_residual(transform, mel, S):
     A = transform.plan.forward(np.float64, np)
     M = np.asarray(mel, np.float64)
     R = np.matmul(A, np.asarray(S, np.float64)) - M
-    m = float(np.linalg.norm(M))
-    return float(np.linalg.norm(R) / m) if m > 0 else 0.0
+    m = float(np.sqrt(np.sum(M * M)))
+    return float(np.sqrt(np.sum(R * R)) / m) if m > 0 else 0.0
 
 
 def solve_file(job, settings):

@@ -25,7 +25,7 @@ def client():
     with dask.config.set({"distributed.scheduler.allowed-failures": 10,
                           "distributed.worker.daemon": False}):
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=None, silence_logs=40) as cluster, \
+                                      dashboard_address=":0", silence_logs=40) as cluster, \
                 distributed.Client(cluster) as c:
             yield c
 
