@@ -101,6 +101,23 @@ def test_sgd_solvers_on_cluster(client, solver):
     np.testing.assert_array_equal(out, inv(mel))
 
 
+def test_workers_build_the_plan_once_from_its_key(client):
+    def plan_cache():
+        from cumel.transforms import get_plan as worker_get_plan
+        return worker_get_plan.cache_info()._asdict()
+
+    before = client.run(plan_cache)
+    inv = cumel.InverseMelScale(67, N_MELS)                  # a filterbank no other test uses
+    mel = _mel((1, N_MELS, 64), seed=6)
+    out = inv(da.from_array(mel, chunks=(1, N_MELS, 8))).compute()   # 8 tasks
+    np.testing.assert_array_equal(out, inv(mel))
+    after = client.run(plan_cache)
+    common = set(before) & set(after)
+    built = sum(after[w]["misses"] - before[w]["misses"] for w in common)
+    reused = sum(after[w]["hits"] - before[w]["hits"] for w in common)
+    assert built <= len(common) and reused >= 8 - len(common)
+
+
 def test_killed_worker_is_retried(client, tmp_path):
     marker = str(tmp_path / "killed-once")
     mel = _mel((4, N_MELS, 24), seed=4)
