@@ -5,7 +5,8 @@ One workload's clips are concatenated along time into one mel spectrogram (n_mel
 - in memory: ``InverseMelScale(...)(M)`` in this process (the reference);
 - Dask: the same array as a ``dask.array`` in time chunks, computed on a
   ``distributed.LocalCluster`` of W worker processes (one thread each); the cluster is started
-  before the timing, the chunks travel to the workers in every run;
+  before the timing, the chunks travel to the workers in every run. Twice: with the
+  ``MALLOC_TRIM_THRESHOLD_`` Dask sets for its workers by default, and without it;
 - folder CLI: M cut into ``--pieces`` .npy files in a temporary folder and
   ``cumel invert FOLDER -o OUT --jobs W --overwrite`` run in this process (worker start-up,
   reading and atomic writing included).
@@ -63,16 +64,27 @@ def row(mode, workers, frames, parts, seconds, same):
             "seconds": seconds, "frames_per_second": frames / seconds, "same_bits": same}
 
 
-def dask_run(stack, mel, kwargs, workers, chunk_frames):
+TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+
+
+def dask_run(stack, mel, kwargs, workers, chunk_frames, trim_default=True):
     """A ``run()`` computing the Dask graph on a LocalCluster of ``workers`` processes, kept
-    open on ``stack``; and the number of chunks."""
+    open on ``stack``; and the number of chunks.
+
+    ``trim_default=False`` starts the workers without Dask's ``MALLOC_TRIM_THRESHOLD_=65536``
+    (with it, glibc maps and unmaps every large temporary: nnls runs about 3x slower). Dask's
+    nanny also writes the variable into this process's environment, so clusters without it
+    must be started first.
+    """
+    import dask
     import dask.array as da
     import distributed
     inv = cumel.InverseMelScale(**kwargs)
     x = da.from_array(mel, chunks=(mel.shape[0], chunk_frames))
-    cluster = stack.enter_context(distributed.LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-        silence_logs=40))
+    with dask.config.set({} if trim_default else {TRIM: None}):
+        cluster = stack.enter_context(distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+            silence_logs=40))
     client = stack.enter_context(distributed.Client(cluster, set_as_default=False))
     client.wait_for_workers(workers)
     return (lambda: client.compute(inv(x)).result()), x.numblocks[1]
@@ -155,9 +167,11 @@ def run(args, argv, log):
             tempfile.TemporaryDirectory(prefix="cumel-scaling-") as scratch:
         try:
             import distributed  # noqa: F401
-            for w in workers:
-                run_w, parts[("dask", w)] = dask_run(stack, mel, kwargs, w, chunk)
-                runs.append((("dask", w), run_w))
+            for trim_default in (False, True):          # without the variable first
+                mode = "dask" if trim_default else "dask-notrim"
+                for w in workers:
+                    run_w, parts[(mode, w)] = dask_run(stack, mel, kwargs, w, chunk, trim_default)
+                    runs.append(((mode, w), run_w))
         except ImportError as exc:
             log(f"[scaling] dask rows skipped: {exc}")
         for w in workers:
@@ -165,7 +179,9 @@ def run(args, argv, log):
             parts[("cli", w)] = args.pieces
         timings = interleaved(runs, args.repeats, log)
     reference = timings["memory"][1]
-    modes = {"memory": "in memory (1 process)", "dask": "dask LocalCluster",
+    modes = {"memory": "in memory (1 process)",
+             "dask-notrim": "dask LocalCluster, MALLOC_TRIM_THRESHOLD_ unset",
+             "dask": "dask LocalCluster, Dask's default MALLOC_TRIM_THRESHOLD_=65536",
              "cli": "cumel invert FOLDER (folder CLI)"}
     rows = []
     for key, (seconds, S) in timings.items():

@@ -237,10 +237,12 @@ def transform_for(settings, n_mels):
 
 
 def mel_residual(transform, mel, S):
-    """``||A S - M|| / ||M||`` in float64 (0 for an all-zero mel)."""
-    A = transform.plan.forward(np.float64, np)
-    M = np.asarray(mel, np.float64)
-    R = np.matmul(A, np.asarray(S, np.float64)) - M
+    """``||A S - M|| / ||M||`` in float64 (0 for an all-zero mel); ``A S`` by the sparse
+    filterbank (two weights per bin), no BLAS."""
+    S = np.asarray(S, np.float64)
+    M = np.asarray(mel, np.float64).reshape(S.shape[:-2] + mel.shape[-2:])  # mindspore: (1, ...)
+    M, S = np.moveaxis(M, -2, 0), np.moveaxis(S, -2, 0)
+    R = transform.plan.sparse.matvec(S, np) - M
     m = float(np.sqrt(np.sum(M * M)))
     return float(np.sqrt(np.sum(R * R)) / m) if m > 0 else 0.0
 

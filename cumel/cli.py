@@ -108,12 +108,24 @@ def _uses_gpu(device):
 
 def invert_one(args, settings):
     """``cumel invert mel.npy -o spec.npy``: exactly that output file, and the solve's report."""
-    mel = _bulk.load_mel(args.inputs[0], args.key, args.n_mels)
-    transform = _bulk.transform_for(settings, int(mel.shape[-2]))
-    S, info = transform(mel, return_info=True)
-    _bulk.save_npy(args.output, S)
-    _report(args.inputs[0], mel, S, info, transform)
+    path = args.inputs[0]
+    try:
+        mel = _bulk.load_mel(path, args.key, args.n_mels)
+        transform = _bulk.transform_for(settings, int(mel.shape[-2]))
+        S, info = transform(mel, return_info=True)
+        _bulk.save_npy(args.output, S)
+    except (ValueError, TypeError, RuntimeError, OSError) as exc:
+        if args.report is not None:
+            _bulk.write_report(args.report, [_bulk.Result(path, args.output, "failed",
+                                                          error=str(exc))],
+                               0.0, False, shlex.join(["cumel", *args.argv]))
+        raise
+    _report(path, mel, S, info, transform)
     print(f"  wrote {args.output}")
+    if args.report is not None:
+        row = _bulk.Result(path, args.output, "written", _bulk.frames_of(mel.shape), info.seconds,
+                           info.total_mel_residual)
+        _bulk.write_report(args.report, [row], info.seconds, False, shlex.join(["cumel", *args.argv]))
     return 0
 
 

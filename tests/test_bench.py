@@ -162,11 +162,13 @@ def test_scaling_mode(tmp_path):
     assert status == 0
     report = json.loads((out / "results.json").read_text())
     modes = [(row["mode"], row["workers"]) for row in report["rows"]]
-    assert modes == [("in memory (1 process)", 1), ("dask LocalCluster", 1),
+    assert modes == [("in memory (1 process)", 1),
+                     ("dask LocalCluster, MALLOC_TRIM_THRESHOLD_ unset", 1),
+                     ("dask LocalCluster, Dask's default MALLOC_TRIM_THRESHOLD_=65536", 1),
                      ("cumel invert FOLDER (folder CLI)", 1)]
     assert all(row["same_bits"] and row["frames"] == report["settings"]["frames"]
                for row in report["rows"])
-    assert "| dask LocalCluster | 1 |" in (out / "results.md").read_text()
+    assert "| dask LocalCluster, MALLOC_TRIM_THRESHOLD_ unset | 1 |" in (out / "results.md").read_text()
 
 
 def test_scaling_rejects_bad_workers():

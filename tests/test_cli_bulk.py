@@ -72,7 +72,9 @@ def test_folder_tree_mirrored_with_a_corrupt_file(tree, tmp_path, capsys):
     assert set(rows) == {"a.npy", "b.npy", "c.npy", "d.npy", "e.npz", "f.npz", "broken.npy"}
     assert rows["broken.npy"]["status"] == "failed" and broken in rows["broken.npy"]["error"]
     assert rows["c.npy"]["frames"] == 26 and rows["c.npy"]["output"] == str(out / "sub" / "c.npy")
-    assert 0 <= rows["b.npy"]["mel_residual"] < 1 and rows["b.npy"]["seconds"] > 0
+    _, info = cumel.InverseMelScale(N_STFT, N_MELS)(np.load(root / "b.npy"), return_info=True)
+    assert rows["b.npy"]["mel_residual"] == pytest.approx(info.total_mel_residual, rel=1e-9)
+    assert rows["b.npy"]["seconds"] > 0
 
 
 def test_rerun_skips_and_overwrite_redoes(tree, tmp_path, capsys):
@@ -128,6 +130,10 @@ def test_single_file_writes_exactly_the_path_given(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mel.npy", "out"]
     np.testing.assert_array_equal(np.load(tmp_path / "out"), _expected(mel))
     assert f"wrote {tmp_path / 'out'}" in capsys.readouterr().out
+    assert cli.main(["invert", str(tmp_path / "mel.npy"), "-o", str(tmp_path / "o2.npy"),
+                     "--n-stft", str(N_STFT), "--report", str(tmp_path / "r.json")]) == 0
+    rows = json.loads((tmp_path / "r.json").read_text())["files"]
+    assert [(r["status"], r["frames"]) for r in rows] == [("written", 9)]
 
 
 def test_npz_keys(tmp_path, capsys):
