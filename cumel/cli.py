@@ -99,6 +99,8 @@ def _settings(args):
 
 def _uses_gpu(device):
     if device == "cuda":
+        from ._backend import cupy_module
+        cupy_module()            # a clear error now (exit 2) rather than one per file
         return True
     if device == "auto":
         from ._backend import gpu_available

@@ -199,3 +199,14 @@ def test_ctrl_c_stops_cleanly(tmp_path, jobs):
     doc = json.loads((tmp_path / "run.json").read_text())
     assert doc["interrupted"] is True and doc["counts"]["written"] == len(names)
     assert doc["counts"]["not run"] == n_files - len(names)
+
+
+def test_device_cuda_without_a_gpu_is_one_clear_error(tree, tmp_path, capsys):
+    from cumel import _backend
+    if _backend.gpu_available():
+        pytest.skip("a GPU is present (tests/test_gpu_bulk.py covers --device cuda)")
+    root, _ = tree
+    assert cli.main(["invert", str(root), "-o", str(tmp_path / "out"), "--device", "cuda",
+                     *ARGS]) == 2
+    assert "device='cuda'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
