@@ -80,10 +80,20 @@ def is_single_file(paths, output):
 def collect_inputs(paths, outdir):
     """Jobs for every ``.npy``/``.npz`` file named or found (recursively, sorted) in ``paths``.
 
-    A file named directly goes to ``outdir/<name>.npy``; a file found in a folder to the same
-    path relative to that folder under ``outdir``. Returns ``(jobs, problems)``; problems
-    (missing paths, wrong suffixes, two inputs with one output, an output that would replace its
-    input) are :class:`Result` rows with status "failed".
+    Parameters
+    ----------
+    paths : list of str or Path
+        Files and folders. A file named directly goes to ``outdir/<name>.npy``; a file found in
+        a folder to the same path relative to that folder under ``outdir`` (files already under
+        ``outdir`` are not inputs).
+    outdir : str or Path
+
+    Returns
+    -------
+    jobs : list of Job
+    problems : list of Result
+        Status "failed", with the reason: missing paths, wrong suffixes, two inputs with one
+        output, an output that would replace its input.
     """
     outdir = Path(outdir)
     out_resolved = outdir.resolve()
@@ -123,8 +133,24 @@ def collect_inputs(paths, outdir):
 def load_mel(path, key=None, n_mels=None):
     """The mel array of a ``.npy`` or ``.npz`` file, checked for shape (..., n_mels, time).
 
-    In a ``.npz`` the array is ``key``, else the one named "mel", else the only one. Raises
-    :class:`FileProblem` naming the path and what was expected.
+    Parameters
+    ----------
+    path : str or Path
+    key : str or None
+        Array of a ``.npz`` to read; None: the one named "mel", else the only one.
+    n_mels : int or None
+        Required size of axis -2; None accepts any.
+
+    Returns
+    -------
+    ndarray
+        As stored (the transform converts the dtype).
+
+    Raises
+    ------
+    FileProblem
+        Naming the path and what was expected: unreadable or not a NumPy file, no such key (the
+        keys are listed), fewer than 2 dims or the wrong n_mels, not real numbers, NaN or Inf.
     """
     path = Path(path)
     try:
@@ -425,10 +451,34 @@ def write_report(path, results, seconds, interrupted, command):
 
 def run(jobs, problems, settings, *, overwrite=False, n_workers=1, batch_frames=None,
         progress=True, report=None, command=None, out=None):
-    """Invert every job; returns the exit status (0, 1 when a file failed, 130 on Ctrl-C).
+    """Invert every job, with progress, a summary line and an optional report.
 
-    Finished outputs are skipped unless ``overwrite``. ``batch_frames`` solves many files'
-    frames together (one process); otherwise ``n_workers`` processes solve a file each.
+    Parameters
+    ----------
+    jobs : list of Job
+    problems : list of Result
+        Inputs already known to be bad (from :func:`collect_inputs`): reported, counted.
+    settings : Settings
+    overwrite : bool
+        Redo outputs that exist (otherwise they are skipped: an existing output is complete).
+    n_workers : int
+        Worker processes, each solving whole files.
+    batch_frames : int or None
+        Solve the frames of many files together, up to this many per solve, in this process
+        (the GPU's way; per-frame solvers only). Takes precedence over ``n_workers``.
+    progress : bool
+        Progress bar (or plain lines) on stderr.
+    report : path or None
+        Where to write the JSON report (:func:`write_report`).
+    command : str or None
+        Recorded in the report.
+    out : file or None
+        Where the summary goes (stdout).
+
+    Returns
+    -------
+    int
+        Exit status: 0, 1 when a file failed, 130 when interrupted (Ctrl-C).
     """
     out = sys.stdout if out is None else out
     t0 = time.perf_counter()
