@@ -120,7 +120,7 @@ def invert(transform, mel, return_info=False):
                      transform.tolerance_loss, transform.tolerance_change,
                      sorted(transform.sgdargs.items()), transform.seed, transform.device)
     lead_shape = None
-    if transform.solver == "mindspore" and transform.seed is not None and mel.numblocks[0] * \
+    if transform.solver == "mindspore" and transform.seed is not None and \
             int(np.prod(mel.numblocks[:-2])) > 1:
         lead_shape = tuple(int(n) for n in mel.shape[:-2])   # start drawn for the whole batch
     return mel.map_blocks(_solve_block, transform, lead_shape, dtype=out_dtype, chunks=chunks,
