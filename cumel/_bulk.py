@@ -455,7 +455,7 @@ def write_report(path, results, seconds, interrupted, command):
     doc = {"command": command, "interrupted": interrupted, "seconds": seconds,
            "counts": {s: sum(r.status == s for r in results)
                       for s in ("written", "skipped", "failed", "not run")},
-           "files": [asdict(r) for r in results]}
+           "files": [asdict(r) for r in sorted(results, key=lambda r: r.input)]}
     text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
     write_atomic(path, lambda f: f.write(text.encode()))
 
@@ -541,7 +541,7 @@ def run(jobs, problems, settings, *, overwrite=False, n_workers=1, batch_frames=
         results += [Result(j.input, j.output, "not run") for j in todo if j.input not in finished]
         seconds = time.perf_counter() - t0
         print(summary_line(results, seconds, interrupted), file=out, flush=True)
-        for r in results:
+        for r in sorted(results, key=lambda r: r.input):
             if r.status == "failed":
                 print(f"  failed: {r.error}", file=out)
         if report is not None:
