@@ -103,6 +103,17 @@ def build_parser():
                    help="measure PEER on only about N frames of the batch, for a slow peer "
                         "(repeatable; rows record their frames)")
     p.add_argument("--seed", type=int, default=0, help="start of the SGD solvers (default 0)")
+    scaling = p.add_argument_group(
+        "scaling", "--scaling: frames/s of nnls against the number of CPU worker processes "
+                   "(Dask LocalCluster and the folder CLI) on the first --workload, instead of "
+                   "the solver tables (see bench/scaling.py)")
+    scaling.add_argument("--scaling", action="store_true", help="run the scaling table")
+    scaling.add_argument("--workers", default="1,2", metavar="W,W",
+                         help="worker-process counts (default 1,2)")
+    scaling.add_argument("--pieces", type=int, default=50, metavar="N",
+                         help="files the folder CLI inverts (default 50)")
+    scaling.add_argument("--chunk-frames", type=int, default=None, metavar="N",
+                         help="Dask time chunk (default: 4 chunks per worker of the largest count)")
     return p
 
 
@@ -117,6 +128,15 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.frames is not None and args.frames < 1:
         parser.error("--frames must be >= 1")
+    if args.scaling:
+        try:
+            workers = [int(w) for w in args.workers.split(",")]
+        except ValueError:
+            workers = [0]
+        if not workers or min(workers) < 1:
+            parser.error(f"--workers must be a comma list of positive integers, got {args.workers!r}")
+        if args.pieces < 1:
+            parser.error("--pieces must be >= 1")
     if parse_row_name(args.baseline)[0] not in BY_ID:
         parser.error(f"--baseline: unknown row {args.baseline!r}; choose from {', '.join(BY_ID)}")
     return args
@@ -157,6 +177,10 @@ def main(argv=None):
 
     def log(line):
         print(line, file=sys.stderr, flush=True)
+
+    if args.scaling:
+        from . import scaling
+        return scaling.run(args, argv, log)
 
     settings = Settings(max_iter=args.max_iter, tolerance_zero=args.tolerance_zero,
                         repeats=args.repeats, seed=args.seed, frames_for=dict(args.frames_for))

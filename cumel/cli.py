@@ -1,14 +1,19 @@
-"""Command line: ``cumel invert`` (a .npy mel file to a .npy spectrogram) and ``cumel demo``."""
+"""Command line: ``cumel invert`` (mel files or folders of them to spectrograms) and ``cumel demo``.
+
+The work over many files (collecting, reading, solving, atomic writes, worker processes,
+progress, the report) lives in ``cumel._bulk``; this module wires it to the arguments.
+"""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import warnings
 from importlib import resources
 
 import numpy as np
 
-from . import __version__
+from . import __version__, _bulk
 from .transforms import InverseMelScale
 from ._validate import SOLVERS
 
@@ -27,9 +32,30 @@ def _build_parser():
     parser.add_argument("--version", action="version", version=f"cumel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    inv = sub.add_parser("invert", help="invert a mel spectrogram stored as .npy (..., n_mels, time)")
-    inv.add_argument("input", help="mel spectrogram, .npy")
-    inv.add_argument("-o", "--output", required=True, help="where to write the spectrogram, .npy")
+    inv = sub.add_parser(
+        "invert", help="invert mel spectrograms (..., n_mels, time) stored as .npy/.npz",
+        description="Invert mel spectrograms stored as .npy or .npz (..., n_mels, time). One input "
+                    "file and -o FILE: writes exactly FILE. Otherwise -o is a folder: each file "
+                    "named goes to OUTDIR/<name>.npy, each file found in a folder (recursively) "
+                    "to the same relative path under OUTDIR. Outputs are written atomically; "
+                    "a re-run skips outputs that exist unless --overwrite. Exit status: 0, 1 when "
+                    "a file failed, 2 on bad arguments, 130 when interrupted (Ctrl-C).")
+    inv.add_argument("inputs", nargs="+", metavar="PATH", help=".npy/.npz files or folders")
+    inv.add_argument("-o", "--output", required=True, metavar="OUT",
+                     help="output file (one input file) or folder")
+    inv.add_argument("--key", default=None, metavar="NAME",
+                     help="array to read from .npz inputs (default: 'mel', or the only array)")
+    inv.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                     help="worker processes on the CPU (default 1; with --device cuda one "
+                          "process feeds the GPU)")
+    inv.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    inv.add_argument("--report", default=None, metavar="FILE.json",
+                     help="write per-file results (input, output, frames, seconds, mel residual, "
+                          "error) as JSON")
+    inv.add_argument("--batch-frames", type=int, default=None, metavar="N",
+                     help="solve the frames of many files together, up to N per solve, in one "
+                          "process (nnls/lstsq; the default on --device cuda: 65536)")
+    inv.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     inv.add_argument("--n-stft", type=int, required=True, help="linear bins, n_fft // 2 + 1")
     inv.add_argument("--n-mels", type=int, default=None, help="default: the input's size at -2")
     inv.add_argument("--sample-rate", type=int, default=16000)
@@ -58,16 +84,80 @@ def _report(name, mel, S, info, transform):
     print(f"  mel residual ||A S - M|| / ||M|| = {info.total_mel_residual:.3e}")
 
 
-def cmd_invert(args):
-    mel = np.load(args.input, allow_pickle=False)
-    n_mels = args.n_mels if args.n_mels is not None else (mel.shape[-2] if mel.ndim >= 2 else 0)
-    transform = _transform(args, args.n_stft, n_mels, sample_rate=args.sample_rate,
-                           f_min=args.f_min, f_max=args.f_max, norm=args.norm,
-                           mel_type=args.mel_type)
-    S, info = transform(mel, return_info=True)
-    np.save(args.output, S)
-    _report(args.input, mel, S, info, transform)
+def _settings(args):
+    """The run's :class:`cumel._bulk.Settings`; checks the filterbank arguments once."""
+    transform = dict(sample_rate=args.sample_rate, f_min=args.f_min, f_max=args.f_max,
+                     norm=args.norm, mel_type=args.mel_type, max_iter=args.max_iter,
+                     tolerance_loss=args.tolerance_loss, tolerance_change=args.tolerance_change,
+                     solver=args.solver, seed=args.seed, device=args.device)
+    settings = _bulk.Settings(args.n_stft, args.n_mels, args.key, transform)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        settings.build(args.n_mels if args.n_mels is not None else 1)   # raises on bad arguments
+    return settings
+
+
+def _uses_gpu(device):
+    if device == "cuda":
+        from ._backend import cupy_module
+        cupy_module()            # a clear error now (exit 2) rather than one per file
+        return True
+    if device == "auto":
+        from ._backend import gpu_available
+        return gpu_available()
+    return False
+
+
+def invert_one(args, settings):
+    """``cumel invert mel.npy -o spec.npy``: exactly that output file, and the solve's report."""
+    path = args.inputs[0]
+    try:
+        mel = _bulk.load_mel(path, args.key, args.n_mels)
+        transform = _bulk.transform_for(settings, int(mel.shape[-2]))
+        S, info = transform(mel, return_info=True)
+        _bulk.save_npy(args.output, S)
+    except (ValueError, TypeError, RuntimeError, OSError) as exc:
+        if args.report is not None:
+            _bulk.write_report(args.report, [_bulk.Result(path, args.output, "failed",
+                                                          error=str(exc))],
+                               0.0, False, shlex.join(["cumel", *args.argv]))
+        raise
+    _report(path, mel, S, info, transform)
     print(f"  wrote {args.output}")
+    if args.report is not None:
+        row = _bulk.Result(path, args.output, "written", _bulk.frames_of(mel.shape), info.seconds,
+                           info.total_mel_residual)
+        _bulk.write_report(args.report, [row], info.seconds, False, shlex.join(["cumel", *args.argv]))
+    return 0
+
+
+def invert_many(args, settings):
+    """``cumel invert PATH... -o OUTDIR``: every file, mirrored under OUTDIR."""
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be a positive integer, got {args.jobs}")
+    if args.batch_frames is not None and args.batch_frames < 1:
+        raise ValueError(f"--batch-frames must be a positive integer, got {args.batch_frames}")
+    batch_frames = args.batch_frames
+    if _uses_gpu(args.device):
+        if args.jobs > 1:
+            print("cumel: note: --jobs applies to the CPU; one process feeds the GPU", file=sys.stderr)
+        if batch_frames is None and args.solver in _bulk.PER_FRAME_SOLVERS:
+            batch_frames = 65536
+    if batch_frames is not None and args.solver not in _bulk.PER_FRAME_SOLVERS:
+        raise ValueError(f"--batch-frames needs a per-frame solver (nnls or lstsq), got "
+                         f"--solver {args.solver}")
+    jobs, problems = _bulk.collect_inputs(args.inputs, args.output)
+    n_workers = 1 if _uses_gpu(args.device) else args.jobs
+    return _bulk.run(jobs, problems, settings, overwrite=args.overwrite, n_workers=n_workers,
+                     batch_frames=batch_frames, progress=not args.no_progress,
+                     report=args.report, command=shlex.join(["cumel", *args.argv]))
+
+
+def cmd_invert(args):
+    settings = _settings(args)
+    if _bulk.is_single_file(args.inputs, args.output):
+        return invert_one(args, settings)
+    return invert_many(args, settings)
 
 
 def cmd_demo(args):
@@ -92,13 +182,17 @@ def cmd_demo(args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _build_parser().parse_args(argv)
+    args.argv = argv
     try:
-        {"invert": cmd_invert, "demo": cmd_demo}[args.command](args)
+        return {"invert": cmd_invert, "demo": cmd_demo}[args.command](args) or 0
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         print(f"cumel: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    except KeyboardInterrupt:
+        print("cumel: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -200,6 +200,19 @@ class InverseMelScale:
         return (f"InverseMelScale(n_stft={n_stft}, n_mels={n_mels}, sample_rate={sr}, f_min={f_min}, "
                 f"f_max={f_max}, norm={norm!r}, mel_type={scale!r}, solver={self.solver!r})")
 
+    # -- pickling: the constructor's arguments travel, the plan is rebuilt from its key ----------
+
+    def __getstate__(self):
+        # drop the plan (pseudo-inverses, factors, device copies) and the cached SGD start
+        return {k: v for k, v in self.__dict__.items() if k not in ("plan", "_starts")}
+
+    def __getattr__(self, name):
+        # after unpickling, the plan comes from this process's cache (get_plan) on first use
+        if name == "plan" and "key" in self.__dict__:
+            self.plan = get_plan(self.key)
+            return self.plan
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __call__(self, mel, *, out=None, return_info=False):
         """Invert ``mel`` (..., n_mels, time).
 
@@ -218,7 +231,13 @@ class InverseMelScale:
         Returns
         -------
         S : array, shape (..., n_stft, time), or ``(S, SolveInfo)``
+            A ``dask.array.Array`` gives a lazy ``dask.array.Array`` (see ``cumel._dask.invert``).
         """
+        if type(mel).__module__.startswith("dask."):   # dask is never imported for other input
+            from . import _dask
+            if out is not None:
+                raise ValueError("out= does not apply to a dask.array input (the result is lazy)")
+            return _dask.invert(self, mel, return_info=return_info)
         xp, mel_x, to_caller = _backend.select(mel, self.device)
         _validate.check_mel_input(mel_x, self.n_mels, xp)
         dtype = np.dtype(np.float64) if mel_x.dtype == np.float64 else np.dtype(np.float32)

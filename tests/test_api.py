@@ -210,3 +210,13 @@ def test_divergence_raises_instead_of_returning_nan():
     with pytest.raises(FloatingPointError, match="lr"):
         cumel.InverseMelScale(33, 10, solver="mindspore", seed=0, max_iter=5000,
                               sgdargs={"sgd_lr": 1e3})(mel)
+
+
+def test_numpy_input_does_not_import_dask():
+    import subprocess
+    import sys
+    code = ("import sys, numpy, cumel; cumel.InverseMelScale(33, 10)(numpy.ones((10, 3))); "
+            "print('dask' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=str(__import__("conftest").REPO))
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

@@ -152,3 +152,25 @@ def test_bad_options_are_refused():
         cli.parse_args(["--python-for", "nothing=/usr/bin/python3"])
     with pytest.raises(SystemExit):
         cli.parse_args(["--baseline", "no-such-row"])
+
+
+def test_scaling_mode(tmp_path):
+    pytest.importorskip("distributed", reason="the scaling table's Dask rows need distributed")
+    out = tmp_path / "scaling"
+    status = cli.main(["--scaling", "--quick", "--workload", "speech-201x128", "--workers", "1",
+                       "--pieces", "3", "--out", str(out)])
+    assert status == 0
+    report = json.loads((out / "results.json").read_text())
+    modes = [(row["mode"], row["workers"]) for row in report["rows"]]
+    assert modes == [("in memory (1 process)", 1),
+                     ("dask LocalCluster, MALLOC_TRIM_THRESHOLD_ unset", 1),
+                     ("dask LocalCluster, Dask's default MALLOC_TRIM_THRESHOLD_=65536", 1),
+                     ("cumel invert FOLDER (folder CLI)", 1)]
+    assert all(row["same_bits"] and row["frames"] == report["settings"]["frames"]
+               for row in report["rows"])
+    assert "| dask LocalCluster, MALLOC_TRIM_THRESHOLD_ unset | 1 |" in (out / "results.md").read_text()
+
+
+def test_scaling_rejects_bad_workers():
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--scaling", "--workers", "0,2"])

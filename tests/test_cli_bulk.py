@@ -1,0 +1,212 @@
+"""``cumel invert`` over folders: mirrored outputs, bad files, re-runs, workers, batches,
+Ctrl-C, the exact single-file path, .npz keys and shape errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cumel
+from cumel import _bulk, cli
+from conftest import REPO
+
+N_STFT, N_MELS = 65, 16
+ARGS = ["--n-stft", str(N_STFT), "--no-progress"]
+
+
+def _mel(shape, seed):
+    return np.random.default_rng(seed).random(shape).astype(np.float32)
+
+
+def _expected(mel):
+    return cumel.InverseMelScale(N_STFT, mel.shape[-2])(mel)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """in/: six .npy and .npz mels (8-40 frames, one with a batch axis) in two levels, and a
+    corrupt file. Returns (in folder, {relative output path: expected spectrogram})."""
+    root = tmp_path / "in"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    expected = {}
+    for i, (rel, shape) in enumerate([("a.npy", (16, 8)), ("b.npy", (16, 40)),
+                                      ("sub/c.npy", (2, 16, 13)), ("sub/deeper/d.npy", (16, 21))]):
+        mel = _mel(shape, i)
+        np.save(root / rel, mel)
+        expected[rel] = _expected(mel)
+    mel = _mel((16, 30), 10)
+    np.savez(root / "sub" / "e.npz", mel=mel, other=np.zeros(3))   # 'mel' chosen
+    expected["sub/e.npy"] = _expected(mel)
+    mel = _mel((16, 17), 11)
+    np.savez(root / "f.npz", spectrum=mel)                          # the only array
+    expected["f.npy"] = _expected(mel)
+    (root / "sub" / "broken.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
+    (root / "notes.txt").write_text("not an input")
+    return root, expected
+
+
+def _outputs(folder):
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file())
+
+
+def test_folder_tree_mirrored_with_a_corrupt_file(tree, tmp_path, capsys):
+    root, expected = tree
+    out, report = tmp_path / "out", tmp_path / "run.json"
+    rc = cli.main(["invert", str(root), "-o", str(out), "--report", str(report), *ARGS])
+    assert rc == 1
+    assert _outputs(out) == sorted(expected)
+    for rel, S in expected.items():
+        np.testing.assert_array_equal(np.load(out / rel), S)
+    text = capsys.readouterr()
+    broken = str(root / "sub" / "broken.npy")
+    assert broken in text.err and broken in text.out
+    assert "6 written, 0 skipped (already there), 1 failed" in text.out
+    doc = json.loads(report.read_text())
+    assert doc["counts"] == {"written": 6, "skipped": 0, "failed": 1, "not run": 0}
+    rows = {Path(r["input"]).name: r for r in doc["files"]}
+    assert set(rows) == {"a.npy", "b.npy", "c.npy", "d.npy", "e.npz", "f.npz", "broken.npy"}
+    assert rows["broken.npy"]["status"] == "failed" and broken in rows["broken.npy"]["error"]
+    assert rows["c.npy"]["frames"] == 26 and rows["c.npy"]["output"] == str(out / "sub" / "c.npy")
+    _, info = cumel.InverseMelScale(N_STFT, N_MELS)(np.load(root / "b.npy"), return_info=True)
+    assert rows["b.npy"]["mel_residual"] == pytest.approx(info.total_mel_residual, rel=1e-9)
+    assert rows["b.npy"]["seconds"] > 0
+
+
+def test_rerun_skips_and_overwrite_redoes(tree, tmp_path, capsys):
+    root, expected = tree
+    out = tmp_path / "out"
+    cli.main(["invert", str(root), "-o", str(out), *ARGS])
+    stamp = {rel: os.stat(out / rel).st_mtime_ns for rel in expected}
+    capsys.readouterr()
+    assert cli.main(["invert", str(root), "-o", str(out), *ARGS]) == 1     # broken still fails
+    assert "0 written, 6 skipped" in capsys.readouterr().out
+    assert {rel: os.stat(out / rel).st_mtime_ns for rel in expected} == stamp
+    time.sleep(0.01)
+    cli.main(["invert", str(root), "-o", str(out), "--overwrite", *ARGS])
+    assert "6 written, 0 skipped" in capsys.readouterr().out
+    assert all(os.stat(out / rel).st_mtime_ns != stamp[rel] for rel in expected)
+
+
+@pytest.mark.parametrize("extra", [["--jobs", "2"], ["--batch-frames", "50"]])
+def test_workers_and_batches_give_the_same_outputs(tree, tmp_path, extra):
+    root, expected = tree
+    out = tmp_path / "out"
+    assert cli.main(["invert", str(root), "-o", str(out), *ARGS, *extra]) == 1
+    assert _outputs(out) == sorted(expected)
+    for rel, S in expected.items():           # nnls: a frame's bits do not depend on its batch
+        np.testing.assert_array_equal(np.load(out / rel), S)
+
+
+def test_files_named_directly_go_to_the_folder(tree, tmp_path):
+    root, expected = tree
+    out = tmp_path / "out"
+    assert cli.main(["invert", str(root / "a.npy"), str(root / "sub" / "e.npz"), "-o", str(out),
+                     *ARGS]) == 0
+    assert _outputs(out) == ["a.npy", "e.npy"]
+    np.testing.assert_array_equal(np.load(out / "e.npy"), expected["sub/e.npy"])
+
+
+def test_progress_bar_and_plain_fallback(tree, tmp_path, capsys, monkeypatch):
+    root, _ = tree
+    cli.main(["invert", str(root), "-o", str(tmp_path / "o1"), "--n-stft", str(N_STFT)])
+    err = capsys.readouterr().err
+    assert "7/7" in err and "file/s" in err and "frames/s" in err            # tqdm's bar
+    monkeypatch.setitem(sys.modules, "tqdm", None)                            # tqdm missing
+    cli.main(["invert", str(root), "-o", str(tmp_path / "o2"), "--n-stft", str(N_STFT)])
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("cumel: [")]
+    assert len(lines) == 7 and lines[-1].startswith("cumel: [7/7]") and "frames/s" in lines[-1]
+
+
+def test_single_file_writes_exactly_the_path_given(tmp_path, capsys):
+    mel = _mel((16, 9), 0)
+    np.save(tmp_path / "mel.npy", mel)
+    assert cli.main(["invert", str(tmp_path / "mel.npy"), "-o", str(tmp_path / "out"),
+                     "--n-stft", str(N_STFT)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mel.npy", "out"]
+    np.testing.assert_array_equal(np.load(tmp_path / "out"), _expected(mel))
+    assert f"wrote {tmp_path / 'out'}" in capsys.readouterr().out
+    assert cli.main(["invert", str(tmp_path / "mel.npy"), "-o", str(tmp_path / "o2.npy"),
+                     "--n-stft", str(N_STFT), "--report", str(tmp_path / "r.json")]) == 0
+    rows = json.loads((tmp_path / "r.json").read_text())["files"]
+    assert [(r["status"], r["frames"]) for r in rows] == [("written", 9)]
+
+
+def test_npz_keys(tmp_path, capsys):
+    a, b = _mel((16, 5), 1), _mel((16, 6), 2)
+    np.savez(tmp_path / "two.npz", a=a, b=b)
+    np.savez(tmp_path / "named.npz", mel=a, b=b)
+    assert cli.main(["invert", str(tmp_path / "two.npz"), "-o", str(tmp_path / "S.npy"),
+                     "--n-stft", str(N_STFT)]) == 2
+    assert "holds arrays ['a', 'b'] and none is named 'mel'; pick one with --key" in capsys.readouterr().err
+    assert cli.main(["invert", str(tmp_path / "two.npz"), "-o", str(tmp_path / "S.npy"),
+                     "--n-stft", str(N_STFT), "--key", "b"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "S.npy"), _expected(b))
+    assert cli.main(["invert", str(tmp_path / "named.npz"), "-o", str(tmp_path / "T.npy"),
+                     "--n-stft", str(N_STFT)]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "T.npy"), _expected(a))
+    assert cli.main(["invert", str(tmp_path / "named.npz"), "-o", str(tmp_path / "U.npy"),
+                     "--n-stft", str(N_STFT), "--key", "nope"]) == 2
+    assert "no array named 'nope' (--key); it has ['mel', 'b']" in capsys.readouterr().err
+
+
+def test_one_dimensional_input_says_what_was_expected(tmp_path, capsys):
+    np.save(tmp_path / "mel.npy", np.zeros(400, np.float32))
+    assert cli.main(["invert", str(tmp_path / "mel.npy"), "-o", str(tmp_path / "S.npy"),
+                     "--n-stft", str(N_STFT)]) == 2
+    err = capsys.readouterr().err
+    assert "mel.npy: expected an array of shape (..., n_mels, time), got shape (400,)" in err
+    assert not (tmp_path / "S.npy").exists()
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    def fail(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        _bulk.write_atomic(tmp_path / "x.npy", fail)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_stops_cleanly(tmp_path, jobs):
+    root, out = tmp_path / "in", tmp_path / "out"
+    root.mkdir()
+    n_files = 40
+    for i in range(n_files):
+        np.save(root / f"m{i:02d}.npy", _mel((16, 6000), i))
+    proc = subprocess.Popen([sys.executable, "-m", "cumel.cli", "invert", str(root), "-o", str(out),
+                             "--n-stft", str(N_STFT), "--jobs", jobs, "--report",
+                             str(tmp_path / "run.json")],
+                            cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out.exists() and any(p.suffix == ".npy" for p in out.iterdir())):
+        assert proc.poll() is None and time.monotonic() < deadline, "no output appeared"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "cumel: interrupted:" in stdout
+    names = sorted(p.name for p in out.iterdir())
+    assert all(name.endswith(".npy") and not name.startswith(".") for name in names), names
+    assert 0 < len(names) < n_files
+    for name in names:                                  # every output there is complete
+        assert np.load(out / name).shape == (N_STFT, 6000)
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert doc["interrupted"] is True and doc["counts"]["written"] == len(names)
+    assert doc["counts"]["not run"] == n_files - len(names)
+
+
+def test_device_cuda_without_a_gpu_is_one_clear_error(tree, tmp_path, capsys):
+    from cumel import _backend
+    if _backend.gpu_available():
+        pytest.skip("a GPU is present (tests/test_gpu_bulk.py covers --device cuda)")
+    root, _ = tree
+    assert cli.main(["invert", str(root), "-o", str(tmp_path / "out"), "--device", "cuda",
+                     *ARGS]) == 2
+    assert "device='cuda'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
