@@ -793,8 +793,11 @@ def _build_modules():
                     nan=np.nan, inf=np.inf, pi=np.pi, newaxis=None, dtype=np.dtype)
     for k, v in explicit.items():
         setattr(cupy, k, v)
+    cupy.__file__ = __file__
 
     def module_getattr(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
         attr = getattr(np, name)      # AttributeError for names NumPy lacks too
         if isinstance(attr, type) or not callable(attr):
             return attr               # dtypes (cupy.float32 is numpy.float32), constants
