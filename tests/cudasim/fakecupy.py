@@ -61,6 +61,11 @@ class Simulator:
     order : str
         Fiber resume order: "forward", "reverse" or "random:<seed>" (default: $CUDASIM_ORDER,
         else "forward").
+    cooperative_launch : int
+        The ``CooperativeLaunch`` device attribute (1; set 0 for a device without it: a
+        cooperative launch then fails with CUDA_ERROR_NOT_SUPPORTED).
+    freed_blocks : int
+        How many times ``MemoryPool.free_all_blocks`` was called.
     """
 
     def __init__(self):
@@ -74,6 +79,8 @@ class Simulator:
         self.current_device = 0
         self.current_stream = None
         self.launches = 0
+        self.cooperative_launch = 1
+        self.freed_blocks = 0
 
 
 sim = Simulator()
@@ -141,7 +148,7 @@ class Device:
                 "MaxSharedMemoryPerBlock": MAX_SHARED_PER_BLOCK,
                 "MaxSharedMemoryPerBlockOptin": MAX_SHARED_PER_BLOCK_OPTIN,
                 "MaxSharedMemoryPerMultiprocessor": SHARED_PER_SM,
-                "CooperativeLaunch": 1, "MaxThreadsPerBlock": 1024,
+                "CooperativeLaunch": sim.cooperative_launch, "MaxThreadsPerBlock": 1024,
                 "MaxThreadsPerMultiProcessor": MAX_THREADS_PER_SM, "WarpSize": 32,
                 "MaxBlockDimX": 1024, "MaxBlockDimY": 1024, "MaxBlockDimZ": 64,
                 "MaxGridDimX": 2 ** 31 - 1, "MaxGridDimY": 65535, "MaxGridDimZ": 65535}
@@ -193,6 +200,35 @@ class Stream:
     def __exit__(self, *exc):
         sim.current_stream = self._saved.pop()
 
+    def record(self, event=None):
+        """An :class:`Event` marking the work queued so far (all of it done: launches run
+        synchronously here)."""
+        event = Event() if event is None else event
+        event.record(self)
+        return event
+
+
+class ExternalStream(Stream):
+    """A stream owned by another library (torch), known by its pointer."""
+
+    def __init__(self, ptr, device_id=-1):
+        super().__init__(ptr=ptr)
+
+
+class Event:
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        self.recorded = False
+
+    def record(self, stream=None):
+        self.recorded = True
+
+    def synchronize(self):
+        pass
+
+    @property
+    def done(self):
+        return True
+
 
 Stream.null = Stream(null=True)
 
@@ -208,8 +244,11 @@ class MemoryPool:
     def total_bytes(self):
         return self.used_bytes()
 
+    def free_bytes(self):
+        return 0                      # nothing is cached: freed arrays go straight back
+
     def free_all_blocks(self):
-        pass
+        sim.freed_blocks += 1
 
     def set_limit(self, size=None, fraction=None):
         pass
@@ -355,6 +394,15 @@ class ndarray:
     def __array__(self, *args, **kwargs):
         raise TypeError("Implicit conversion to a NumPy array is not allowed. "
                         "Please use `.get()` to construct a NumPy array explicitly.")
+
+    def set(self, arr, stream=None):
+        """Copy the host array ``arr`` (same shape and dtype, as CuPy requires) into this one."""
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"set: a numpy.ndarray is required, got {type(arr).__name__}")
+        if arr.shape != self.shape or arr.dtype != self.dtype:
+            raise ValueError(f"set: shape and dtype must match: {arr.shape} {arr.dtype} into "
+                             f"{self.shape} {self.dtype}")
+        self._a[...] = arr
 
     def get(self, stream=None, order="C", out=None):
         if out is not None:
@@ -685,6 +733,9 @@ class RawKernel:
                 f"memory exceed the kernel's max_dynamic_shared_size_bytes={self._max_dynamic} "
                 "(set it to opt in above 48 KB)")
         cooperative = self.module.enable_cooperative_groups or enable_cooperative_groups
+        if cooperative and not sim.cooperative_launch:
+            raise CUDADriverError(f"CUDA_ERROR_NOT_SUPPORTED: {self.name}: cooperative launch on "
+                                  "a device without CooperativeLaunch")
         if cooperative:
             limit = occupancy(threads, shared_mem) * sim.multiprocessor_count
             if grid[0] * grid[1] * grid[2] > limit:
@@ -779,6 +830,7 @@ def _build_modules():
     runtime.memGetInfo = mem_get_info
     memory.OutOfMemoryError = OutOfMemoryError
     cuda.Device, cuda.Stream, cuda.get_current_stream = Device, Stream, get_current_stream
+    cuda.ExternalStream, cuda.Event = ExternalStream, Event
     cuda.alloc_pinned_memory = alloc_pinned_memory
     cuda.driver, cuda.runtime, cuda.memory = driver, runtime, memory
     cuda.OutOfMemoryError = OutOfMemoryError
