@@ -7,7 +7,9 @@ The transform validates its arguments once, builds (or fetches from a cache) the
 from __future__ import annotations
 
 import functools
+import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,12 +36,19 @@ class Plan:
         self.sparse = sparse_mel(*key)
         self.fb64 = self.sparse.fb
         self._cache = {}
+        self._lock = threading.RLock()   # re-entrant: a build may fetch another cached value
 
     def cached(self, name, build):
-        """``build()`` once per ``name`` (a hashable key), then the stored value."""
-        if name not in self._cache:
-            self._cache[name] = build()
-        return self._cache[name]
+        """``build()`` once per ``name`` (a hashable key), then the stored value (thread-safe:
+        concurrent callers get the one value built)."""
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        with self._lock:
+            if name not in self._cache:
+                self._cache[name] = build()
+            return self._cache[name]
 
     def fb(self, dtype):
         """Dense filterbank (n_freqs, n_mels) in ``dtype`` on the host."""
@@ -164,6 +173,9 @@ class InverseMelScale:
         streams, reproduced bit for bit. None draws a fresh seed.
     device : {None, "cpu", "cuda", "auto"}, keyword only
         Where a NumPy input is solved (CuPy input always runs on its own device).
+    max_device_bytes : int or None, keyword only
+        Cap on the device memory one call may take (None: a fraction of what is free). nnls and
+        lstsq stream larger batches through in chunks; the SGD solvers raise when above it.
 
     Call with ``mel`` of shape (..., n_mels, time): returns (..., n_stft, time) of the same array
     type (for "mindspore", a 2-D input gives (1, n_stft, time), as MindSpore does).
@@ -171,7 +183,8 @@ class InverseMelScale:
 
     def __init__(self, n_stft, n_mels=128, sample_rate=16000, f_min=0.0, f_max=None,
                  max_iter=100000, tolerance_loss=1e-5, tolerance_change=1e-8, sgdargs=None,
-                 norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None):
+                 norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None,
+                 max_device_bytes=None):
         self.solver = _validate.canonical_solver(solver)
         self.key = _filterbank_key(n_stft, n_mels, sample_rate, f_min, f_max, norm, mel_type,
                                    "mel_type")
@@ -182,6 +195,8 @@ class InverseMelScale:
         self.sgdargs = _validate.canonical_sgdargs(sgdargs, self.solver)
         self.seed = _validate.check_seed(seed)
         self.device = _backend.check_device(device)
+        self.max_device_bytes = (None if max_device_bytes is None else
+                                 _validate.check_positive_int(max_device_bytes, "max_device_bytes"))
         self.plan = get_plan(self.key)
 
     @property
@@ -195,8 +210,18 @@ class InverseMelScale:
                 f"f_max={f_max}, norm={norm!r}, mel_type={scale!r}, solver={self.solver!r})")
 
     def __call__(self, mel, *, return_info=False):
-        """Invert ``mel`` (..., n_mels, time). With ``return_info=True`` returns ``(S, SolveInfo)``."""
-        xp, mel_x, to_caller = _backend.select(mel, self.device)
+        """Invert ``mel`` (..., n_mels, time). With ``return_info=True`` returns ``(S, SolveInfo)``.
+
+        NumPy, CuPy (solved on its own device), torch tensors (a tensor of the same device back,
+        no copy either way) and CPU DLPack producers are accepted.
+        """
+        with _backend.foreign_scope(mel) as (mel, back):
+            result = self._call(mel, return_info=return_info)
+            return (back(result[0]), result[1]) if return_info else back(result)
+
+    def _call(self, mel, *, return_info=False):
+        streamed = _backend.wants_gpu(mel, self.device)  # host in, GPU solve, chunk by chunk
+        xp, mel_x, to_caller = _backend.select(mel, "cpu" if streamed else self.device)
         _validate.check_mel_input(mel_x, self.n_mels, xp)
         dtype = np.dtype(np.float64) if mel_x.dtype == np.float64 else np.dtype(np.float32)
         lead, T = tuple(mel_x.shape[:-2]), mel_x.shape[-1]
@@ -207,7 +232,8 @@ class InverseMelScale:
             S = xp.zeros(packed.shape[:1] + (self.n_stft, T), dtype)
             iterations = np.zeros(packed.shape[:1] + (T,), np.int64)
         else:
-            S, iterations = self._solve(xp, packed)
+            S, iterations, streamed = (self._solve_streamed(packed) if streamed
+                                       else self._solve(xp, packed) + (False,))
             if not bool(xp.isfinite(S).all()):
                 hint = (f" (diverged: lower sgdargs['lr']={self.sgdargs['lr']})"
                         if self.solver in ("torchaudio", "mindspore") else "")
@@ -220,9 +246,25 @@ class InverseMelScale:
         result = to_caller(out)
         if not return_info:
             return result
-        return result, self._info(xp, packed, S, iterations, lead, T, seconds)
+        info = self._info(xp, packed, S, iterations, lead, T, seconds)
+        if streamed:
+            info.device = "cuda"
+        return result, info
 
     # -- dispatch -------------------------------------------------------------------------------
+
+    def _solve_streamed(self, packed):
+        """A host batch solved on the GPU (``cumel.cuda.solve_host``): ``(S, iterations, True)``;
+        under ``device="auto"`` a shape or batch the device cannot take falls back to the CPU
+        with a warning: ``(S, iterations, False)``."""
+        from . import cuda
+        try:
+            return cuda.solve_host(self, packed) + (True,)
+        except (cuda.DeviceLimitError, cuda.DeviceMemoryError) as exc:
+            if self.device != "auto":
+                raise
+            warnings.warn(f"cumel: solving on the CPU instead: {exc}", RuntimeWarning, stacklevel=4)
+            return self._solve(np, packed) + (False,)
 
     def _solve(self, xp, packed):
         """(B, n_mels, T) in float32/64 on ``xp`` -> (S (B, n_stft, T), iterations (B, T))."""
@@ -264,10 +306,12 @@ class InverseMelScale:
             return xp.asarray(draw(int(np.random.SeedSequence().generate_state(1)[0]), shape, dtype))
         key = (tuple(shape), np.dtype(dtype).str, _backend.device_id(xp))
         cache = self.__dict__.setdefault("_starts", {})
-        if key not in cache:
+        start = cache.get(key)   # one lookup: another thread may clear the cache meanwhile
+        if start is None:
+            start = xp.asarray(draw(self.seed, shape, dtype))
             cache.clear()  # keep one: a batch's start can be large
-            cache[key] = xp.asarray(draw(self.seed, shape, dtype))
-        return cache[key].copy()
+            cache[key] = start
+        return start.copy()
 
     def _info(self, xp, packed, S, iterations, lead, T, seconds):
         M = packed.astype(np.float64)
