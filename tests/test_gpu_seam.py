@@ -1,0 +1,121 @@
+"""Host-side pieces of the GPU path that need neither a GPU nor the emulator: the kernel code
+handed to NVRTC, the chunking of a batch, out_view on NumPy, the launch budget, the knobs, and
+the thread safety of the per-filterbank caches."""
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+import cumel
+from cumel import _backend, cuda
+from cumel.transforms import Plan
+
+
+def test_module_code_inlines_every_local_include(tmp_path, monkeypatch):
+    for name, _ in cuda.KERNELS:
+        code = cuda.module_code(name)
+        assert '#include "' not in code
+        assert "namespace cumel" in code and "warp_sum" in code     # common.cuh's text
+        assert "#pragma once" not in code
+    # CuPy keys its cache on this string: a change to the header alone changes every key
+    for f in cuda.kernel_dir().iterdir():
+        if f.name.endswith((".cu", ".cuh")):
+            shutil.copy(f, tmp_path / f.name)
+    before = {name: cuda.module_code(name) for name, _ in cuda.KERNELS}
+    monkeypatch.setattr(cuda, "kernel_dir", lambda: tmp_path)
+    assert {name: cuda.module_code(name) for name, _ in cuda.KERNELS} == before
+    header = tmp_path / "common.cuh"
+    header.write_text(header.read_text() + "\n// a header-only change\n")
+    after = {name: cuda.module_code(name) for name, _ in cuda.KERNELS}
+    assert all(after[name] != before[name] for name in after)
+
+
+@pytest.mark.parametrize("B, T", [(1, 1), (3, 11), (5, 2), (1, 40)])
+@pytest.mark.parametrize("chunk", [1, 2, 7, 11, 12, 23, 1000])
+def test_chunk_slabs_cover_every_frame_once_in_order(B, T, chunk):
+    for start in (0, min(3, B * T - 1)):
+        seen = []
+        for b0, b1, t0, t1 in cuda.chunk_slabs(B, T, start, chunk):
+            assert 0 < (b1 - b0) * (t1 - t0) <= chunk
+            assert t0 == 0 and t1 == T or b1 == b0 + 1
+            seen += [b * T + t for b in range(b0, b1) for t in range(t0, t1)]
+        assert seen == list(range(start, B * T))
+
+
+def test_out_view_on_the_host():
+    out = np.zeros((2, 3))
+    assert _backend.out_view(out, np) is out
+    with pytest.raises(ValueError, match="out must be a numpy.ndarray"):
+        _backend.out_view([[0.0]], np)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out must be writeable"):
+        _backend.out_view(out, np)
+
+
+def test_launch_budget_is_bounded_by_the_work(monkeypatch):
+    inv = cumel.InverseMelScale(201, 128, solver="torchaudio")
+    small = cuda.iterations_per_launch(inv, 10, 4)
+    large = cuda.iterations_per_launch(inv, 10_000_000, 4)
+    assert small > large >= 1
+    seconds = cuda.LAUNCH_OVERHEAD + 4.0 * 10_000 * 201 * 4 / cuda.BANDWIDTH_FLOOR
+    assert cuda.iterations_per_launch(inv, 10_000, 4) * seconds <= cuda.LAUNCH_SECONDS
+    monkeypatch.setattr(cuda, "ITERATIONS_PER_LAUNCH", 3)
+    assert cuda.iterations_per_launch(inv, 10, 4) == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "1GB", True])
+def test_max_device_bytes_is_validated(bad):
+    with pytest.raises(ValueError, match="max_device_bytes must be a positive integer"):
+        cumel.InverseMelScale(201, 128, max_device_bytes=bad)
+    assert cumel.InverseMelScale(201, 128, max_device_bytes=2 ** 33).max_device_bytes == 2 ** 33
+
+
+def test_plan_cache_builds_once_under_threads():
+    plan = Plan(cumel.InverseMelScale(33, 10).key)
+    calls = []
+    barrier = threading.Barrier(8)
+
+    def build():
+        calls.append(1)
+        return object()
+
+    results = []
+
+    def worker():
+        barrier.wait()
+        results.append(plan.cached("x", build))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len({id(r) for r in results}) == 1
+
+
+def test_start_survives_concurrent_cache_clears():
+    inv = cumel.InverseMelScale(33, 10, solver="torchaudio", seed=3)
+    errors = []
+    stop = threading.Event()
+
+    def clearer():
+        while not stop.is_set():
+            inv.__dict__.get("_starts", {}).clear()
+
+    def starter(shape):
+        try:
+            for _ in range(300):
+                assert inv.start(shape, np.float32).shape == shape
+        except Exception as exc:   # a KeyError here was the race
+            errors.append(exc)
+
+    threads = [threading.Thread(target=clearer)] + [
+        threading.Thread(target=starter, args=((n, 33),)) for n in (2, 3, 4)]
+    for t in threads:
+        t.start()
+    for t in threads[1:]:
+        t.join()
+    stop.set()
+    threads[0].join()
+    assert not errors
