@@ -209,22 +209,38 @@ class InverseMelScale:
         return (f"InverseMelScale(n_stft={n_stft}, n_mels={n_mels}, sample_rate={sr}, f_min={f_min}, "
                 f"f_max={f_max}, norm={norm!r}, mel_type={scale!r}, solver={self.solver!r})")
 
-    def __call__(self, mel, *, return_info=False):
+    def __call__(self, mel, *, out=None, return_info=False):
         """Invert ``mel`` (..., n_mels, time). With ``return_info=True`` returns ``(S, SolveInfo)``.
 
         NumPy, CuPy (solved on its own device), torch tensors (a tensor of the same device back,
-        no copy either way) and CPU DLPack producers are accepted.
+        no copy either way) and CPU DLPack producers are accepted. ``out``: an array of the
+        result's kind (NumPy or torch CPU tensor for a host result, CuPy or torch CUDA tensor for
+        a device result), shape (..., n_stft, time) and dtype; the result is written into it and
+        ``out`` is returned.
         """
         with _backend.foreign_scope(mel) as (mel, back):
-            result = self._call(mel, return_info=return_info)
-            return (back(result[0]), result[1]) if return_info else back(result)
+            S, info = self._call(mel, out=out, return_info=return_info)
+            S = out if out is not None else back(S)
+            return (S, info) if return_info else S
 
-    def _call(self, mel, *, return_info=False):
+    def _out_target(self, out, mel, lead, T, dtype):
+        """``out`` as an array of the result's module, checked against the result's shape and
+        dtype (before any work is done)."""
+        result_xp = _backend.get_array_module(mel)       # CuPy input: CuPy result, else NumPy
+        target = _backend.out_view(out, result_xp)
+        shape = (lead if (lead or self.solver != "mindspore") else (1,)) + (self.n_stft, T)
+        if tuple(target.shape) != shape or target.dtype != dtype:
+            raise ValueError(f"out must have shape {shape} and dtype {dtype}, got "
+                             f"{tuple(target.shape)} and {target.dtype}")
+        return target
+
+    def _call(self, mel, *, out=None, return_info=False):
         streamed = _backend.wants_gpu(mel, self.device)  # host in, GPU solve, chunk by chunk
         xp, mel_x, to_caller = _backend.select(mel, "cpu" if streamed else self.device)
         _validate.check_mel_input(mel_x, self.n_mels, xp)
         dtype = np.dtype(np.float64) if mel_x.dtype == np.float64 else np.dtype(np.float32)
         lead, T = tuple(mel_x.shape[:-2]), mel_x.shape[-1]
+        target = None if out is None else self._out_target(out, mel, lead, T, dtype)
         B = int(np.prod(lead, dtype=np.int64))
         packed = mel_x.reshape((B, self.n_mels, T)).astype(dtype, copy=True)  # never alias the caller
         t0 = time.perf_counter()
@@ -244,8 +260,10 @@ class InverseMelScale:
         out_lead = lead if (lead or self.solver != "mindspore") else (1,)
         out = S.reshape(out_lead + (self.n_stft, T))
         result = to_caller(out)
+        if target is not None:
+            target[...] = result       # same module and device (checked by _out_target)
         if not return_info:
-            return result
+            return result, None
         info = self._info(xp, packed, S, iterations, lead, T, seconds)
         if streamed:
             info.device = "cuda"
@@ -328,7 +346,7 @@ class InverseMelScale:
 def inverse_mel_scale(mel, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_max=None,
                       max_iter=100000, tolerance_loss=1e-5, tolerance_change=1e-8, sgdargs=None,
                       norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None,
-                      return_info=False):
+                      return_info=False, out=None, max_device_bytes=None):
     """Functional form of :class:`InverseMelScale`; ``n_mels`` defaults to ``mel.shape[-2]``.
 
     The per-filterbank work is cached across calls with the same filterbank arguments.
@@ -340,5 +358,6 @@ def inverse_mel_scale(mel, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_
         n_mels = mel.shape[-2]
     transform = InverseMelScale(n_stft, n_mels, sample_rate, f_min, f_max, max_iter,
                                 tolerance_loss, tolerance_change, sgdargs, norm, mel_type,
-                                solver=solver, seed=seed, device=device)
-    return transform(mel, return_info=return_info)
+                                solver=solver, seed=seed, device=device,
+                                max_device_bytes=max_device_bytes)
+    return transform(mel, out=out, return_info=return_info)

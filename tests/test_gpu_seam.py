@@ -119,3 +119,27 @@ def test_start_survives_concurrent_cache_clears():
     stop.set()
     threads[0].join()
     assert not errors
+
+
+@pytest.mark.parametrize("solver", ["nnls", "lstsq", "torchaudio", "mindspore"])
+def test_out_receives_the_result(solver):
+    mel = np.random.default_rng(0).random((2, 10, 4)).astype(np.float32)
+    inv = cumel.InverseMelScale(33, 10, solver=solver, seed=0, max_iter=20)
+    out = np.full((2, 33, 4), np.nan, np.float32)
+    S, info = inv(mel, out=out, return_info=True)
+    assert S is out and info.iterations.shape == (2, 4)
+    np.testing.assert_array_equal(out, inv(mel))
+    out2 = np.empty((33, 4), np.float32) if solver != "mindspore" else np.empty((1, 33, 4), np.float32)
+    assert cumel.inverse_mel_scale(mel[0], n_stft=33, solver=solver, seed=0, max_iter=20,
+                                   out=out2) is out2
+
+
+def test_bad_out_raises_naming_out():
+    mel = np.ones((10, 4), np.float32)
+    inv = cumel.InverseMelScale(33, 10)
+    with pytest.raises(ValueError, match=r"out must have shape \(33, 4\) and dtype float32"):
+        inv(mel, out=np.empty((33, 5), np.float32))
+    with pytest.raises(ValueError, match="out must have shape .* got \\(33, 4\\) and float64"):
+        inv(mel, out=np.empty((33, 4), np.float64))
+    with pytest.raises(ValueError, match="out must be a numpy.ndarray"):
+        inv(mel, out=[[0.0] * 4] * 33)

@@ -214,3 +214,20 @@ def test_out_views_of_device_arrays(emulated_cupy):
     S, _ = cuda.solve_host(inv, mel, out=host_out)
     assert S is host_out
     np.testing.assert_array_equal(host_out, inv(mel))
+
+
+def test_out_on_the_device_and_for_a_streamed_batch(emulated_cupy):
+    cp = emulated_cupy
+    mel = _pair(65, 24, (2, 3), seed=8)
+    ref = cumel.InverseMelScale(65, 24)(mel)
+    out = cp.full((2, 65, 3), np.nan, np.float32)
+    assert cumel.InverseMelScale(65, 24)(cp.asarray(mel), out=out) is out
+    np.testing.assert_allclose(out.get(), ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+    host = np.full((2, 65, 3), np.nan, np.float32)
+    S = cumel.InverseMelScale(65, 24, device="cuda", max_device_bytes=2000)(mel, out=host)
+    assert S is host
+    np.testing.assert_array_equal(host, out.get())
+    with pytest.raises(ValueError, match="out must be a cupy.ndarray"):
+        cumel.InverseMelScale(65, 24)(cp.asarray(mel), out=np.empty((2, 65, 3), np.float32))
+    with pytest.raises(ValueError, match="out must be a numpy.ndarray"):
+        cumel.InverseMelScale(65, 24, device="cuda")(mel, out=out)

@@ -97,3 +97,14 @@ def test_torch_is_not_imported_for_numpy_work():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_out_torch_cpu_tensor_receives_the_result():
+    mel = _mel((24, 5))
+    out = torch.full((65, 5), float("nan"))
+    S = cumel.InverseMelScale(65, 24)(torch.from_numpy(mel), out=out)
+    assert S is out
+    np.testing.assert_array_equal(out.numpy(), cumel.InverseMelScale(65, 24)(mel))
+    out64 = torch.empty((65, 5), dtype=torch.float64)
+    with pytest.raises(ValueError, match="out must have shape .* dtype float32"):
+        cumel.InverseMelScale(65, 24)(mel, out=out64)
