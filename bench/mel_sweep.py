@@ -30,7 +30,7 @@ def synthetic_mel(n_mels, frames, seed=0):
 def _layout(n_mels):
     from cumel import cuda
     per_warp = cuda.nnls_shared_bytes(n_mels, N_STFT, 1)
-    if cuda.WARPS_PER_BLOCK * per_warp <= cuda.SHARED_LIMIT:
+    if cuda.WARPS_PER_BLOCK * per_warp + cuda.STATIC_SHARED <= cuda.SHARED_LIMIT:
         return per_warp, cuda.WARPS_PER_BLOCK
     return per_warp, None          # opt-in: the count depends on the device's maximum
 

@@ -117,7 +117,7 @@ def is_torch_tensor(x):
 def _plain_tensor(t, name):
     """The tensor without autograd history, as a plain strided tensor, or a clear error."""
     t = t.detach()
-    if t.layout.__repr__() != "torch.strided":
+    if str(t.layout) != "torch.strided":
         raise TypeError(f"{name} must be a dense (strided) torch tensor, got layout {t.layout}")
     if t.is_complex() or str(t.dtype) == "torch.bfloat16":
         raise TypeError(f"{name} must hold real numbers NumPy can represent, got {t.dtype}")
@@ -171,7 +171,7 @@ def foreign_scope(x):
 
 def _to_torch_cpu(a):
     import torch
-    return torch.from_numpy(np.ascontiguousarray(a) if not a.flags.writeable else a)
+    return torch.from_numpy(a)      # shares the result's memory
 
 
 def _to_torch_dlpack(a):

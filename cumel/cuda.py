@@ -45,6 +45,8 @@ KERNELS = {
 CXX_OPTIONS = ("-std=c++17",)
 WARPS_PER_BLOCK = 4          # 128 threads: one warp per frame
 SHARED_LIMIT = 48 * 1024     # bytes of shared memory a block gets without an opt-in
+STATIC_SHARED = 512          # static shared memory a kernel may declare (sgd.cu: 33 doubles);
+                             # it counts against the same per-block limits as the dynamic part
 
 # Streaming. Two chunks in flight (one copying while the other solves); a chunk may take this
 # fraction of the memory free on the device (CuPy's own cached blocks count as free).
@@ -214,10 +216,9 @@ def _shared_layout(per_warp, what):
     (``MaxSharedMemoryPerBlockOptin``: 96-227 KB) is used, and past that a
     :class:`DeviceLimitError` names the need and the maximum.
     """
-    if WARPS_PER_BLOCK * per_warp <= SHARED_LIMIT:
+    if WARPS_PER_BLOCK * per_warp + STATIC_SHARED <= SHARED_LIMIT:
         return WARPS_PER_BLOCK, WARPS_PER_BLOCK * per_warp
-    limit = max(SHARED_LIMIT, int(_attribute("MaxSharedMemoryPerBlockOptin")))
-    limit -= 1024   # static shared memory of the kernels (block sums) and the driver's reserve
+    limit = max(SHARED_LIMIT, int(_attribute("MaxSharedMemoryPerBlockOptin"))) - STATIC_SHARED
     warps = min(WARPS_PER_BLOCK, limit // per_warp)
     if warps < 1:
         raise DeviceLimitError(
@@ -230,7 +231,8 @@ def _shared_layout(per_warp, what):
 def _launch_opt_in(kernel, smem):
     """Let ``kernel`` take ``smem`` bytes of dynamic shared memory (the attribute is per kernel
     and device, both of which ``kernel`` is specific to)."""
-    if smem > SHARED_LIMIT and getattr(kernel, "max_dynamic_shared_size_bytes", 0) < smem:
+    if (smem + STATIC_SHARED > SHARED_LIMIT
+            and getattr(kernel, "max_dynamic_shared_size_bytes", 0) < smem):
         kernel.max_dynamic_shared_size_bytes = smem
 
 
@@ -328,7 +330,7 @@ def _solve_slab(transform, mel, out, iterations):
     if transform.solver == "lstsq":
         smem = 8 * n_mels
         kernel = _kernel("lstsq.cu", False, f"lstsq_apply<{_ctype(dtype)}>")
-        if smem > SHARED_LIMIT:
+        if smem + STATIC_SHARED > SHARED_LIMIT:
             _shared_layout(smem, f"solver='lstsq' at n_mels={n_mels}")     # raises past the max
             _launch_opt_in(kernel, smem)
         grid = _grid_for(n_frames, 1, 64 * _sm_count())
