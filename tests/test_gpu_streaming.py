@@ -231,3 +231,27 @@ def test_out_on_the_device_and_for_a_streamed_batch(emulated_cupy):
         cumel.InverseMelScale(65, 24)(cp.asarray(mel), out=np.empty((2, 65, 3), np.float32))
     with pytest.raises(ValueError, match="out must be a numpy.ndarray"):
         cumel.InverseMelScale(65, 24, device="cuda")(mel, out=out)
+
+
+def test_new_kernels_under_every_fiber_order(emulated_cupy_order, monkeypatch):
+    """Launch-parity state, the per-launch stop test and the lstsq kernel: no order dependence
+    (the emulator's barrier checks fire on a race; results must not move by a bit)."""
+    cp = emulated_cupy_order
+    mel = _pair(33, 12, (2, 5), seed=9)
+    monkeypatch.setattr(cuda, "ITERATIONS_PER_LAUNCH", 4)
+    results = {}
+    for solver in ("torchaudio", "mindspore", "lstsq"):
+        kw = dict(solver=solver, seed=1, max_iter=10, tolerance_change=0)
+        results[solver] = cumel.InverseMelScale(33, 12, device="cuda", **kw)(mel)
+    cp.cudasim.cooperative_launch = 0
+    cuda._kernel_on.cache_clear()
+    plain = cumel.InverseMelScale(33, 12, device="cuda", solver="torchaudio", seed=1, max_iter=10,
+                                  tolerance_change=0)(mel)
+    np.testing.assert_array_equal(plain, results["torchaudio"])
+    with fakecupy.order("forward"):
+        cp.cudasim.cooperative_launch = 1
+        cuda._kernel_on.cache_clear()
+        for solver, S in results.items():
+            kw = dict(solver=solver, seed=1, max_iter=10, tolerance_change=0)
+            np.testing.assert_array_equal(
+                cumel.InverseMelScale(33, 12, device="cuda", **kw)(mel), S)
