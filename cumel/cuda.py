@@ -52,6 +52,10 @@ STATIC_SHARED = 512          # static shared memory a kernel may declare (sgd.cu
 # fraction of the memory free on the device (CuPy's own cached blocks count as free).
 STREAMS = 2
 DEVICE_FRACTION = 0.8
+# A host chunk also moves at most this many bytes in and out: chunks of a few tens of MB keep
+# the copies of one chunk overlapping the solve of the other even when the whole batch would fit
+# (one huge chunk would copy, solve and copy back in sequence).
+CHUNK_TARGET_BYTES = 64 * 2 ** 20
 
 # SGD launches. One launch runs a bounded number of iterations so that it stays well under a
 # desktop GPU's display watchdog (~2 s): the budget assumes a slow card (BANDWIDTH_FLOOR bytes/s
@@ -316,8 +320,10 @@ def frames_per_chunk(transform, dtype, budget, host):
     item = np.dtype(dtype).itemsize
     n_mels, n_freqs = transform.n_mels, transform.n_stft
     scratch = 16 if transform.solver == "nnls" else 8  # iterations (and nnls's KKT residual)
-    per_frame = scratch + ((n_mels + n_freqs) * item * STREAMS if host else 0)
-    return max(1, budget // per_frame)
+    if not host:
+        return max(1, budget // scratch)
+    transfer = (n_mels + n_freqs) * item
+    return max(1, min(budget // ((scratch + transfer) * STREAMS), CHUNK_TARGET_BYTES // transfer))
 
 
 def _solve_slab(transform, mel, out, iterations):

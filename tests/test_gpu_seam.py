@@ -139,3 +139,13 @@ def test_bad_out_raises_naming_out():
         inv(mel, out=np.empty((33, 4), np.float64))
     with pytest.raises(ValueError, match="out must be a numpy.ndarray"):
         inv(mel, out=[[0.0] * 4] * 33)
+
+
+def test_host_chunks_stay_small_enough_to_overlap():
+    inv = cumel.InverseMelScale(201, 128)
+    per_frame = (201 + 128) * 4
+    huge = cuda.frames_per_chunk(inv, np.float32, 80 * 2 ** 30, host=True)
+    assert huge == cuda.CHUNK_TARGET_BYTES // per_frame        # not all of an 80 GB budget
+    assert cuda.frames_per_chunk(inv, np.float32, 10_000, host=True) == 10_000 // ((16 + per_frame) * 2)
+    assert cuda.frames_per_chunk(inv, np.float32, 10, host=True) == 1
+    assert cuda.frames_per_chunk(inv, np.float32, 1600, host=False) == 100   # device: scratch only
