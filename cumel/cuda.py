@@ -432,7 +432,7 @@ def solve(transform, packed, out=None):
     n_freqs, dtype = transform.n_stft, packed.dtype
     if transform.solver in ("torchaudio", "mindspore"):
         _check_sgd_fits(transform, B * T, dtype, 0)
-        return _solve_sgd(transform, packed, out)
+        return _sgd_retrying(transform, packed, out)
     S = _output(out, (B, n_freqs, T), dtype)
     iterations = _allocate(cupy.empty, (B, T), np.int64, "the iteration counts")
     budget, _ = _budget(transform)
@@ -500,7 +500,8 @@ def solve_host(transform, packed, out=None):
     S = np.empty((B, n_freqs, T), dtype) if out is None else out
     if transform.solver in ("torchaudio", "mindspore"):
         _check_sgd_fits(transform, B * T, dtype, packed.nbytes)
-        S_dev, it_dev = _solve_sgd(transform, cupy.asarray(packed), None)
+        S_dev, it_dev = _sgd_retrying(transform, _allocate(lambda shape, dtype: cupy.asarray(packed),
+                                                           packed.shape, dtype, "the batch"), None)
         S[...] = S_dev.get()
         return S, np.asarray(it_dev.get())
     iterations = np.empty((B, T), np.int64)
@@ -590,6 +591,23 @@ def iterations_per_launch(transform, n_frames, itemsize):
         return max(1, int(ITERATIONS_PER_LAUNCH))
     seconds = LAUNCH_OVERHEAD + 4.0 * n_frames * transform.n_stft * itemsize / BANDWIDTH_FLOOR
     return max(1, int(LAUNCH_SECONDS / seconds))
+
+
+def _sgd_retrying(transform, packed, out):
+    """:func:`_solve_sgd`, once more after freeing CuPy's cached blocks if the device runs out
+    of memory anyway (the up-front check counts free memory, not fragmentation), then a clear
+    :class:`DeviceMemoryError` instead of CuPy's raw one."""
+    try:
+        return _solve_sgd(transform, packed, out)
+    except _oom_type():
+        _free_cached_blocks()
+    try:
+        return _solve_sgd(transform, packed, out)
+    except _oom_type() as exc:
+        raise DeviceMemoryError(
+            f"solver={transform.solver!r} ran out of device memory on "
+            f"cuda:{_backend.device_id(_cupy())} ({memory_available()} bytes free) although the "
+            f"batch seemed to fit: use device='cpu' or smaller batches") from exc
 
 
 def _solve_sgd(transform, packed, out):

@@ -255,3 +255,28 @@ def test_new_kernels_under_every_fiber_order(emulated_cupy_order, monkeypatch):
             kw = dict(solver=solver, seed=1, max_iter=10, tolerance_change=0)
             np.testing.assert_array_equal(
                 cumel.InverseMelScale(33, 12, device="cuda", **kw)(mel), S)
+
+
+def test_sgd_out_of_memory_is_retried_then_explained(emulated_cupy):
+    cp = emulated_cupy
+    mel = _pair(33, 12, (2, 5), seed=10)
+    kw = dict(solver="torchaudio", seed=1, max_iter=5, device="cuda")
+    ref = cumel.InverseMelScale(33, 12, **kw)(mel)
+    calls = []
+
+    def once(nbytes, device):
+        if nbytes == 10 * 33 * 4 and not calls:      # the first (10 frames, 33 bins) state array
+            calls.append(nbytes)
+            raise cp.cuda.memory.OutOfMemoryError("out of memory")
+
+    cp.cudasim.alloc_hook = once
+    np.testing.assert_array_equal(cumel.InverseMelScale(33, 12, **kw)(mel), ref)
+    assert calls and cp.cudasim.freed_blocks >= 1
+
+    def always(nbytes, device):
+        if nbytes == 10 * 33 * 4:
+            raise cp.cuda.memory.OutOfMemoryError("out of memory")
+
+    cp.cudasim.alloc_hook = always
+    with pytest.raises(MemoryError, match="ran out of device memory.*device='cpu'"):
+        cumel.InverseMelScale(33, 12, **kw)(mel)
