@@ -388,5 +388,13 @@ def test_memory_figures_and_out_of_memory_injection(emulated_cupy):
         cp.zeros(17, np.float32)
     with pytest.raises(cp.cuda.memory.OutOfMemoryError):
         cp.asarray(np.zeros(100))
+    cp.cudasim.alloc_hook = None
+    pool = cp.get_default_memory_pool()
+    before = pool.used_bytes()
+    a = cp.zeros(1000, np.float64)
+    b = a.astype(np.float64, copy=False)                       # same buffer: counted once
+    assert b.data.ptr == a.data.ptr and pool.used_bytes() == before + 8000
+    del a, b
+    assert pool.used_bytes() == before
     buf = np.frombuffer(cp.cuda.alloc_pinned_memory(64), np.float32, 16)
     assert buf.shape == (16,)

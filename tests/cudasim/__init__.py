@@ -8,4 +8,5 @@
   ``RawModule`` runs kernels through the emulator.
 * ``fixtures.py``: the pytest fixture ``emulated_cupy`` that installs it.
 """
+from . import fixtures  # noqa: F401
 from .fakecupy import order, parse_order  # noqa: F401

@@ -274,11 +274,17 @@ def _release(device, nbytes):
     sim.used_bytes[device] -= nbytes
 
 
+_tracked = weakref.WeakValueDictionary()   # id -> NumPy buffer already counted as allocated
+
+
 def _account(data, device):
-    """Register a fresh allocation: the hook may raise OutOfMemoryError."""
+    """Register a fresh allocation (once per buffer): the hook may raise OutOfMemoryError."""
+    if _tracked.get(id(data)) is data:
+        return
     if sim.alloc_hook is not None:
         sim.alloc_hook(data.nbytes, device)
     sim.used_bytes[device] += data.nbytes
+    _tracked[id(data)] = data
     weakref.finalize(data, _release, device, data.nbytes)
 
 
