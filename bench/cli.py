@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cumel.workloads import WORKLOADS
 
-from . import environment, report
+from . import environment, mel_sweep, report
 from .batches import build_batch, quiet_empty_filters
 from .implementations import (BACKENDS, BASELINE, BY_ID, CUMEL_SOLVERS, IMPLEMENTATIONS, PEERS,
                               Settings, select)
@@ -69,7 +69,9 @@ def build_parser():
     p.add_argument("--audio", metavar="DIR", default=None,
                    help="folder with speech_*.wav / music_*.wav (default: a synthetic signal)")
     p.add_argument("--backend", default="cpu", type=lambda t: _choices(t, BACKENDS, "--backend"),
-                   help="cpu, cuda or cpu,cuda (default cpu); without a GPU, cuda rows are "
+                   help="cpu, cuda (device-resident), cuda-host (NumPy in and out, streamed), "
+                        "cuda-torch (torch CUDA tensors) or a comma list (default cpu); "
+                        "without a GPU, cuda rows are "
                         "skipped with the reason")
     p.add_argument("--solvers", default="all",
                    type=lambda t: _choices(t, CUMEL_SOLVERS, "--solvers"),
@@ -114,6 +116,9 @@ def build_parser():
                          help="files the folder CLI inverts (default 50)")
     scaling.add_argument("--chunk-frames", type=int, default=None, metavar="N",
                          help="Dask time chunk (default: 4 chunks per worker of the largest count)")
+    p.add_argument("--mel-sweep", action="store_true",
+                   help="also time cumel nnls at n_mels 64, 128, 256, 512 (n_stft 1025) on the "
+                        "cpu/cuda backends: the shared-memory cliff of the kernel")
     return p
 
 
@@ -201,6 +206,9 @@ def main(argv=None):
             log(f"[{name}] batch {batch.shape[0]} x {batch.shape[1]} = {batch.frames} frames")
             results["rows"] += measure_workload(batch, pairs, settings, python_for, scratch, env,
                                                 log)
+        if args.mel_sweep:
+            results["mel_sweep"] = mel_sweep.sweep(args.backend, args.frames or 2048,
+                                                   args.repeats, log)
     env["load_average_after"] = environment.load_average()
     add_speedups(results["rows"], args.baseline)
 

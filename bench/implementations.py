@@ -32,7 +32,11 @@ import numpy as np
 from .batches import workload_filterbank
 from .environment import cpu_model
 
-BACKENDS = ("cpu", "cuda")
+# cumel's GPU rows: "cuda" is device-resident (a CuPy batch, transfers not timed), "cuda-host"
+# a NumPy batch in and out with device="cuda" (streamed through the device in chunks, transfers
+# timed), "cuda-torch" torch CUDA tensors in and out (DLPack, torch's stream). Peers know cpu/cuda.
+BACKENDS = ("cpu", "cuda", "cuda-host", "cuda-torch")
+DEVICE_BACKENDS = ("cpu", "cuda")
 CUMEL_SOLVERS = ("nnls", "lstsq", "torchaudio", "mindspore")
 PEERS = ("torch-sgd", "torchaudio", "mindspore", "librosa", "numpy")
 BASELINE = "numpy-lstsq"
@@ -206,11 +210,22 @@ def _prepare_cumel(solver, batch, settings, backend):
     if solver in ("torchaudio", "mindspore"):
         fixed = dict(max_iter=settings.max_iter, **settings.tolerances())
     transform = cumel.InverseMelScale(**batch.workload.inverse_kwargs(), solver=solver,
-                                      seed=settings.seed, device=backend, **fixed)
+                                      seed=settings.seed,
+                                      device="cpu" if backend == "cpu" else "cuda", **fixed)
     if backend == "cuda":
         cupy, device = _cupy_backend()
         mel = cupy.asarray(batch.mel)          # resident on the GPU: transfers are not timed
         synchronize, to_numpy = cupy.cuda.get_current_stream().synchronize, cupy.asnumpy
+    elif backend == "cuda-host":
+        _, device = _cupy_backend()            # host in, host out: every transfer is timed
+        mel, synchronize, to_numpy = batch.mel, _nothing, np.asarray
+    elif backend == "cuda-torch":
+        _cupy_backend()
+        if importlib.util.find_spec("torch") is None:
+            raise Unavailable(f"not installed: torch (in {sys.executable})")
+        torch, torch_device, synchronize, device = _torch_backend("cuda")
+        mel = torch.from_numpy(batch.mel).to(torch_device)     # resident, like the "cuda" row
+        to_numpy = _torch_to_numpy
     else:
         mel, device, synchronize, to_numpy = batch.mel, cpu_model(), _nothing, np.asarray
 
@@ -329,9 +344,9 @@ def _prepare_numpy_lstsq(batch, settings, backend):
 IMPLEMENTATIONS = (
     *(_cumel_implementation(solver) for solver in CUMEL_SOLVERS),
     Implementation("torch-sgd", "torchaudio 0.8 InverseMelScale SGD loop (PyTorch, bench/)",
-                   "torch-sgd", ("torch",), BACKENDS, True, _module_version("torch"),
+                   "torch-sgd", ("torch",), DEVICE_BACKENDS, True, _module_version("torch"),
                    _prepare_torch_sgd),
-    _torchaudio_implementation("gels", BACKENDS),
+    _torchaudio_implementation("gels", DEVICE_BACKENDS),
     _torchaudio_implementation("gelsd", ("cpu",)),
     Implementation("mindspore", "MindSpore dataset.audio.InverseMelScale", "mindspore",
                    ("mindspore",), ("cpu",), True, _module_version("mindspore"),

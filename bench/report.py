@@ -130,6 +130,8 @@ def markdown(report):
         ratio = _time_ratio(rows, "cumel-nnls", "numpy-lstsq")
         if ratio is not None:
             lines += ["", f"Time ratio cumel-nnls / numpy-lstsq (per frame): {ratio:.3g}"]
+    from .mel_sweep import markdown_lines
+    lines += markdown_lines(report.get("mel_sweep", []))
     return "\n".join(lines) + "\n"
 
 

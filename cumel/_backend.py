@@ -6,6 +6,7 @@ so ``import cumel`` works, and prints nothing, on a machine without CuPy, a driv
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -69,6 +70,19 @@ def check_device(device):
     return device
 
 
+def wants_gpu(x, device):
+    """True when a NumPy (host) input is to be solved on a CUDA device: ``device="cuda"``, or
+    ``"auto"`` with a GPU usable. Raises the clear error of :func:`cupy_module` for "cuda"
+    without one."""
+    device = check_device(device)
+    if is_cupy_array(x):
+        return False
+    if device == "cuda" or (device == "auto" and gpu_available()):
+        cupy_module()
+        return True
+    return False
+
+
 def select(x, device):
     """Decide where to compute.
 
@@ -87,20 +101,130 @@ def select(x, device):
     return np, np.asarray(x), _identity
 
 
-def out_view(out, xp):
-    """The caller's ``out`` as an ``xp`` array sharing its memory, or a ValueError naming it."""
-    if xp is np:
-        if not isinstance(out, np.ndarray):
-            raise ValueError(f"out must be a NumPy array for a computation on the CPU, got "
-                             f"{type(out).__name__}")
-    elif not is_cupy_array(out):
-        raise ValueError(f"out must be a CuPy array for a computation on the GPU, got "
-                         f"{type(out).__name__}")
-    return out
-
-
 def _identity(a):
     return a
+
+
+# -- torch and other DLPack producers ------------------------------------------------------------
+
+def is_torch_tensor(x):
+    """True for a ``torch.Tensor`` (or subclass), decided without importing torch: torch stays an
+    optional dependency that only a torch input brings in."""
+    return any(cls.__module__.split(".", 1)[0] == "torch" and cls.__name__ == "Tensor"
+               for cls in type(x).__mro__)
+
+
+def _plain_tensor(t, name):
+    """The tensor without autograd history, as a plain strided tensor, or a clear error."""
+    t = t.detach()
+    if str(t.layout) != "torch.strided":
+        raise TypeError(f"{name} must be a dense (strided) torch tensor, got layout {t.layout}")
+    if t.is_complex() or str(t.dtype) == "torch.bfloat16":
+        raise TypeError(f"{name} must hold real numbers NumPy can represent, got {t.dtype}")
+    return t.resolve_conj().resolve_neg()
+
+
+@contextlib.contextmanager
+def foreign_scope(x):
+    """Present a torch tensor or a CPU DLPack producer as NumPy/CuPy, and hand results back.
+
+    Yields ``(array, back)``: ``array`` is ``x`` as a NumPy or CuPy array sharing its memory (no
+    copy), ``back(result)`` turns a result array into the caller's type on the caller's device.
+
+    * torch CPU tensor: ``Tensor.numpy()`` in, ``torch.from_numpy`` out.
+    * torch CUDA tensor: DLPack into CuPy on the tensor's device; the work inside the scope runs
+      on torch's current stream of that device (wrapped in ``cupy.cuda.ExternalStream``), so it is
+      ordered with the caller's torch work without a host synchronisation; the result goes back
+      through DLPack (``torch.from_dlpack``), again without a copy.
+    * any other object with ``__dlpack__`` on the CPU: ``np.from_dlpack``; results are NumPy.
+    * NumPy, CuPy and array-likes: unchanged, inside ``with x.device`` for a CuPy array, so the
+      work, the output and the per-device caches are on the input's device.
+    """
+    if is_torch_tensor(x):
+        import torch
+        t = _plain_tensor(x, "mel")
+        if t.device.type == "cpu":
+            yield t.numpy(), _to_torch_cpu
+            return
+        if t.device.type != "cuda":
+            raise ValueError(f"mel must be a CPU or CUDA torch tensor, got device {t.device}")
+        cupy = cupy_module()
+        with torch.cuda.device(t.device), cupy.cuda.Device(t.device.index):
+            stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(t.device).cuda_stream)
+            with stream:
+                yield cupy.from_dlpack(t), _to_torch_dlpack
+        return
+    if is_cupy_array(x):
+        with x.device:
+            yield x, _identity
+        return
+    if (not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__")
+            and hasattr(x, "__dlpack_device__")):
+        device_type = x.__dlpack_device__()[0]
+        if int(device_type) != 1:   # kDLCPU
+            raise ValueError(f"mel: a DLPack producer on device type {int(device_type)} is not "
+                             "supported; pass a CuPy array or a torch tensor (or copy to the CPU)")
+        yield np.from_dlpack(x), _identity
+        return
+    yield x, _identity
+
+
+def _to_torch_cpu(a):
+    import torch
+    return torch.from_numpy(a)      # shares the result's memory
+
+
+def _to_torch_dlpack(a):
+    import torch
+    return torch.from_dlpack(a)
+
+
+def out_view(out, xp):
+    """An ``xp`` array sharing memory with the caller's ``out``.
+
+    Parameters
+    ----------
+    out : numpy.ndarray, cupy.ndarray or torch.Tensor
+        Where the caller wants the result. A torch CPU tensor maps to NumPy, a torch CUDA tensor
+        to CuPy (DLPack, no copy).
+    xp : module
+        ``numpy`` for results computed (or delivered) on the host, ``cupy`` for device results.
+
+    Returns
+    -------
+    array of ``xp``, writing into which writes into ``out``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``out``, when it is of another kind or place than the result, or read-only.
+    """
+    if is_torch_tensor(out):
+        if out.requires_grad:
+            raise ValueError("out must not require grad (cumel writes into it in place), "
+                             f"got a tensor with requires_grad=True")
+        t = _plain_tensor(out, "out")
+        if t.device.type == "cpu" and xp is np:
+            return t.numpy()
+        if t.device.type == "cuda" and xp is not np:
+            if t.device.index != device_id(xp):
+                raise ValueError(f"out is on {t.device}, the result on cuda:{device_id(xp)}")
+            return xp.from_dlpack(t)
+        where = "the host" if xp is np else "a CUDA device"
+        raise ValueError(f"out is a torch tensor on {t.device}, but the result is on {where}")
+    if xp is np:
+        if not isinstance(out, np.ndarray):
+            raise ValueError(f"out must be a numpy.ndarray (or torch CPU tensor) for a result "
+                             f"on the host, got {type(out).__module__}.{type(out).__name__}")
+        if not out.flags.writeable:
+            raise ValueError("out must be writeable, got a read-only numpy.ndarray")
+        return out
+    if not isinstance(out, xp.ndarray):
+        raise ValueError(f"out must be a cupy.ndarray (or torch CUDA tensor) for a result on "
+                         f"a CUDA device, got {type(out).__module__}.{type(out).__name__}")
+    if out.device.id != device_id(xp):
+        raise ValueError(f"out is on cuda:{out.device.id}, the result on cuda:{device_id(xp)}")
+    return out
 
 
 def _to_numpy(a):

@@ -7,6 +7,7 @@ The transform validates its arguments once, builds (or fetches from a cache) the
 from __future__ import annotations
 
 import functools
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -35,12 +36,19 @@ class Plan:
         self.sparse = sparse_mel(*key)
         self.fb64 = self.sparse.fb
         self._cache = {}
+        self._lock = threading.RLock()   # re-entrant: a build may fetch another cached value
 
     def cached(self, name, build):
-        """``build()`` once per ``name`` (a hashable key), then the stored value."""
-        if name not in self._cache:
-            self._cache[name] = build()
-        return self._cache[name]
+        """``build()`` once per ``name`` (a hashable key), then the stored value (thread-safe:
+        concurrent callers get the one value built)."""
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        with self._lock:
+            if name not in self._cache:
+                self._cache[name] = build()
+            return self._cache[name]
 
     def fb(self, dtype):
         """Dense filterbank (n_freqs, n_mels) in ``dtype`` on the host."""
@@ -170,6 +178,9 @@ class InverseMelScale:
         streams, reproduced bit for bit. None draws a fresh seed.
     device : {None, "cpu", "cuda", "auto"}, keyword only
         Where a NumPy input is solved (CuPy input always runs on its own device).
+    max_device_bytes : int or None, keyword only
+        Cap on the device memory one call may take (None: a fraction of what is free). nnls and
+        lstsq stream larger batches through in chunks; the SGD solvers raise when above it.
 
     Call with ``mel`` of shape (..., n_mels, time): returns (..., n_stft, time) of the same array
     type (for "mindspore", a 2-D input gives (1, n_stft, time), as MindSpore does).
@@ -177,7 +188,8 @@ class InverseMelScale:
 
     def __init__(self, n_stft, n_mels=128, sample_rate=16000, f_min=0.0, f_max=None,
                  max_iter=100000, tolerance_loss=1e-5, tolerance_change=1e-8, sgdargs=None,
-                 norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None):
+                 norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None,
+                 max_device_bytes=None):
         self.solver = _validate.canonical_solver(solver)
         self.key = _filterbank_key(n_stft, n_mels, sample_rate, f_min, f_max, norm, mel_type,
                                    "mel_type")
@@ -188,6 +200,8 @@ class InverseMelScale:
         self.sgdargs = _validate.canonical_sgdargs(sgdargs, self.solver)
         self.seed = _validate.check_seed(seed)
         self.device = _backend.check_device(device)
+        self.max_device_bytes = (None if max_device_bytes is None else
+                                 _validate.check_positive_int(max_device_bytes, "max_device_bytes"))
         self.plan = get_plan(self.key)
 
     @property
@@ -219,26 +233,35 @@ class InverseMelScale:
         Parameters
         ----------
         mel : array, shape (..., n_mels, time)
-            NumPy or CuPy; never modified.
+            NumPy, CuPy (solved on its own device), a torch tensor (a tensor of the same device
+            back, no copy either way), a CPU DLPack producer, or a ``dask.array.Array`` (a lazy
+            ``dask.array.Array`` back, see ``cumel._dask.invert``); never modified.
         out : array, shape (..., n_stft, time), optional
-            Where to write the result (same array type as the result, dtype float32 for float32
-            or integer input, float64 for float64, any strides, not overlapping ``mel``); it is
-            returned. On the CPU the default solver writes it chunk by chunk, so the output is
-            the only allocation that grows with the batch.
+            Where to write the result: an array of the result's kind (NumPy or torch CPU tensor
+            for a host result, CuPy or torch CUDA tensor for a device result), dtype float32 for
+            float32 or integer input, float64 for float64, any strides, not overlapping ``mel``;
+            it is returned. On the CPU the default solver writes it chunk by chunk, so the
+            output is the only allocation that grows with the batch.
         return_info : bool
             Also return a :class:`SolveInfo`.
 
         Returns
         -------
         S : array, shape (..., n_stft, time), or ``(S, SolveInfo)``
-            A ``dask.array.Array`` gives a lazy ``dask.array.Array`` (see ``cumel._dask.invert``).
         """
         if type(mel).__module__.startswith("dask."):   # dask is never imported for other input
             from . import _dask
             if out is not None:
                 raise ValueError("out= does not apply to a dask.array input (the result is lazy)")
             return _dask.invert(self, mel, return_info=return_info)
-        xp, mel_x, to_caller = _backend.select(mel, self.device)
+        with _backend.foreign_scope(mel) as (mel, back):
+            S, info = self._call(mel, out=out, return_info=return_info)
+            S = out if out is not None else back(S)
+            return (S, info) if return_info else S
+
+    def _call(self, mel, *, out, return_info):
+        streamed = _backend.wants_gpu(mel, self.device)  # host in, GPU solve, chunk by chunk
+        xp, mel_x, to_caller = _backend.select(mel, "cpu" if streamed else self.device)
         _validate.check_mel_input(mel_x, self.n_mels, xp)
         dtype = np.dtype(np.float64) if mel_x.dtype == np.float64 else np.dtype(np.float32)
         lead, T = tuple(mel_x.shape[:-2]), mel_x.shape[-1]
@@ -246,67 +269,87 @@ class InverseMelScale:
         packed = mel_x.reshape((B, self.n_mels, T))    # a view where strides allow; read only
         out_lead = lead if (lead or self.solver != "mindspore") else (1,)
         out_shape = out_lead + (self.n_stft, T)
-        if out is None:
-            target = None
+        target = S = None
+        if out is not None:            # checked before any work; CuPy input: a CuPy result
+            result_xp = _backend.get_array_module(mel)
+            target = _backend.out_view(out, result_xp)
+            _validate.check_out(target, out_shape, dtype, mel, result_xp)
+            if result_xp is xp:
+                S = target.reshape((B, self.n_stft, T))
+                if not xp.may_share_memory(S, target):   # strides that reshape had to copy
+                    S = None
+        if S is None:
             S = xp.empty((B, self.n_stft, T), dtype)
-        else:
-            target = _backend.out_view(out, xp)
-            _validate.check_out(target, out_shape, dtype, mel_x, xp)
-            S = target.reshape((B, self.n_stft, T))
-            if not xp.may_share_memory(S, target):   # strides that reshape had to copy
-                S = xp.empty((B, self.n_stft, T), dtype)
         t0 = time.perf_counter()
         if B == 0 or T == 0:
             S[...] = 0
             iterations = xp.zeros((B, T), np.int64)
             converged = xp.ones((B, T), bool)
         else:
-            iterations, converged = self._solve(xp, packed, S)
+            iterations, converged, streamed = self._solve(xp, packed, S, streamed)
             if not _all_finite(xp, S):
                 raise FloatingPointError(self._non_finite_message(xp, packed, dtype))
             self._warn_ran_out(xp, iterations, converged)
         if xp is not np:
             xp.cuda.get_current_stream().synchronize()
         seconds = time.perf_counter() - t0
-        if target is not None:
-            if not xp.may_share_memory(S, target):
-                target[...] = S.reshape(out_shape)
-            result = out
-        else:
-            result = to_caller(S.reshape(out_shape))
+        result = to_caller(S.reshape(out_shape))
+        if target is not None and not xp.may_share_memory(S, target):
+            target[...] = result       # same module and device (checked above)
         if not return_info:
-            return result
-        return result, self._info(xp, packed, S, iterations, converged, lead, T, seconds)
+            return result, None
+        device = "cuda" if (streamed or xp is not np) else "cpu"
+        return result, self._info(xp, packed, S, iterations, converged, lead, T, seconds, device)
 
     # -- dispatch -------------------------------------------------------------------------------
 
-    def _solve(self, xp, packed, S):
-        """Solve (B, n_mels, T) ``packed`` on ``xp`` into ``S`` (B, n_stft, T).
+    def _solve(self, xp, packed, S, streamed):
+        """Solve (B, n_mels, T) ``packed`` into ``S`` (B, n_stft, T): on the CPU, on the GPU
+        (CuPy), or streamed from the host through the GPU (``streamed``).
 
-        Returns ``iterations`` (B, T) int64 and ``converged`` (B, T) bool, on ``xp``.
+        Returns ``iterations`` (B, T) int64, ``converged`` (B, T) bool, and whether the solve
+        was streamed (under ``device="auto"`` a shape or batch the device cannot take falls
+        back to the CPU with a warning).
         """
-        B, _, T = packed.shape
+        if streamed:
+            from . import cuda
+            try:
+                _, iterations, kkt = cuda.solve_host(self, packed.astype(S.dtype, copy=False), out=S)
+                return iterations, self._converged(iterations, kkt), True
+            except (cuda.DeviceLimitError, cuda.DeviceMemoryError) as exc:
+                if self.device != "auto":
+                    raise
+                warnings.warn(f"cumel: solving on the CPU instead: {exc}", RuntimeWarning,
+                              stacklevel=5)
         if xp is not np:
             from . import cuda
-            _, iterations, kkt = cuda.solve(self, packed, out=S)
-            if self.solver == "nnls":
-                return iterations, kkt <= self.tolerance_loss
-            return iterations, self._sgd_converged(iterations)
+            _, iterations, kkt = cuda.solve(self, packed.astype(S.dtype, copy=False), out=S)
+            return iterations, self._converged(iterations, kkt), False
         # overflow (a diverged SGD run, an answer beyond the dtype) is detected and reported by
         # the caller, with its cause: NumPy's warnings on the way would only be noise
         with np.errstate(over="ignore", invalid="ignore"):
-            return self._solve_cpu(packed, S)
+            iterations, kkt = self._solve_cpu(packed, S)
+        return iterations, self._converged(iterations, kkt), False
+
+    def _converged(self, iterations, kkt):
+        """Per frame: nnls, ``kkt <= tolerance_loss``; lstsq, always; the SGD solvers, their
+        rule fired before ``max_iter`` (a rule firing at exactly ``max_iter`` counts as not)."""
+        if self.solver == "nnls":
+            return kkt <= self.tolerance_loss
+        if self.solver == "lstsq":
+            return iterations == iterations      # all True, on iterations' device
+        return iterations < self.max_iter
 
     def _solve_cpu(self, packed, S):
+        """The NumPy solvers: ``iterations`` (B, T) and nnls's ``kkt`` (B, T) or None."""
         B, _, T = packed.shape
         if self.solver == "lstsq":
             _lstsq.solve(packed.astype(S.dtype, copy=False), self.plan.pinv(S.dtype), out=S)
-            return np.zeros((B, T), np.int64), np.ones((B, T), bool)
+            return np.zeros((B, T), np.int64), None
         if self.solver == "nnls":
-            iterations, kkt = _nnls.solve_into(
+            return _nnls.solve_into(
                 self.plan.nnls(), packed, S, max_iter=self.max_iter,
                 tolerance_loss=self.tolerance_loss, tolerance_change=self.tolerance_change)
-            return iterations, kkt <= self.tolerance_loss
         packed = packed.astype(S.dtype, copy=False)
         fb = self.plan.fb(S.dtype)
         if self.solver == "torchaudio":
@@ -314,19 +357,13 @@ class InverseMelScale:
             S[...], n = _torchaudio.solve(packed, fb, s0, max_iter=self.max_iter,
                                           tolerance_loss=self.tolerance_loss,
                                           tolerance_change=self.tolerance_change, sgd=self.sgdargs)
-            iterations = np.full((B, T), n, np.int64)
-        else:
-            x0 = self.start((B, self.n_stft, T), S.dtype)
-            S[...], n = _mindspore.solve(packed, fb, x0, max_iter=self.max_iter,
-                                         tolerance_loss=self.tolerance_loss,
-                                         tolerance_change=self.tolerance_change,
-                                         lr=self.sgdargs["lr"])
-            iterations = np.repeat(n[:, None], T, axis=1)
-        return iterations, self._sgd_converged(iterations)
-
-    def _sgd_converged(self, iterations):
-        # the rule fired before max_iter (a rule firing at exactly max_iter counts as not)
-        return iterations < self.max_iter
+            return np.full((B, T), n, np.int64), None
+        x0 = self.start((B, self.n_stft, T), S.dtype)
+        S[...], n = _mindspore.solve(packed, fb, x0, max_iter=self.max_iter,
+                                     tolerance_loss=self.tolerance_loss,
+                                     tolerance_change=self.tolerance_change,
+                                     lr=self.sgdargs["lr"])
+        return np.repeat(n[:, None], T, axis=1), None
 
     def _warn_ran_out(self, xp, iterations, converged):
         """One warning per call when nnls frames stopped on the step cap, not on a rule."""
@@ -367,12 +404,14 @@ class InverseMelScale:
             return xp.asarray(draw(int(np.random.SeedSequence().generate_state(1)[0]), shape, dtype))
         key = (tuple(shape), np.dtype(dtype).str, _backend.device_id(xp))
         cache = self.__dict__.setdefault("_starts", {})
-        if key not in cache:
+        start = cache.get(key)   # one lookup: another thread may clear the cache meanwhile
+        if start is None:
             cache.clear()  # keep one: a batch's start can be large
-            cache[key] = xp.asarray(draw(self.seed, shape, dtype))
-        return cache[key].copy()
+            start = xp.asarray(draw(self.seed, shape, dtype))
+            cache[key] = start
+        return start.copy()
 
-    def _info(self, xp, packed, S, iterations, converged, lead, T, seconds):
+    def _info(self, xp, packed, S, iterations, converged, lead, T, seconds, device):
         """Per-frame mel residuals in float64, a few batch items at a time (bounded memory).
 
         Each frame is rescaled by a power of two (its largest |m| in [0.5, 1)) before squaring,
@@ -404,7 +443,7 @@ class InverseMelScale:
             per_frame = np.concatenate(ratio)
         else:
             total, per_frame = 0.0, np.zeros((0, T))
-        return SolveInfo(self.solver, "cpu" if xp is np else "cuda",
+        return SolveInfo(self.solver, device,
                          np.asarray(_backend.to_numpy(iterations)).reshape(lead + (T,)),
                          np.asarray(_backend.to_numpy(converged)).reshape(lead + (T,)),
                          per_frame.reshape(lead + (T,)), total, seconds)
@@ -419,7 +458,7 @@ def _all_finite(xp, S):
 def inverse_mel_scale(mel, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_max=None,
                       max_iter=100000, tolerance_loss=1e-5, tolerance_change=1e-8, sgdargs=None,
                       norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None,
-                      out=None, return_info=False):
+                      out=None, return_info=False, max_device_bytes=None):
     """Functional form of :class:`InverseMelScale`; ``n_mels`` defaults to ``mel.shape[-2]``.
 
     The per-filterbank work is cached across calls with the same filterbank arguments.
@@ -431,5 +470,6 @@ def inverse_mel_scale(mel, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_
         n_mels = mel.shape[-2]
     transform = InverseMelScale(n_stft, n_mels, sample_rate, f_min, f_max, max_iter,
                                 tolerance_loss, tolerance_change, sgdargs, norm, mel_type,
-                                solver=solver, seed=seed, device=device)
+                                solver=solver, seed=seed, device=device,
+                                max_device_bytes=max_device_bytes)
     return transform(mel, out=out, return_info=return_info)

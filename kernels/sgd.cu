@@ -13,9 +13,13 @@
 //   stop if loss < tolerance_loss or |prev - loss| < tolerance_change  -- x_next is then DROPPED
 // Both also stop on a non-finite loss (divergence), and the host then raises.
 //   else x = x_next, prev = loss;  finally out = max(x, 0)
-// Both kernels fuse the gradient step, the clamp and the convergence bookkeeping in one launch
-// that runs every iteration on the device: the host launches once and never synchronises per
-// iteration (torchaudio's own loop: ~10 launches and a loss.item() host sync per iteration).
+// Both kernels fuse the gradient step, the clamp and the convergence bookkeeping, and run many
+// iterations per launch on the device (torchaudio's own loop: ~10 launches and a loss.item()
+// host sync per iteration). A launch runs at most up to iteration iter_end, so a long solve is
+// several launches of bounded length (a desktop GPU's display watchdog kills a kernel after ~2 s;
+// cumel.cuda.iterations_per_launch picks the bound from the work size). The loop state
+// (iteration count, previous loss, stop flag; for MindSpore which buffer holds the iterate) lives
+// in global memory, so K launches compute exactly what one launch would.
 //
 // Launch design and cost model.
 //   * One warp per frame (see common.cuh). Per iteration and frame: one pass over the bins for
@@ -32,6 +36,10 @@
 //     (that needs passing the next grid.sync). A device-side flag polled by the host every K
 //     iterations would add K wasted iterations or a checkpoint; CUDA graphs still need the host
 //     to read the loss. The cooperative loop costs one barrier per iteration and nothing else.
+//     Where the device lacks CooperativeLaunch, the same kernel runs with cooperative = 0: ONE
+//     iteration per launch, and the stop test of iteration i (the sum of its block partials, in
+//     the same order) at the start of launch i + 1 -- the kernel boundary is the grid barrier.
+//     Same arithmetic, same result; a launch (~5 us) per iteration instead of a barrier.
 //   * MindSpore's loss is per channel and channels never interact: ONE BLOCK PER CHANNEL, its
 //     warps share the channel's frames, one __syncthreads-based reduction per iteration, no grid
 //     barrier, no cooperative launch. The iterate is double-buffered in global memory (x, x_next)
@@ -96,19 +104,58 @@ __device__ double frame_mel_residual(const T* __restrict__ mel, long long f, int
 
 }  // namespace cumel
 
-// State S and buf: (n_frames, n_freqs), frame f = b * n_time + t; S holds the start on entry and
-// the clamped result on exit. Dynamic shared memory: warps_per_block * (n_mels + 1) T values.
+// Loop state of torchaudio_sgd in global memory, two slots indexed by launch parity: a launch
+// reads slot `parity` and block 0 writes slot `parity ^ 1` after its last barrier, so no block
+// of a launch can see another block's update of the state it started from.
+//   iterations[p]: steps applied so far; prev_loss[p]: loss of the last step; done[p]: stopped.
+namespace cumel {
+
+// Every block: the batch loss of one iteration from its block partials (fixed block order, so
+// every block takes the same decision). Every thread must call it (it holds a __syncthreads).
+__device__ __forceinline__ double grid_loss(const double* slot, long long n_frames,
+                                            double* total_loss) {
+    if (threadIdx.x == 0) {
+        double sum = 0.0;
+        for (unsigned blk = 0; blk < gridDim.x; ++blk) sum += slot[blk];
+        *total_loss = sum;
+    }
+    __syncthreads();
+    return *total_loss / static_cast<double>(n_frames);
+}
+
+// The anchor's rule after a step: 0 go on, 1 stop, 2 diverged (poison and stop; the host raises)
+__device__ __forceinline__ int stop_test(double loss, double prev_loss, double tolerance_loss,
+                                         double tolerance_change) {
+    if (!isfinite(loss)) return 2;
+    return (loss < tolerance_loss || fabs(prev_loss - loss) < tolerance_change) ? 1 : 0;
+}
+
+template <typename T>
+__device__ void poison_frames(T* S, long long first, long long stride, long long n_frames,
+                              int n_freqs, int lane) {
+    for (long long f = first; f < n_frames; f += stride) {
+        for (int j = lane; j < n_freqs; j += 32) S[f * n_freqs + j] = quiet_nan<T>();
+    }
+}
+
+}  // namespace cumel
+
+// State S and buf: (n_frames, n_freqs), frame f = b * n_time + t; S holds the start before the
+// first launch and the clamped result after the last. Dynamic shared memory: warps_per_block *
+// (n_mels + 1) T values. Runs iterations up to iter_end (cooperative) or one (cooperative = 0),
+// never past max_iter; the grid must be the same for every launch of a solve.
 template <typename T>
 __global__ void torchaudio_sgd(const T* __restrict__ mel, long long n_frames, int n_time,
                                long long mel_sb, long long mel_sk, long long mel_st,
                                T* __restrict__ S, T* __restrict__ buf,
                                double* __restrict__ partials, long long* __restrict__ iterations,
+                               double* __restrict__ prev_loss, int* __restrict__ done, int parity,
                                int n_mels, int n_freqs, const int* __restrict__ lo,
                                const T* __restrict__ w_lo, const T* __restrict__ w_hi,
                                const long long* __restrict__ row_start, T lr, T momentum,
                                T dampening, T weight_decay, int nesterov, T grad_scale,
-                               long long max_iter, double tolerance_loss, double tolerance_change) {
-    cg::grid_group grid = cg::this_grid();
+                               long long iter_end, long long max_iter, double tolerance_loss,
+                               double tolerance_change, int cooperative) {
     extern __shared__ unsigned char cumel_shared_bytes[];
     __shared__ double warp_loss[32];
     __shared__ double total_loss;
@@ -119,9 +166,19 @@ __global__ void torchaudio_sgd(const T* __restrict__ mel, long long n_frames, in
     const long long first = static_cast<long long>(blockIdx.x) * warps_per_block + warp;
     const long long stride = static_cast<long long>(gridDim.x) * warps_per_block;
 
-    double prev_loss = __longlong_as_double(0x7ff0000000000000LL);  // +inf
-    long long it = 0;
-    while (it < max_iter) {
+    long long it = iterations[parity];
+    double prev = prev_loss[parity];
+    int stopped = done[parity];
+    if (!stopped && !cooperative && it > 0) {
+        // the stop test of step it - 1, whose block partials the previous launch left
+        const double loss = cumel::grid_loss(partials + ((it - 1) & 1) * gridDim.x, n_frames,
+                                             &total_loss);
+        stopped = cumel::stop_test(loss, prev, tolerance_loss, tolerance_change);
+        if (stopped == 2) cumel::poison_frames(S, first, stride, n_frames, n_freqs, lane);
+        prev = loss;
+    }
+    if (it >= max_iter) stopped = stopped ? stopped : 1;
+    while (!stopped && it < iter_end) {
         double loss_part = 0.0;
         for (long long f = first; f < n_frames; f += stride) {
             T* s = S + f * n_freqs;
@@ -145,39 +202,37 @@ __global__ void torchaudio_sgd(const T* __restrict__ mel, long long n_frames, in
         const double block_loss = cumel::block_sum(loss_part, warp_loss);
         double* slot = partials + static_cast<long long>(it & 1) * gridDim.x;
         if (threadIdx.x == 0) slot[blockIdx.x] = block_loss;
-        grid.sync();
-        if (threadIdx.x == 0) {
-            double sum = 0.0;
-            for (unsigned blk = 0; blk < gridDim.x; ++blk) sum += slot[blk];
-            total_loss = sum;
-        }
-        __syncthreads();
-        const double loss = total_loss / static_cast<double>(n_frames);
         ++it;
-        if (!isfinite(loss)) {  // diverged: poison this block's frames and stop; the host raises
-            for (long long f = first; f < n_frames; f += stride) {
-                for (int j = lane; j < n_freqs; j += 32) S[f * n_freqs + j] = cumel::quiet_nan<T>();
-            }
-            break;
-        }
-        const bool stop = loss < tolerance_loss || fabs(prev_loss - loss) < tolerance_change;
-        prev_loss = loss;
-        if (stop) break;
+        if (!cooperative) break;  // the next launch takes this step's stop test
+        cg::this_grid().sync();
+        const double loss = cumel::grid_loss(slot, n_frames, &total_loss);
+        stopped = cumel::stop_test(loss, prev, tolerance_loss, tolerance_change);
+        if (stopped == 2) cumel::poison_frames(S, first, stride, n_frames, n_freqs, lane);
+        prev = loss;
     }
-    if (blockIdx.x == 0 && threadIdx.x == 0) iterations[0] = it;
+    if (cooperative && !stopped && it >= max_iter) stopped = 1;
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        iterations[parity ^ 1] = it;
+        prev_loss[parity ^ 1] = prev;
+        done[parity ^ 1] = stopped;
+    }
 }
 
 // One block per channel c: frames c * n_time .. (c + 1) * n_time - 1. x and x_next: (n_frames,
-// n_freqs), x holds the start on entry. out: (C, n_freqs, n_time) through strides.
+// n_freqs), x holds the start before the first launch. out: (C, n_freqs, n_time) through
+// strides, written when the channel finishes. Per-channel loop state in global memory (only its
+// own block touches it): iterations[c], prev_loss[c] (host-initialised to the anchor's start),
+// flags[c] = 1 done | 2 the iterate is in x_next | 4 diverged. Runs up to iter_end.
 // Dynamic shared memory: warps_per_block * (n_mels + 1) T values.
 template <typename T>
 __global__ void mindspore_gd(const T* __restrict__ mel, int n_time, long long mel_sb,
                              long long mel_sk, long long mel_st, T* __restrict__ x,
                              T* __restrict__ x_next, T* __restrict__ out, long long out_sb,
                              long long out_sj, long long out_st, long long* __restrict__ iterations,
+                             double* __restrict__ prev_loss, int* __restrict__ flags,
                              int n_mels, int n_freqs, const int* __restrict__ lo,
                              const T* __restrict__ w_lo, const T* __restrict__ w_hi,
-                             const long long* __restrict__ row_start, T step, double prev_start,
+                             const long long* __restrict__ row_start, T step, long long iter_end,
                              long long max_iter, double tolerance_loss, double tolerance_change) {
     extern __shared__ unsigned char cumel_shared_bytes[];
     __shared__ double warp_loss[32];
@@ -187,14 +242,18 @@ __global__ void mindspore_gd(const T* __restrict__ mel, int n_time, long long me
     const int warps_per_block = blockDim.x >> 5;
     T* diff = cumel::warp_diff_buffer<T>(cumel_shared_bytes, n_mels);
     const long long channel = blockIdx.x;
+    const int entry_flags = flags[channel];
+    if (entry_flags & 1) return;  // finished in an earlier launch
     const long long frame0 = channel * n_time;
-    T* cur = x + frame0 * n_freqs;
-    T* nxt = x_next + frame0 * n_freqs;
+    T* cur = ((entry_flags & 2) ? x_next : x) + frame0 * n_freqs;
+    T* nxt = ((entry_flags & 2) ? x : x_next) + frame0 * n_freqs;
+    bool in_next = (entry_flags & 2) != 0;
 
-    double prev = prev_start;
+    double prev = prev_loss[channel];
     bool diverged = false;
-    long long it = 0;
-    while (it < max_iter) {
+    bool finished = false;
+    long long it = iterations[channel];
+    while (it < iter_end) {
         double loss_part = 0.0;
         for (int t = warp; t < n_time; t += warps_per_block) {
             const long long f = frame0 + t;
@@ -214,22 +273,35 @@ __global__ void mindspore_gd(const T* __restrict__ mel, int n_time, long long me
         ++it;
         if (!isfinite(loss)) {  // diverged: stop and poison the output; the host raises
             diverged = true;
+            finished = true;
             break;
         }
-        if (loss < tolerance_loss || fabs(prev - loss) < tolerance_change) break;
+        if (loss < tolerance_loss || fabs(prev - loss) < tolerance_change) {
+            finished = true;
+            break;
+        }
         prev = loss;
         T* tmp = cur;  // accept the step
         cur = nxt;
         nxt = tmp;
+        in_next = !in_next;
         __syncthreads();  // every warp done reading the old iterate before it is overwritten
     }
-    for (int t = warp; t < n_time; t += warps_per_block) {
-        const long long f = frame0 + t;
-        const T* xc = cur + static_cast<long long>(t) * n_freqs;
-        for (int j = lane; j < n_freqs; j += 32) {
-            const T v = diverged ? cumel::quiet_nan<T>() : xc[j];
-            out[cumel::strided_index(f, j, n_time, out_sb, out_sj, out_st)] = cumel::relu(v);
+    if (it >= max_iter) finished = true;
+    if (finished) {
+        for (int t = warp; t < n_time; t += warps_per_block) {
+            const long long f = frame0 + t;
+            const T* xc = cur + static_cast<long long>(t) * n_freqs;
+            for (int j = lane; j < n_freqs; j += 32) {
+                const T v = diverged ? cumel::quiet_nan<T>() : xc[j];
+                out[cumel::strided_index(f, j, n_time, out_sb, out_sj, out_st)] = cumel::relu(v);
+            }
         }
     }
-    if (threadIdx.x == 0) iterations[channel] = it;
+    __syncthreads();  // every thread has read this channel's entry state before it is replaced
+    if (threadIdx.x == 0) {
+        iterations[channel] = it;
+        prev_loss[channel] = prev;
+        flags[channel] = (finished ? 1 : 0) | (in_next ? 2 : 0) | (diverged ? 4 : 0);
+    }
 }

@@ -57,3 +57,7 @@ def _quiet_empty_filter_warning():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
         yield
+
+
+# The CPU emulator of the CUDA kernels (tests/cudasim): fixtures for the `emulated` tests.
+from cudasim.fixtures import emulated_cupy, emulated_cupy_order  # noqa: E402,F401

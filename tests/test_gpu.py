@@ -157,3 +157,158 @@ def test_work_runs_on_the_current_stream():
         gpu = cumel.InverseMelScale(201, 128)(cp.asarray(M[:, :100]))
     stream.synchronize()
     _close(gpu, cumel.InverseMelScale(201, 128)(M[:, :100]))
+
+
+# -- issue 11: any batch, any device, any shape, torch -------------------------------------------
+
+def _synthetic(n_stft, n_mels, shape, sample_rate=16000, dtype=np.float32, seed=0):
+    fb = cumel.InverseMelScale(n_stft, n_mels, sample_rate).plan.fb64
+    rng = np.random.default_rng(seed)
+    S = rng.random(shape[:-1] + (n_stft, shape[-1])) * (rng.random((n_stft, 1)) < 0.5)
+    return np.matmul(fb.T, S).astype(dtype)
+
+
+@pytest.mark.parametrize("solver", ["nnls", "lstsq"])
+def test_streamed_host_batch_is_bit_identical_across_chunk_sizes(solver):
+    _, M = audio_pair("speech-201x128", "speech_00")
+    batch = np.stack([M[:, :500], M[:, 500:1000], M[:, 100:600]])          # (3, 128, 500)
+    ref = cumel.InverseMelScale(201, 128, solver=solver, device="cuda")(batch)
+    for cap in (50_000, 700_000, 3_000_000):                 # chunks of 18, 262, 1126 frames
+        S = cumel.InverseMelScale(201, 128, solver=solver, device="cuda",
+                                  max_device_bytes=cap)(batch)
+        np.testing.assert_array_equal(S, ref)
+    cp = _cupy()
+    dev = cumel.InverseMelScale(201, 128, solver=solver, max_device_bytes=20_000)(cp.asarray(batch))
+    np.testing.assert_array_equal(cp.asnumpy(dev), ref)
+    _close(ref, cumel.InverseMelScale(201, 128, solver=solver)(batch))
+
+
+def test_streams_a_host_batch_larger_than_the_cap():
+    _, M = audio_pair("speech-201x128", "speech_00")
+    batch = np.tile(M[:, :1000], (64, 1, 1))                 # 64000 frames, 51 MB of output
+    inv = cumel.InverseMelScale(201, 128, device="cuda", max_device_bytes=8 * 2 ** 20)
+    S = inv(batch)
+    np.testing.assert_array_equal(S[37], S[0])                # frame independence across chunks
+    _close(S[0], cumel.InverseMelScale(201, 128)(M[:, :1000]))
+
+
+def test_real_out_of_memory_from_a_pool_limit_is_survived():
+    cp = _cupy()
+    _, M = audio_pair("speech-201x128", "speech_00")
+    batch = np.tile(M[:, :1000], (16, 1, 1))
+    inv = cumel.InverseMelScale(201, 128, device="cuda")
+    ref = inv(batch)
+    pool = cp.get_default_memory_pool()
+    pool.free_all_blocks()
+    pool.set_limit(size=pool.used_bytes() + 4 * 2 ** 20)    # memGetInfo still says lots free
+    try:
+        with pytest.warns(RuntimeWarning, match="out of memory"):
+            S = inv(batch)
+    finally:
+        pool.set_limit(size=0)
+    np.testing.assert_array_equal(S, ref)
+
+
+@pytest.mark.skipif(_backend.gpu_available() and _cupy().cuda.runtime.getDeviceCount() < 2,
+                    reason="needs two CUDA devices")
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_input_on_device_1_is_solved_and_returned_there(solver):
+    cp = _cupy()
+    _, M = audio_pair("speech-201x128", "speech_00")
+    kw = dict(solver=solver, seed=0, max_iter=50 if solver in ("torchaudio", "mindspore") else 100000)
+    with cp.cuda.Device(1):
+        x = cp.asarray(M[:, :200])
+    S = cumel.InverseMelScale(201, 128, **kw)(x)
+    assert S.device.id == 1 and cp.cuda.Device().id == 0
+    _close(S, cumel.InverseMelScale(201, 128, **kw)(M[:, :200]))
+
+
+@pytest.mark.parametrize("n_mels, n_stft, sample_rate", [
+    (256, 1025, 48000), (512, 2049, 96000), (1024, 4097, 192000), (2048, 4097, 192000)])
+def test_large_shapes_opt_in_to_the_shared_memory_maximum(n_mels, n_stft, sample_rate):
+    mel = _synthetic(n_stft, n_mels, (2, 50), sample_rate, np.float64)
+    gpu = cumel.InverseMelScale(n_stft, n_mels, sample_rate, device="cuda")(mel)
+    _close(gpu, cumel.InverseMelScale(n_stft, n_mels, sample_rate)(mel))
+
+
+def test_shape_past_the_shared_memory_maximum_raises_or_falls_back():
+    from cumel import cuda
+    n_mels = 8192                          # 7 x 8193 doubles a warp: 459 KB, past every device
+    mel = _synthetic(8193, n_mels, (1, 1), 384000)
+    with pytest.raises(cuda.DeviceLimitError, match="MaxSharedMemoryPerBlockOptin"):
+        cumel.InverseMelScale(8193, n_mels, 384000, device="cuda")(mel)
+    with pytest.warns(RuntimeWarning, match="solving on the CPU instead"):
+        cumel.InverseMelScale(8193, n_mels, 384000, device="auto")(mel)
+
+
+@pytest.mark.parametrize("solver", ["torchaudio", "mindspore"])
+def test_long_sgd_run_in_bounded_launches_equals_one_launch(solver, monkeypatch):
+    from cumel import cuda
+    _, M = audio_pair("speech-201x128", "speech_00")
+    batch = np.stack([M[:, :300], M[:, 300:600]])
+    kw = dict(solver=solver, seed=5, max_iter=3000, tolerance_change=0, device="cuda")
+    monkeypatch.setattr(cuda, "ITERATIONS_PER_LAUNCH", 10 ** 9)
+    one, one_info = cumel.InverseMelScale(201, 128, **kw)(batch, return_info=True)
+    monkeypatch.setattr(cuda, "ITERATIONS_PER_LAUNCH", None)       # the watchdog-safe budget
+    many, many_info = cumel.InverseMelScale(201, 128, **kw)(batch, return_info=True)
+    np.testing.assert_array_equal(many, one)
+    np.testing.assert_array_equal(many_info.iterations, one_info.iterations)
+    monkeypatch.setattr(cuda, "ITERATIONS_PER_LAUNCH", 7)
+    np.testing.assert_array_equal(cumel.InverseMelScale(201, 128, **kw)(batch), one)
+
+
+def test_torchaudio_launch_per_iteration_fallback_equals_cooperative(monkeypatch):
+    from cumel import cuda
+    _, M = audio_pair("speech-201x128", "speech_00")
+    kw = dict(solver="torchaudio", seed=6, max_iter=200, device="cuda")
+    coop = cumel.InverseMelScale(201, 128, **kw)(M[:, :400])
+    monkeypatch.setattr(cuda, "_cooperative_ok", lambda: False)
+    np.testing.assert_array_equal(cumel.InverseMelScale(201, 128, **kw)(M[:, :400]), coop)
+
+
+def test_sgd_batch_past_the_free_memory_raises_clearly():
+    cp = _cupy()
+    cp.get_default_memory_pool().free_all_blocks()
+    free, _ = cp.cuda.runtime.memGetInfo()
+    hog = cp.empty(max(0, free - 256 * 2 ** 20), np.uint8)   # leave ~256 MB truly free
+    try:
+        mel = np.ones((1, 128, 200_000), np.float32)          # needs 3 x 160 MB of state
+        with pytest.raises(MemoryError, match="device='cpu' or smaller batches"):
+            cumel.InverseMelScale(201, 128, solver="torchaudio", device="cuda")(mel)
+    finally:
+        del hog
+        cp.get_default_memory_pool().free_all_blocks()
+
+
+def _torch_cuda():
+    torch = pytest.importorskip("torch", reason="needs torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA build of torch")
+    return torch
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_torch_cuda_tensor_in_tensor_out_on_torch_stream(solver, dtype):
+    torch = _torch_cuda()
+    _, M = audio_pair("speech-201x128", "speech_00")
+    kw = dict(solver=solver, seed=0, max_iter=50 if solver in ("torchaudio", "mindspore") else 100000)
+    mel = M[:, :300].astype(dtype)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        x = torch.from_numpy(mel).cuda()
+        S = cumel.InverseMelScale(201, 128, **kw)(x)
+        assert isinstance(S, torch.Tensor) and S.is_cuda and S.dtype == x.dtype
+        total = S.sum()                                      # ordered on the same stream
+    side.synchronize()
+    _close(S.cpu().numpy(), cumel.InverseMelScale(201, 128, **kw)(mel))
+    assert np.isfinite(total.item())
+
+
+def test_torch_cuda_out_view_shares_memory():
+    torch = _torch_cuda()
+    cp = _cupy()
+    out = torch.zeros((2, 201, 5), device="cuda")
+    view = _backend.out_view(out, cp)
+    view[0, 0, 0] = 7.0
+    assert out[0, 0, 0].item() == 7.0

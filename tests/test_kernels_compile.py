@@ -84,7 +84,7 @@ def test_kernel_compiles_without_warnings(source_name, cooperative, arch):
     options = (cupy_include_options() + cuda.compile_options()
                + (f"-I{cuda_include_dir()}", f"--gpu-architecture={arch}")
                + strict_options(arch))
-    prog = nvrtc.createProgram(cuda.kernel_source(source_name), source_name, (), ())
+    prog = nvrtc.createProgram(cuda.module_code(source_name), source_name, (), ())
     try:
         for name in names:
             nvrtc.addNameExpression(prog, name)

@@ -192,7 +192,7 @@ def test_out_is_checked():
     buf[:128] = mel
     with pytest.raises(ValueError, match="overlap"):
         inv(buf[:128], out=buf[100:301])
-    with pytest.raises(ValueError, match="NumPy array"):
+    with pytest.raises(ValueError, match="numpy.ndarray"):
         inv(mel, out=[[0.0] * 5] * 201)
 
 

@@ -1,0 +1,46 @@
+"""The benchmark's GPU rows (streamed host batch, torch CUDA tensors) and the n_mels sweep are
+present, and measured or skipped with the reason (on a machine without a GPU: skipped)."""
+import json
+
+import pytest
+
+from bench import cli
+from cumel import _backend
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-gpu-rows")
+    status = cli.main(["--quick", "--peers", "none", "--solvers", "nnls,lstsq",
+                       "--workload", "speech-201x128", "--backend", "cpu,cuda,cuda-host,cuda-torch",
+                       "--mel-sweep", "--frames", "16", "--out", str(out)])
+    assert status == 0
+    return json.loads((out / "results.json").read_text()), (out / "results.md").read_text()
+
+
+def test_gpu_rows_next_to_the_resident_row(report):
+    results, md = report
+    for solver in ("nnls", "lstsq"):
+        rows = {r["backend"]: r for r in results["rows"]
+                if r["implementation"] == f"cumel-{solver}"}
+        assert set(rows) == {"cpu", "cuda", "cuda-host", "cuda-torch"}
+        for backend in ("cuda", "cuda-host", "cuda-torch"):
+            row = rows[backend]
+            assert row["status"] in ("ok", "skipped", "error")
+            if row["status"] != "ok":
+                assert row["error"]
+            if not _backend.gpu_available():
+                assert row["status"] == "skipped"
+    assert "cuda-host" in md and "cuda-torch" in md
+
+
+def test_mel_sweep_rows(report):
+    results, md = report
+    sweep = results["mel_sweep"]
+    assert sorted({r["n_mels"] for r in sweep}) == [64, 128, 256, 512]
+    for r in sweep:
+        if r["backend"] == "cpu":
+            assert r["status"] == "ok" and r["frames_per_second"] > 0
+        elif not _backend.gpu_available():
+            assert r["status"] == "skipped" and "no GPU" in r["error"]
+    assert "nnls frames/s against n_mels" in md

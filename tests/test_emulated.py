@@ -1,0 +1,347 @@
+"""The CUDA kernels, unmodified, on the CPU emulator (tests/cudasim) against the NumPy path.
+
+Mirrors tests/test_gpu.py through the public API (``device="cuda"`` on NumPy input, and fake
+CuPy arrays in and out) for every kernel instantiation: nnls_solve, torchaudio_sgd and
+mindspore_gd in float32 and float64. The emulator runs each launch with a selectable fiber
+resume order; a kernel whose bits depend on that order has a race (a missing __syncwarp,
+__syncthreads or grid.sync), so several tests run every order and demand identical bits.
+"""
+import numpy as np
+import pytest
+
+import cudasim
+import cumel
+from cumel import cuda as cumel_cuda
+
+from conftest import audio_pair, fixture_index, load_fixture
+
+pytestmark = pytest.mark.emulated
+
+# nnls: Thomas on the device, cyclic reduction in NumPy, plus a known rounding tie in the line
+# search that moves some frames by one Newton step (being fixed in kernels/nnls.cu and
+# cumel/solvers/nnls.py); tighten these two once that lands.
+NNLS_RTOL = 1e-4              # max |gpu - cpu| <= NNLS_RTOL * max |cpu|
+NNLS_ITERATION_SLACK = 1      # per-frame Newton step counts may differ by this much
+# SGD solvers: same operations in the same order up to float rounding of the sparse products
+# (measured with tests/cudasim/agreement.py: bit-equal on the seed example; at most 5.1e-7
+# relative in float32 and 4.3e-16 in float64 otherwise, iteration counts identical).
+SGD_RTOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-14}
+SGD_ITERATION_SLACK = 0
+
+SGD_MAX_ITER = 50
+KERNEL_SOLVERS = ["nnls", "torchaudio", "mindspore"]
+DTYPES = [np.float32, np.float64]
+
+
+def _max_rel(gpu, cpu):
+    return float(np.abs(gpu.astype(np.float64) - cpu).max() / max(float(np.abs(cpu).max()), 1e-30))
+
+
+def assert_matches_numpy(solver, gpu, cpu, gpu_iterations=None, cpu_iterations=None):
+    """The emulated result against the NumPy one, with the solver's tolerances."""
+    assert isinstance(gpu, np.ndarray) and isinstance(cpu, np.ndarray)
+    assert gpu.shape == cpu.shape and gpu.dtype == cpu.dtype
+    assert np.isfinite(gpu).all()
+    if solver == "nnls":
+        rtol, slack = NNLS_RTOL, NNLS_ITERATION_SLACK
+    else:
+        rtol, slack = SGD_RTOL[gpu.dtype], SGD_ITERATION_SLACK
+    if solver == "lstsq":
+        rtol, slack = 1e-5, 0
+    assert _max_rel(gpu, cpu) <= rtol, f"{solver}: max relative difference {_max_rel(gpu, cpu):.3g}"
+    if gpu_iterations is not None:
+        assert np.abs(np.asarray(gpu_iterations) - np.asarray(cpu_iterations)).max() <= slack
+
+
+def both(mel, **kwargs):
+    """(gpu, gpu_info, cpu, cpu_info) of one transform on the emulator and on NumPy."""
+    gpu, gpu_info = cumel.InverseMelScale(**kwargs, device="cuda")(mel, return_info=True)
+    cpu, cpu_info = cumel.InverseMelScale(**kwargs, device="cpu")(mel, return_info=True)
+    assert gpu_info.device == "cuda" and cpu_info.device == "cpu"
+    return gpu, gpu_info, cpu, cpu_info
+
+
+def _speech(n_frames=64, dtype=np.float32, clip="speech_00"):
+    _, M = audio_pair("speech-201x128", clip)
+    return np.ascontiguousarray(M[:, :n_frames]).astype(dtype)
+
+
+def _solver_kwargs(solver, **extra):
+    kw = dict(solver=solver, seed=1)
+    if solver != "nnls":
+        kw["max_iter"] = SGD_MAX_ITER
+    kw.update(extra)
+    return kw
+
+
+# ---- anchors and fixtures ------------------------------------------------------------------------
+
+def test_seed_example_is_bit_equal(emulated_cupy_order):
+    mel = load_fixture("ta08_seed_example.npz")["melspec"]
+    for solver, seed in (("torchaudio", 1), ("mindspore", 3)):
+        cpu = cumel.InverseMelScale(2, 4, solver=solver, seed=seed)(mel)
+        gpu = cumel.InverseMelScale(2, 4, solver=solver, seed=seed, device="cuda")(mel)
+        np.testing.assert_array_equal(gpu, cpu)
+
+
+def _kwargs(entry, solver):
+    kwargs = dict(entry["kwargs"])
+    if "mel_scale" in kwargs:
+        kwargs["mel_type"] = kwargs.pop("mel_scale")
+    sgd = kwargs.pop("sgdargs", None)
+    if solver == "torchaudio" and sgd:
+        kwargs["sgdargs"] = {"lr": sgd.get("lr", sgd.get("sgd_lr")),
+                             "momentum": sgd.get("momentum", sgd.get("sgd_momentum"))}
+    if solver == "mindspore" and sgd:
+        kwargs["sgdargs"] = {"sgd_lr": sgd.get("sgd_lr", sgd.get("lr")),
+                             "sgd_momentum": sgd.get("sgd_momentum", sgd.get("momentum"))}
+    if solver in ("torchaudio", "mindspore"):
+        kwargs["max_iter"] = min(kwargs.get("max_iter", SGD_MAX_ITER), SGD_MAX_ITER)
+    return kwargs
+
+
+def _all_fixtures():
+    try:
+        entries = fixture_index("mindspore_index.json") + fixture_index("torchaudio_index.json")
+    except BaseException:
+        return [pytest.param(None, id="fixtures")]
+    return [pytest.param(e, id=e["file"]) for e in entries]
+
+
+@pytest.mark.parametrize("entry", _all_fixtures())
+@pytest.mark.parametrize("solver", KERNEL_SOLVERS + ["lstsq"])
+def test_every_fixture_matches_numpy(emulated_cupy, entry, solver):
+    if entry is None:
+        fixture_index("mindspore_index.json")
+    mel = load_fixture(entry["file"])["melspec"]
+    gpu, gi, cpu, ci = both(mel, **_kwargs(entry, solver), solver=solver, seed=entry.get("seed") or 0)
+    assert_matches_numpy(solver, gpu, cpu, gi.iterations, ci.iterations)
+
+
+# ---- real clips, batches, layouts ------------------------------------------------------------------
+
+WORKLOADS = [("speech-201x128", "speech_00", dict(n_stft=201, n_mels=128)),
+             ("tts-513x80", "speech_01", dict(n_stft=513, n_mels=80, norm="slaney", mel_type="slaney")),
+             ("music-1025x128", "music_01", dict(n_stft=1025, n_mels=128, sample_rate=22050,
+                                                 norm="slaney", mel_type="slaney"))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("workload,clip,kw", WORKLOADS, ids=[w[0] for w in WORKLOADS])
+def test_nnls_on_real_clips(emulated_cupy_order, workload, clip, kw, dtype):
+    # every order: nnls's lane-0 sections (Thomas sweep, start) are only safe behind __syncwarp
+    _, M = audio_pair(workload, clip)
+    mel = np.ascontiguousarray(M[:, 100:164]).astype(dtype)
+    gpu, gi, cpu, ci = both(mel, **kw)
+    assert_matches_numpy("nnls", gpu, cpu, gi.iterations, ci.iterations)
+    assert gi.mel_residual.max() <= max(2e-5, 2 * ci.mel_residual.max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("solver", KERNEL_SOLVERS)
+def test_batches_and_fake_cupy_in_and_out(emulated_cupy, solver, dtype):
+    cp = emulated_cupy
+    mel = _speech(96, dtype).reshape(128, 3, 32).transpose(1, 0, 2).copy()     # (3, 128, 32)
+    mel_gpu = cp.asarray(mel)
+    before = mel_gpu.copy()
+    kw = _solver_kwargs(solver, n_stft=201, n_mels=128)
+    gpu, gi = cumel.InverseMelScale(**kw)(mel_gpu, return_info=True)
+    assert isinstance(gpu, cp.ndarray) and gpu.shape == (3, 201, 32)
+    cp.testing.assert_array_equal(mel_gpu, before)                            # caller untouched
+    cpu, ci = cumel.InverseMelScale(**kw)(mel, return_info=True)
+    assert_matches_numpy(solver, gpu.get(), cpu, gi.iterations, ci.iterations)
+
+
+def _layouts(mel):
+    """Views of the same (2, n_mels, T) values in other memory layouts."""
+    yield "transposed", mel.transpose(0, 2, 1).copy().transpose(0, 2, 1)
+    yield "negative-stride", mel[:, :, ::-1].copy()[:, :, ::-1]
+    yield "fortran", np.asfortranarray(mel)
+    yield "strided-time", np.repeat(mel, 2, axis=2)[:, :, ::2]
+
+
+@pytest.mark.parametrize("solver", KERNEL_SOLVERS)
+def test_any_input_layout(emulated_cupy, solver):
+    cp = emulated_cupy
+    mel = _speech(48).reshape(128, 2, 24).transpose(1, 0, 2).copy()
+    kw = _solver_kwargs(solver, n_stft=201, n_mels=128)
+    cpu, ci = cumel.InverseMelScale(**kw)(mel, return_info=True)
+    for name, view in _layouts(mel):
+        np.testing.assert_array_equal(view, mel)
+        for inp in (view, cp.asarray(view)):
+            if isinstance(inp, cp.ndarray):       # keep the fake array's own layout
+                inp = cp.asarray(view.copy(order="K"))
+                inp = inp if inp.strides == view.strides else _fake_view(cp, view, name)
+            before = inp.copy()
+            gpu, gi = cumel.InverseMelScale(**kw, device="cuda")(inp, return_info=True)
+            gpu = gpu.get() if isinstance(gpu, cp.ndarray) else gpu
+            assert_matches_numpy(solver, gpu, cpu, gi.iterations, ci.iterations)
+            if isinstance(inp, cp.ndarray):
+                cp.testing.assert_array_equal(inp, before)
+            else:
+                np.testing.assert_array_equal(inp, before)
+
+
+def _fake_view(cp, view, name):
+    """The same layout built on the device (views of a fake base array)."""
+    base = cp.asarray(view.base if view.base is not None else view)
+    if name == "transposed":
+        return base.transpose(0, 2, 1)
+    if name == "negative-stride":
+        return base[:, :, ::-1]
+    if name == "strided-time":
+        return base[:, :, ::2]
+    return cp.asarray(view)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("solver", KERNEL_SOLVERS + ["lstsq"])
+def test_out_argument_is_fully_written(emulated_cupy, solver, dtype):
+    cp = emulated_cupy
+    _, M = audio_pair("music-1025x128", "music_01")
+    mel = cp.asarray(np.stack([M[:, :37], M[:, 37:74]]).astype(dtype))
+    inv = cumel.InverseMelScale(1025, 128, 22050, norm="slaney", mel_type="slaney", solver=solver,
+                                seed=2, max_iter=SGD_MAX_ITER if solver in ("torchaudio", "mindspore") else 100000)
+    for out in (cp.full((2, 1025, 37), cp.nan, dtype),
+                cp.full((2, 37, 1025), cp.nan, dtype).transpose(0, 2, 1)):     # strided out
+        S, *_ = cumel_cuda.solve(inv, mel, out=out)
+        assert S is out
+        assert bool(cp.isfinite(out).all())
+        assert_matches_numpy(solver, out.get(), inv(mel.get()))
+
+
+# ---- edge cases ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("solver", KERNEL_SOLVERS)
+def test_zero_frames_and_empty_input(emulated_cupy, solver):
+    mel = _speech(24)
+    mel[:, 5] = 0.0
+    mel[:, 17:20] = 0.0
+    gpu, gi, cpu, ci = both(mel, **_solver_kwargs(solver, n_stft=201, n_mels=128))
+    assert_matches_numpy(solver, gpu, cpu, gi.iterations, ci.iterations)
+    if solver == "nnls":
+        np.testing.assert_array_equal(gpu[:, [5, 17, 18, 19]], 0.0)
+    empty = np.zeros((2, 128, 0), np.float32)
+    gpu, _, cpu, _ = both(empty, **_solver_kwargs(solver, n_stft=201, n_mels=128))
+    assert gpu.shape == cpu.shape == (2, 201, 0)
+
+
+@pytest.mark.parametrize("max_iter", [1, 2])
+@pytest.mark.parametrize("solver", KERNEL_SOLVERS)
+def test_max_iter_one_and_two(emulated_cupy, solver, max_iter):
+    gpu, gi, cpu, ci = both(_speech(40), **_solver_kwargs(solver, n_stft=201, n_mels=128,
+                                                         max_iter=max_iter))
+    assert_matches_numpy(solver, gpu, cpu, gi.iterations, ci.iterations)
+    assert gi.iterations.max() <= max_iter
+
+
+@pytest.mark.parametrize("solver", KERNEL_SOLVERS)
+def test_grid_smaller_than_the_frame_count(emulated_cupy, solver):
+    emulated_cupy.cudasim.multiprocessor_count = 1     # nnls: 64 blocks, torchaudio: 8 resident
+    n_frames = 300 if solver == "nnls" else 64
+    mel = _speech(n_frames).reshape(128, 2, n_frames // 2).transpose(1, 0, 2).copy()
+    launches = emulated_cupy.cudasim.launches
+    gpu, gi, cpu, ci = both(mel, **_solver_kwargs(solver, n_stft=201, n_mels=128))
+    assert emulated_cupy.cudasim.launches == launches + 1
+    assert_matches_numpy(solver, gpu, cpu, gi.iterations, ci.iterations)
+
+
+# torchaudio clamps after each step, which keeps the iterate finite for any lr until the float
+# type itself overflows (lr=1e6 stays finite on NumPy too): hence an lr near each type's maximum.
+DIVERGING = {("torchaudio", np.float32): {"lr": 1e38}, ("torchaudio", np.float64): {"lr": 1e300},
+             ("mindspore", np.float32): {"sgd_lr": 1e6}, ("mindspore", np.float64): {"sgd_lr": 1e6}}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("solver", ["torchaudio", "mindspore"])
+def test_diverging_sgd_raises_on_both_paths(emulated_cupy, solver, dtype):
+    mel = _speech(16, dtype)
+    for device in ("cpu", "cuda"):
+        inv = cumel.InverseMelScale(201, 128, solver=solver, seed=1, max_iter=200,
+                                    sgdargs=DIVERGING[solver, dtype], device=device)
+        with pytest.raises(FloatingPointError, match="diverged"), np.errstate(all="ignore"):
+            inv(mel)
+
+
+# Found by the emulator (NumPy squared the float32 residual in float32: overflow -> 'diverged',
+# sgd.cu in float64: finite); fixed by 685cf83 (the loss squared in float64 in NumPy too).
+def test_float32_torchaudio_overflow_agrees_between_paths(emulated_cupy):
+    mel = _speech(16, np.float32)
+    outcomes = []
+    for device in ("cpu", "cuda"):
+        inv = cumel.InverseMelScale(201, 128, solver="torchaudio", seed=1, max_iter=200,
+                                    sgdargs={"lr": 1e20}, device=device)
+        try:
+            with np.errstate(all="ignore"):
+                inv(mel)
+            outcomes.append("finite")
+        except FloatingPointError:
+            outcomes.append("diverged")
+    assert outcomes[0] == outcomes[1], outcomes
+
+
+def _torchaudio_losses(mel, n):
+    """loss_i of torchaudio's loop (i = 0 .. n - 1), from CPU runs stopped after i steps."""
+    inv0 = cumel.InverseMelScale(201, 128, solver="torchaudio", seed=1)
+    B, T = 1, mel.shape[1]
+    fb = inv0.plan.fb(np.float64)
+    losses = []
+    for i in range(n):
+        if i == 0:
+            S = inv0.start((B, T, 201), np.float32)[0].T
+        else:
+            S = cumel.InverseMelScale(201, 128, solver="torchaudio", seed=1, max_iter=i)(mel)
+        diff = mel.astype(np.float64) - fb.T @ S.astype(np.float64)
+        losses.append(float((diff * diff).sum() / T))
+    return losses
+
+
+def test_torchaudio_stops_at_the_same_early_iteration(emulated_cupy):
+    """The batch-wide loss decides when to stop: a grid barrier missing in any iteration feeds a
+    stale block partial into it and changes the stop (or splits the blocks' decisions)."""
+    mel = _speech(64)
+    losses = _torchaudio_losses(mel, 7)
+    checked = 0
+    for k in range(1, 7):
+        best_before = min(losses[:k])
+        if losses[k] >= best_before * 0.999:
+            continue
+        tol = float(np.sqrt(losses[k] * best_before))      # stop exactly at iteration index k
+        kw = dict(n_stft=201, n_mels=128, solver="torchaudio", seed=1, max_iter=SGD_MAX_ITER,
+                  tolerance_loss=tol)
+        for order in ("forward", "reverse"):
+            with cudasim.order(order):
+                gpu, gi, cpu, ci = both(mel, **kw)
+            assert ci.iterations.max() == k + 1
+            np.testing.assert_array_equal(gi.iterations, ci.iterations)
+            assert_matches_numpy("torchaudio", gpu, cpu)
+        checked += 1
+    assert checked >= 3
+
+
+def test_mindspore_stops_at_the_same_iteration(emulated_cupy):
+    mel = _speech(32).reshape(128, 2, 16).transpose(1, 0, 2).copy()
+    for tol in (3e-4, 1e-4, 3e-5):
+        gpu, gi, cpu, ci = both(mel, **_solver_kwargs("mindspore", n_stft=201, n_mels=128,
+                                                     max_iter=200, tolerance_loss=tol))
+        np.testing.assert_array_equal(gi.iterations, ci.iterations)
+        assert_matches_numpy("mindspore", gpu, cpu)
+
+
+# ---- resume orders -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("solver", KERNEL_SOLVERS)
+def test_every_resume_order_gives_identical_bits(emulated_cupy, solver, dtype):
+    mel = _speech(48, dtype).reshape(128, 2, 24).transpose(1, 0, 2).copy()
+    inv = cumel.InverseMelScale(**_solver_kwargs(solver, n_stft=201, n_mels=128), device="cuda")
+    results = {}
+    for order in cudasim.fixtures.ALL_ORDERS:
+        with cudasim.order(order):
+            results[order] = inv(mel, return_info=True)
+    reference, info = results["forward"]
+    for order, (S, order_info) in results.items():
+        np.testing.assert_array_equal(S, reference, err_msg=f"order {order} differs from forward")
+        np.testing.assert_array_equal(order_info.iterations, info.iterations)
+    cpu, ci = cumel.InverseMelScale(**_solver_kwargs(solver, n_stft=201, n_mels=128))(mel, return_info=True)
+    assert_matches_numpy(solver, reference, cpu, info.iterations, ci.iterations)

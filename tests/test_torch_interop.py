@@ -1,0 +1,110 @@
+"""torch tensors and other DLPack producers in, the same kind out (CPU builds of torch in CI).
+
+torch is optional: these tests skip, saying so, where it is not installed (.ci/run installs
+``torch==2.13.0``, a CPU build). CUDA tensors are covered by tests/test_gpu.py.
+"""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cumel
+from cumel import _backend
+
+torch = pytest.importorskip("torch", reason="torch not installed (CI: pip install torch==2.13.0)")
+
+SOLVERS = ["nnls", "lstsq", "torchaudio", "mindspore"]
+
+
+def _mel(shape=(2, 24, 7), seed=0, dtype=np.float32):
+    return np.random.default_rng(seed).random(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_cpu_tensor_in_tensor_out_equal_to_numpy(solver, dtype):
+    mel = _mel(dtype=dtype)
+    inv = cumel.InverseMelScale(65, 24, solver=solver, seed=0, max_iter=20)
+    tensor = torch.from_numpy(mel.copy())
+    S = inv(tensor)
+    assert isinstance(S, torch.Tensor)
+    assert S.device.type == "cpu" and S.dtype == tensor.dtype
+    np.testing.assert_array_equal(S.numpy(), inv(mel))
+    np.testing.assert_array_equal(tensor.numpy(), mel)           # the caller's tensor untouched
+
+
+def test_tensor_with_grad_non_contiguous_and_info():
+    mel = _mel((24, 10))
+    tensor = torch.from_numpy(mel).requires_grad_(True)
+    view = tensor[:, ::2]                                        # strided, with autograd history
+    S, info = cumel.InverseMelScale(65, 24)(view, return_info=True)
+    assert isinstance(S, torch.Tensor) and S.shape == (65, 5) and not S.requires_grad
+    np.testing.assert_array_equal(S.numpy(), cumel.InverseMelScale(65, 24)(mel[:, ::2]))
+    assert info.iterations.shape == (5,)
+    assert torch.equal(tensor.detach(), torch.from_numpy(mel))
+
+
+def test_functional_form_takes_tensors():
+    mel = _mel((24, 4))
+    S = cumel.inverse_mel_scale(torch.from_numpy(mel), n_stft=65)
+    assert isinstance(S, torch.Tensor)
+    np.testing.assert_array_equal(S.numpy(), cumel.inverse_mel_scale(mel, n_stft=65))
+
+
+def test_unsupported_tensors_raise_naming_mel():
+    inv = cumel.InverseMelScale(65, 24)
+    with pytest.raises(TypeError, match="mel must hold real numbers.*bfloat16"):
+        inv(torch.zeros((24, 3), dtype=torch.bfloat16))
+    with pytest.raises(TypeError, match="mel must hold real numbers"):
+        inv(torch.zeros((24, 3), dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"mel\.shape\[-2\] must equal n_mels=24"):
+        inv(torch.zeros((23, 3)))
+
+
+class _Producer:
+    """A CPU DLPack producer that is not a NumPy array (what a third library would hand over)."""
+
+    def __init__(self, a):
+        self._a = a
+
+    def __dlpack__(self, **kwargs):
+        return self._a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
+def test_cpu_dlpack_producer():
+    mel = _mel((24, 5))
+    S = cumel.InverseMelScale(65, 24)(_Producer(mel))
+    assert isinstance(S, np.ndarray)
+    np.testing.assert_array_equal(S, cumel.InverseMelScale(65, 24)(mel))
+
+
+def test_out_view_of_a_cpu_tensor_shares_memory():
+    out = torch.zeros((2, 65, 3))
+    view = _backend.out_view(out, np)
+    view[0, 0, 0] = 5.0
+    assert out[0, 0, 0].item() == 5.0
+    with pytest.raises(ValueError, match="out must not require grad"):
+        _backend.out_view(torch.zeros(3, requires_grad=True), np)
+
+
+def test_torch_is_not_imported_for_numpy_work():
+    code = ("import sys, numpy as np, cumel; cumel.InverseMelScale(65, 24)(np.ones((24, 2)));"
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_out_torch_cpu_tensor_receives_the_result():
+    mel = _mel((24, 5))
+    out = torch.full((65, 5), float("nan"))
+    S = cumel.InverseMelScale(65, 24)(torch.from_numpy(mel), out=out)
+    assert S is out
+    np.testing.assert_array_equal(out.numpy(), cumel.InverseMelScale(65, 24)(mel))
+    out64 = torch.empty((65, 5), dtype=torch.float64)
+    with pytest.raises(ValueError, match="out must have shape .* dtype float32"):
+        cumel.InverseMelScale(65, 24)(mel, out=out64)
