@@ -11,7 +11,7 @@ See ``cumel.InverseMelScale`` for the solvers (``nnls``, ``lstsq``, ``torchaudio
 """
 from .filterbank import SparseMel, hz_to_mel, mel_to_hz, melscale_fbanks
 from .transforms import InverseMelScale, MelScale, SolveInfo, inverse_mel_scale
-from .griffinlim import GriffinLim, griffinlim, mel_to_audio, spectral_convergence
+from .griffin_lim import GriffinLim, griffinlim, mel_to_audio, spectral_convergence
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,8 @@ mel spectrogram gives audio of the same length and alignment):
 * ``center=True``: the signal is padded by ``n_fft // 2`` on both sides by reflection (no edge
   repeat, ``np.pad(mode="reflect")``) and frame ``t`` covers padded samples
   ``[t * hop, t * hop + n_fft)``, i.e. it is centred on sample ``t * hop`` of the signal;
-  a signal of ``n`` samples gives ``1 + n // hop`` frames;
+  a signal of ``n`` samples gives ``1 + n // hop`` frames (even ``n_fft``; for odd ``n_fft``
+  ``1 + (n - 1) // hop``, as torch);
 * no normalisation of the forward transform (``normalized=False``), one-sided
   (``n_fft // 2 + 1`` bins);
 * inverse: windowed overlap-add of ``irfft`` frames divided by the overlap-added squared window
@@ -52,9 +53,11 @@ def hann_window(win_length, n_fft):
     return out
 
 
-def frame_count(n_samples, hop_length):
-    """Frames of a centred STFT of ``n_samples`` samples: ``1 + n_samples // hop_length``."""
-    return 1 + n_samples // hop_length
+def frame_count(n_samples, n_fft, hop_length):
+    """Frames of a centred STFT of ``n_samples`` samples:
+    ``1 + (n_samples + 2 * (n_fft // 2) - n_fft) // hop_length``, i.e. ``1 + n_samples // hop``
+    for even ``n_fft`` (torch.stft, librosa.stft)."""
+    return 1 + (n_samples + 2 * (n_fft // 2) - n_fft) // hop_length
 
 
 def default_length(n_frames, n_fft, hop_length):
@@ -146,7 +149,7 @@ def frames_stft(y, n_fft, hop_length, win_length, xp):
     """
     pad = n_fft // 2
     x = pad_reflect(y, pad, xp)
-    n_frames = frame_count(y.shape[-1], hop_length)
+    n_frames = frame_count(y.shape[-1], n_fft, hop_length)
     window = _window(xp, n_fft, win_length, y.dtype)
     if xp is np:
         frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=1)[:, ::hop_length]
@@ -211,7 +214,8 @@ def stft(y, n_fft, hop_length=None, win_length=None):
 
     Returns
     -------
-    complex array, shape (..., n_fft // 2 + 1, 1 + n_samples // hop_length)
+    complex array, shape (..., n_fft // 2 + 1, T)
+        ``T = 1 + n_samples // hop_length`` for even ``n_fft`` (:func:`frame_count`).
         Same array type as ``y``.
     """
     n_fft, hop_length, win_length = check_stft_args(n_fft, hop_length, win_length)

@@ -1,6 +1,6 @@
 // cumel griffinlim: the phase update and magnitude projection of fast Griffin-Lim, fused.
 //
-// Iteration (cumel/griffinlim.py is the NumPy twin; torchaudio.functional.griffinlim's order):
+// Iteration (cumel/griffin_lim.py is the NumPy twin; torchaudio.functional.griffinlim's order):
 //   X_0 = mag * start;  alpha = momentum / (1 + momentum);  tprev = 0
 //   repeat n_iter times:
 //     rebuilt = STFT(ISTFT(X))                     cupy.fft (cuFFT) + overlap-add, on the host side

@@ -165,7 +165,7 @@ class GriffinLim:
         n_fft, hop, win = self.n_fft, self.hop_length, self.win_length
         # inner ISTFTs use ``length`` when it gives T frames back (torchaudio's loop); otherwise
         # the natural length hop * (T - 1), and ``length`` only for the output
-        inner = n_out if _stft.frame_count(n_out, hop) == T else None
+        inner = n_out if _stft.frame_count(n_out, n_fft, hop) == T else None
         if inner is not None and inner <= n_fft // 2:
             inner = None
         if _stft.default_length(T, n_fft, hop) <= n_fft // 2 and self.n_iter > 0:
