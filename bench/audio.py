@@ -47,12 +47,15 @@ def _librosa(w, mel, n_samples, n_iter, seed):
         raise Unavailable(f"not installed: librosa (in {sys.executable})")
     import librosa
 
-    def run():
-        np.random.seed(seed)   # librosa's Griffin-Lim draws its start from the global state
-        return librosa.feature.inverse.mel_to_audio(
-            mel, sr=w.sample_rate, n_fft=w.n_fft, hop_length=w.hop, power=2.0, n_iter=n_iter,
-            length=n_samples, pad_mode="reflect", htk=w.mel_scale == "htk", norm=w.norm,
-            fmin=w.f_min, fmax=w.f_max)
+    def run(seed=seed):
+        # librosa.feature.inverse.mel_to_audio, spelt out so that its Griffin-Lim start can be
+        # seeded (mel_to_audio itself draws from a fresh default_rng every call)
+        S = librosa.feature.inverse.mel_to_stft(
+            mel, sr=w.sample_rate, n_fft=w.n_fft, power=2.0, htk=w.mel_scale == "htk",
+            norm=w.norm, fmin=w.f_min, fmax=w.f_max)
+        return librosa.griffinlim(S, n_iter=n_iter, hop_length=w.hop, n_fft=w.n_fft,
+                                  length=n_samples, pad_mode="reflect", momentum=0.99,
+                                  init="random", random_state=seed)
     return run, librosa.__version__
 
 
@@ -73,7 +76,7 @@ def _torchaudio(w, mel, n_samples, n_iter, seed, backend):
                                           power=2.0, momentum=0.99, length=n_samples).to(device)
     m = torch.from_numpy(mel).to(device)
 
-    def run():
+    def run(seed=seed):
         torch.manual_seed(seed)
         with torch.no_grad():
             y = gl(inverse(m))
@@ -97,7 +100,7 @@ def _cumel(w, mel, n_samples, n_iter, seed, backend):
     else:
         m = mel
 
-    def run():
+    def run(seed=seed):
         y = cumel.mel_to_audio(m, w.n_fft, sample_rate=w.sample_rate, hop_length=w.hop,
                                n_iter=n_iter, length=n_samples, f_min=w.f_min, f_max=w.f_max,
                                norm=w.norm, mel_type=w.mel_scale, seed=seed)
@@ -118,11 +121,12 @@ def implementations(backends, peers):
     return rows
 
 
-def measure(name, backend, prepare, w, clip, audio, mel, n_iter, repeats, seed, log):
+def measure(name, backend, prepare, w, clip, audio, mel, n_iter, repeats, seed, log, seeds=1):
     row = {"workload": w.name, "clip": clip, "implementation": name, "backend": backend,
            "seconds_audio": len(audio) / w.sample_rate, "frames": int(mel.shape[-1]),
            "n_iter": n_iter, "version": None, "status": "ok", "error": None, "seconds": None,
-           "seconds_all": [], "spectral_convergence": None, "time_vs_librosa": None}
+           "seconds_all": [], "spectral_convergence": None, "time_vs_librosa": None,
+           "spectral_convergence_seeds": []}
     try:
         run, row["version"] = prepare(w, mel, len(audio), n_iter, seed)
         with warnings.catch_warnings():
@@ -141,10 +145,16 @@ def measure(name, backend, prepare, w, clip, audio, mel, n_iter, repeats, seed, 
         log(f"[{w.name}/{clip}] {name} @{backend}: error {row['error']}")
         return row
     row["seconds"] = statistics.median(row["seconds_all"])
-    row["spectral_convergence"] = cumel.spectral_convergence(np.asarray(y).reshape(-1), audio,
-                                                             w.n_fft, w.hop)
+    outputs = [y]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outputs += [run(seed + k) for k in range(1, seeds)]
+    row["spectral_convergence_seeds"] = [
+        cumel.spectral_convergence(np.asarray(o).reshape(-1), audio, w.n_fft, w.hop)
+        for o in outputs]
+    row["spectral_convergence"] = statistics.mean(row["spectral_convergence_seeds"])
     log(f"[{w.name}/{clip}] {name} @{backend}: {row['seconds']:.3f} s, "
-        f"SC {row['spectral_convergence']:.4f}")
+        f"SC {row['spectral_convergence']:.4f} {np.round(row['spectral_convergence_seeds'], 4)}")
     return row
 
 
@@ -162,6 +172,11 @@ def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
+def _spread(row):
+    values = row.get("spectral_convergence_seeds") or []
+    return f" [{min(values):.4f}-{max(values):.4f}]" if len(values) > 1 else ""
+
+
 def markdown(results):
     env = results["environment"]
     lines = [f"# Mel spectrogram to audio ({results['settings']['n_iter']} Griffin-Lim "
@@ -174,7 +189,9 @@ def markdown(results):
              f"- cumel source: commit {(env.get('cumel_source') or {}).get('commit', '?')[:10]}",
              f"- time: median of {results['settings']['repeats']} runs after one warm-up, "
              "whole pipeline (inverse mel scale + Griffin-Lim); spectral convergence "
-             "|| |STFT(y)| - |STFT(x)| ||_F / || |STFT(x)| ||_F against the original clip", "",
+             "|| |STFT(y)| - |STFT(x)| ||_F / || |STFT(x)| ||_F against the original clip, "
+             f"mean over {results['settings']['seeds']} Griffin-Lim start seed(s) "
+             f"(from {results['settings']['seed']}; min-max in brackets)", "",
              "| workload | clip | implementation | backend | time (s) | spectral convergence "
              "| time / librosa |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results["rows"]:
@@ -185,7 +202,7 @@ def markdown(results):
         version = f" {r['version']}" if r["version"] else ""
         lines.append(f"| {r['workload']} | {r['clip']} ({r['seconds_audio']:.1f} s, "
                      f"{r['frames']} frames) | {r['implementation']}{version} | {r['backend']} | "
-                     f"{_fmt(r['seconds'], '.3f')} | {_fmt(r['spectral_convergence'], '.4f')} | "
+                     f"{_fmt(r['seconds'], '.3f')} | {_fmt(r['spectral_convergence'], '.4f')}{_spread(r)} | "
                      f"{_fmt(r['time_vs_librosa'], '.2f')} |")
     return "\n".join(lines) + "\n"
 
@@ -202,7 +219,10 @@ def build_parser():
     p.add_argument("--peers", default="all", help="librosa,torchaudio, all (default) or none")
     p.add_argument("--n-iter", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="start of the Griffin-Lim phases")
+    p.add_argument("--seeds", type=int, default=1, metavar="K",
+                   help="spectral convergence averaged over seeds seed..seed+K-1 (the "
+                        "Griffin-Lim start; default 1); times use the first")
     p.add_argument("--out", default=str(DEFAULT_OUT), metavar="DIR")
     return p
 
@@ -227,8 +247,8 @@ def main(argv=None):
     workloads = _names(args.workload, tuple(WORKLOADS), "--workload", parser)
     backends = _names(args.backend, ("cpu", "cuda"), "--backend", parser)
     peers = _names(args.peers, PEERS, "--peers", parser)
-    if args.n_iter < 0 or args.repeats < 1 or args.clips < 1:
-        parser.error("--n-iter must be >= 0, --repeats and --clips >= 1")
+    if args.n_iter < 0 or min(args.repeats, args.clips, args.seeds) < 1:
+        parser.error("--n-iter must be >= 0, --repeats, --clips and --seeds >= 1")
     quiet_empty_filters()
 
     def log(line):
@@ -237,6 +257,7 @@ def main(argv=None):
     env = environment.collect(shlex.join(["python", "-m", "bench", "audio", *argv]))
     results = {"environment": env,
                "settings": {"n_iter": args.n_iter, "repeats": args.repeats, "seed": args.seed,
+                            "seeds": args.seeds,
                             "workloads": list(workloads), "backends": list(backends),
                             "peers": list(peers), "audio": args.audio, "clips": args.clips},
                "rows": []}
@@ -248,7 +269,8 @@ def main(argv=None):
                 _, mel = w.pair(audio)
             for impl, backend, prepare in implementations(backends, peers):
                 results["rows"].append(measure(impl, backend, prepare, w, clip, audio, mel,
-                                               args.n_iter, args.repeats, args.seed, log))
+                                               args.n_iter, args.repeats, args.seed, log,
+                                               args.seeds))
     env["load_average_after"] = environment.load_average()
     add_ratios(results["rows"])
     out = Path(args.out)
