@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import shlex
 import statistics
 import sys
@@ -172,6 +173,10 @@ def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
+def _loads(values):
+    return "n/a" if not values else ", ".join(f"{v:.2f}" for v in values)
+
+
 def _spread(row):
     values = row.get("spectral_convergence_seeds") or []
     return f" [{min(values):.4f}-{max(values):.4f}]" if len(values) > 1 else ""
@@ -187,6 +192,9 @@ def markdown(results):
              f"- Python {env['python']} ({env['executable']}): "
              + ", ".join(f"{k} {v}" for k, v in sorted(env["versions"].items())),
              f"- cumel source: commit {(env.get('cumel_source') or {}).get('commit', '?')[:10]}",
+             f"- load average (1, 5, 15 min) at start {_loads(env.get('load_average'))}, at end "
+             f"{_loads(env.get('load_average_after'))} (other work on the machine slows every "
+             "row; compare rows of one run)",
              f"- time: median of {results['settings']['repeats']} runs after one warm-up, "
              "whole pipeline (inverse mel scale + Griffin-Lim); spectral convergence "
              "|| |STFT(y)| - |STFT(x)| ||_F / || |STFT(x)| ||_F against the original clip, "
@@ -238,6 +246,13 @@ def _names(text, allowed, option, parser):
     if bad:
         parser.error(f"{option}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
     return names
+
+
+def rewrite_markdown(folder):
+    """Regenerate ``results.md`` from ``results.json`` in ``folder`` (after a format change)."""
+    folder = Path(folder)
+    results = json.loads((folder / "results.json").read_text())
+    (folder / "results.md").write_text(markdown(results))
 
 
 def main(argv=None):
