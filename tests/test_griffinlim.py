@@ -342,3 +342,22 @@ def test_spectral_convergence_is_zero_for_the_signal_itself():
     assert sc(x, x) == 0.0
     assert sc(-x, x) < 1e-12                   # magnitudes only
     assert abs(sc(np.zeros_like(x), x) - 1.0) < 1e-12
+
+
+def test_device_cuda_without_cupy_is_a_clear_error():
+    from cumel import _backend
+    if _backend.gpu_available():
+        pytest.skip("a GPU is usable here")
+    with pytest.raises(RuntimeError, match="device='cuda'"):
+        cumel.GriffinLim(400, 1, hop_length=160, device="cuda")(np.ones((201, 10)))
+
+
+@pytest.mark.parametrize("n_fft, hop, win", [(401, 100, None), (512, 128, 300)])
+def test_odd_n_fft_and_short_window_keep_frames_and_length(n_fft, hop, win):
+    x = harmonic(0.25).astype(np.float64)
+    S = np.abs(cstft.stft(x, n_fft, hop, win)) ** 2
+    gl = cumel.GriffinLim(n_fft, 8, win_length=win, hop_length=hop, length=len(x), seed=0)
+    y = gl(S)
+    assert y.shape == x.shape
+    assert sc(y, x, n_fft, hop) < sc(cumel.GriffinLim(n_fft, 0, win_length=win, hop_length=hop,
+                                                      length=len(x), seed=0)(S), x, n_fft, hop)
