@@ -118,12 +118,21 @@ class GriffinLim:
 
     def start(self, shape):
         """Start phases of a frames-major batch ``shape = (B, T, F)``, complex128 on the host:
-        ``rng.random((2,) + shape)`` as real and imaginary parts (or ones)."""
+        ``numpy.random.default_rng(seed).random((2,) + shape)`` as real and imaginary parts
+        (or ones). With a fixed seed the last start is kept on the instance (read-only)."""
         if not self.rand_init:
             return np.ones(shape, np.complex128)
+        if self.seed is not None:     # the same every call: keep the last one (read-only)
+            cached = self.__dict__.get("_start")
+            if cached is not None and cached.shape == tuple(shape):
+                return cached
         rng = np.random.default_rng(self.seed)
         re_im = rng.random((2,) + tuple(shape))
-        return re_im[0] + 1j * re_im[1]
+        start = re_im[0] + 1j * re_im[1]
+        if self.seed is not None:
+            start.flags.writeable = False
+            self._start = start
+        return start
 
     def __call__(self, specgram):
         """Waveform (..., length) of ``specgram`` (..., n_fft // 2 + 1, T); see the class."""
