@@ -20,7 +20,8 @@ def _solver_args(p):
     p.add_argument("--max-iter", type=int, default=100000)
     p.add_argument("--tolerance-loss", type=float, default=1e-5)
     p.add_argument("--tolerance-change", type=float, default=1e-8)
-    p.add_argument("--seed", type=int, default=None, help="start of the SGD solvers and of Griffin-Lim (--wav)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="start of the SGD solvers and of Griffin-Lim (--wav)")
     p.add_argument("--device", default=None, choices=("cpu", "cuda", "auto"))
 
 
