@@ -103,4 +103,6 @@ def test_mel_to_audio_cupy_equals_numpy(emulated):
     expected = cumel.mel_to_audio(mel, 256, **kw)
     got = _host(cumel.mel_to_audio(cupy.asarray(mel), 256, **kw))
     assert got.shape == expected.shape == (64 * 7,)
-    assert np.abs(got - expected).max() <= 1e-9 * np.abs(expected).max()
+    # the nnls kernel and the NumPy nnls agree to rounding of their own iterations (tests/
+    # test_gpu.py bounds them by 1e-4); measured here 2.6e-5 of the peak after Griffin-Lim
+    assert np.abs(got - expected).max() <= 5e-4 * np.abs(expected).max()
