@@ -19,6 +19,9 @@ environment
     CPU, GPU, interpreter and library versions.
 report
     JSON, Markdown tables and the PNG plot.
+audio
+    ``python -m bench audio`` (or ``python -m bench.audio``): mel spectrogram -> audio with
+    Griffin-Lim, cumel against librosa and torchaudio (spectral convergence and time).
 torch_sgd
     torchaudio 0.8's ``InverseMelScale`` loop written in PyTorch (removed from torchaudio in 2.1).
 """

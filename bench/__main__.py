@@ -1,4 +1,11 @@
-"""``python -m bench``: see :func:`bench.cli.main`."""
+"""``python -m bench``: see :func:`bench.cli.main`; ``python -m bench audio ...`` runs the
+mel-to-audio table (:mod:`bench.audio`)."""
+import sys
+
+if sys.argv[1:2] == ["audio"]:
+    from .audio import main
+    raise SystemExit(main(sys.argv[2:]))
+
 from .cli import main
 
 raise SystemExit(main())

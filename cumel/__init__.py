@@ -4,21 +4,28 @@
 >>> inv = cumel.InverseMelScale(n_stft=201, n_mels=128)          # default solver: "nnls"
 >>> S = inv(mel)                                                 # (..., 128, T) -> (..., 201, T)
 
+>>> y = cumel.mel_to_audio(mel, n_fft=400, hop_length=160)      # (..., 128, T) -> (..., 160 (T-1))
+
 See ``cumel.InverseMelScale`` for the solvers (``nnls``, ``lstsq``, ``torchaudio``,
 ``mindspore``) and how they relate to torchaudio and MindSpore.
 """
 from .filterbank import SparseMel, hz_to_mel, mel_to_hz, melscale_fbanks
 from .transforms import InverseMelScale, MelScale, SolveInfo, inverse_mel_scale
+from .griffin_lim import GriffinLim, griffinlim, mel_to_audio, spectral_convergence
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GriffinLim",
     "InverseMelScale",
     "MelScale",
     "SolveInfo",
     "SparseMel",
     "hz_to_mel",
+    "griffinlim",
     "inverse_mel_scale",
+    "mel_to_audio",
     "mel_to_hz",
     "melscale_fbanks",
+    "spectral_convergence",
 ]

@@ -61,6 +61,7 @@ class Settings:
     n_mels: int | None = None
     key: str | None = None
     transform: dict = field(default_factory=dict)
+    audio: dict | None = None        # --wav over folders: GriffinLim keywords (hop_length, seed)
 
     def cache_key(self, n_mels):
         return (self.n_stft, n_mels, repr(sorted(self.transform.items())))
@@ -237,6 +238,29 @@ def save_npy(path, array):
     write_atomic(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
+def audio_of(S, sample_rate, hop_length=None, seed=None, device=None):
+    """Fast Griffin-Lim (32 iterations) of a power spectrogram ``S`` (..., n_stft, T), with
+    ``n_fft = 2 (n_stft - 1)``: the waveform (..., samples) and the :class:`GriffinLim` used."""
+    from .griffin_lim import GriffinLim
+    gl = GriffinLim(2 * (S.shape[-2] - 1), hop_length=hop_length, seed=seed, device=device)
+    return gl(S), gl
+
+
+def save_wav(path, y, sample_rate):
+    """:func:`cumel.griffin_lim.write_wav` to exactly ``path``, atomically."""
+    from .griffin_lim import write_wav
+    write_atomic(path, lambda f: write_wav(f, y, sample_rate))
+
+
+def save_outputs(output, S, settings):
+    """The spectrogram to ``output``; with ``settings.audio`` also its sound, beside it (.wav)."""
+    if settings.audio is not None:
+        y, _ = audio_of(S, settings.transform.get("sample_rate", 16000),
+                        device=settings.transform.get("device"), **settings.audio)
+        save_wav(Path(output).with_suffix(".wav"), y, settings.transform.get("sample_rate", 16000))
+    save_npy(output, S)              # last: an existing .npy means every output is complete
+
+
 def remove_temporaries():
     """Remove this process's temporary files that are still there (after an interrupt)."""
     for tmp in list(_TEMPS):
@@ -282,7 +306,7 @@ def solve_file(job, settings):
         transform = transform_for(settings, int(mel.shape[-2]))
         S = transform(mel)
         residual = mel_residual(transform, mel, S)
-        save_npy(job.output, S)
+        save_outputs(job.output, S, settings)
     except (FileProblem, ValueError, TypeError, FloatingPointError, RuntimeError, OSError) as exc:
         message = str(exc) if str(exc).startswith(job.input) else f"{job.input}: {exc}"
         return Result(job.input, job.output, "failed", error=message)
@@ -319,7 +343,7 @@ def solve_batch(jobs, settings, frame_budget):
             spec = np.ascontiguousarray(part.reshape((S.shape[0],) + lead + (T,)).transpose(
                 tuple(range(1, len(lead) + 1)) + (0, len(lead) + 1)))
             try:
-                save_npy(job.output, spec)
+                save_outputs(job.output, spec, settings)
             except OSError as exc:
                 out.append(Result(job.input, job.output, "failed", error=f"{job.input}: {exc}"))
                 continue

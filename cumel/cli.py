@@ -1,4 +1,5 @@
-"""Command line: ``cumel invert`` (mel files or folders of them to spectrograms) and ``cumel demo``.
+"""Command line: ``cumel invert`` (mel files or folders of them to spectrograms, and sound with
+``--wav``) and ``cumel demo``.
 
 The work over many files (collecting, reading, solving, atomic writes, worker processes,
 progress, the report) lives in ``cumel._bulk``; this module wires it to the arguments.
@@ -10,6 +11,7 @@ import shlex
 import sys
 import warnings
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -23,7 +25,8 @@ def _solver_args(p):
     p.add_argument("--max-iter", type=int, default=100000)
     p.add_argument("--tolerance-loss", type=float, default=1e-5)
     p.add_argument("--tolerance-change", type=float, default=1e-8)
-    p.add_argument("--seed", type=int, default=None, help="start of the SGD solvers")
+    p.add_argument("--seed", type=int, default=None,
+                   help="start of the SGD solvers and of Griffin-Lim (--wav)")
     p.add_argument("--device", default=None, choices=("cpu", "cuda", "auto"))
 
 
@@ -41,8 +44,9 @@ def _build_parser():
                     "a re-run skips outputs that exist unless --overwrite. Exit status: 0, 1 when "
                     "a file failed, 2 on bad arguments, 130 when interrupted (Ctrl-C).")
     inv.add_argument("inputs", nargs="+", metavar="PATH", help=".npy/.npz files or folders")
-    inv.add_argument("-o", "--output", required=True, metavar="OUT",
-                     help="output file (one input file) or folder")
+    inv.add_argument("-o", "--output", default=None, metavar="OUT",
+                     help="output file (one input file) or folder; may be left out with one "
+                          "input file and --wav OUT.wav")
     inv.add_argument("--key", default=None, metavar="NAME",
                      help="array to read from .npz inputs (default: 'mel', or the only array)")
     inv.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
@@ -64,10 +68,45 @@ def _build_parser():
     inv.add_argument("--norm", default=None, help="none or slaney")
     inv.add_argument("--mel-type", default="htk", help="htk or slaney")
     _solver_args(inv)
+    _wav_args(inv, None, "; with one input file --wav OUT.wav names the file, over folders "
+                         "--wav writes OUTDIR/<name>.wav beside each OUTDIR/<name>.npy")
 
     demo = sub.add_parser("demo", help="invert the bundled example (4 s of speech, 201 x 128)")
     _solver_args(demo)
+    _wav_args(demo, "demo_reconstruction.wav", "")
     return parser
+
+
+def _wav_args(p, default, where):
+    p.add_argument("--wav", default=default, nargs="?", const=True, metavar="OUT.wav",
+                   help="also turn the spectrogram into sound (fast Griffin-Lim, 32 iterations, "
+                        "n_fft = 2 (n_stft - 1), the mel taken as of a power spectrogram) and "
+                        "write it as 16-bit PCM WAV, scaled so that its peak is at 0.99 of full "
+                        "scale (no clipping; silence stays silent)" + where
+                        + (f"; default {default}" if default else ""))
+    p.add_argument("--hop-length", type=int, default=None,
+                   help="STFT hop in samples for --wav (default n_fft // 4 like torchaudio; "
+                        "the demo uses 160)")
+
+
+def _to_wav(args, path, S, sample_rate, hop_default=None):
+    """Griffin-Lim of the power spectrogram ``S`` (..., n_stft, T) to ``path``; prints what it
+    did. Returns the spectral convergence ``|| |STFT(y)| - sqrt(S) || / || sqrt(S) ||`` (against
+    the spectrogram it was given: the original audio is not known here)."""
+    from .stft import stft
+    hop = args.hop_length if args.hop_length is not None else hop_default
+    y, gl = _bulk.audio_of(np.asarray(S), sample_rate, hop, args.seed, args.device)
+    y = np.asarray(y)
+    target = np.sqrt(np.asarray(S, np.float64))
+    rebuilt = np.abs(stft(np.asarray(y, np.float64), gl.n_fft, gl.hop_length))
+    sc = float(np.linalg.norm(rebuilt - target) / max(np.linalg.norm(target), 1e-300))
+    _bulk.save_wav(path, y, sample_rate)
+    channels = int(np.prod(y.shape[:-1], dtype=np.int64))
+    print(f"  audio: Griffin-Lim {gl.n_iter} iterations, n_fft={gl.n_fft}, hop={gl.hop_length}: "
+          f"{y.shape[-1]} samples ({y.shape[-1] / sample_rate:.2f} s at {sample_rate} Hz), "
+          f"spectral convergence against the inverted spectrogram {sc:.4f}")
+    print(f"  wrote {path} (16-bit PCM, {channels} channel(s), peak scaled to 0.99)")
+    return sc
 
 
 def _transform(args, n_stft, n_mels, **fb):
@@ -111,11 +150,14 @@ def _uses_gpu(device):
 def invert_one(args, settings):
     """``cumel invert mel.npy -o spec.npy``: exactly that output file, and the solve's report."""
     path = args.inputs[0]
+    wav = (str(args.wav) if args.wav is not True else
+           str(Path(args.output).with_suffix(".wav"))) if args.wav else None
     try:
         mel = _bulk.load_mel(path, args.key, args.n_mels)
         transform = _bulk.transform_for(settings, int(mel.shape[-2]))
         S, info = transform(mel, return_info=True)
-        _bulk.save_npy(args.output, S)
+        if args.output is not None:
+            _bulk.save_npy(args.output, S)
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         if args.report is not None:
             _bulk.write_report(args.report, [_bulk.Result(path, args.output, "failed",
@@ -123,7 +165,10 @@ def invert_one(args, settings):
                                0.0, False, shlex.join(["cumel", *args.argv]))
         raise
     _report(path, mel, S, info, transform)
-    print(f"  wrote {args.output}")
+    if args.output is not None:
+        print(f"  wrote {args.output}")
+    if wav is not None:
+        _to_wav(args, wav, S, args.sample_rate)
     if args.report is not None:
         row = _bulk.Result(path, args.output, "written", _bulk.frames_of(mel.shape), info.seconds,
                            info.total_mel_residual)
@@ -146,6 +191,11 @@ def invert_many(args, settings):
     if batch_frames is not None and args.solver not in _bulk.PER_FRAME_SOLVERS:
         raise ValueError(f"--batch-frames needs a per-frame solver (nnls or lstsq), got "
                          f"--solver {args.solver}")
+    if args.wav not in (None, True):
+        raise ValueError(f"--wav {args.wav} names one file: over many inputs give --wav alone "
+                         "(each OUTDIR/<name>.wav beside its .npy)")
+    if args.wav:
+        settings.audio = dict(hop_length=args.hop_length, seed=args.seed)
     jobs, problems = _bulk.collect_inputs(args.inputs, args.output)
     n_workers = 1 if _uses_gpu(args.device) else args.jobs
     return _bulk.run(jobs, problems, settings, overwrite=args.overwrite, n_workers=n_workers,
@@ -155,6 +205,11 @@ def invert_many(args, settings):
 
 def cmd_invert(args):
     settings = _settings(args)
+    if args.output is None:
+        if len(args.inputs) == 1 and isinstance(args.wav, str):
+            return invert_one(args, settings)            # sound only
+        raise ValueError("give -o/--output (a spectrogram file, or a folder for many inputs), "
+                         "or --wav OUT.wav with one input file")
     if _bulk.is_single_file(args.inputs, args.output):
         return invert_one(args, settings)
     return invert_many(args, settings)
@@ -179,6 +234,9 @@ def cmd_demo(args):
         _, ref_info = ref(mel, return_info=True)
         print(f"  for comparison, lstsq + relu (torchaudio 2.x): time={ref_info.seconds * 1e3:.1f} ms "
               f"mel residual = {ref_info.total_mel_residual:.3e}")
+    if args.wav:
+        _to_wav(args, "demo_reconstruction.wav" if args.wav is True else args.wav, S, 16000,
+                hop_default=160)
 
 
 def main(argv=None):

@@ -42,6 +42,7 @@ KERNELS = {
     ("sgd.cu", True): ("torchaudio_sgd<float>", "torchaudio_sgd<double>"),
     ("sgd.cu", False): ("torchaudio_sgd<float>", "torchaudio_sgd<double>",
                         "mindspore_gd<float>", "mindspore_gd<double>"),
+    ("griffinlim.cu", False): ("griffinlim_update<float>", "griffinlim_update<double>"),
 }
 CXX_OPTIONS = ("-std=c++17",)
 WARPS_PER_BLOCK = 4          # 128 threads: one warp per frame
@@ -706,3 +707,40 @@ def _poll_due(launch, long_launches):
     """Whether to read the stop flag (a host synchronisation) after this launch: after every
     launch when launches are long, every 64 when each is one iteration."""
     return long_launches or launch % 64 == 0
+
+
+GL_THREADS = 256
+GL_MAX_BLOCKS = 4096
+
+
+def griffinlim_update(rebuilt, tprev, mag, alpha):
+    """One fused Griffin-Lim step on the GPU (``kernels/griffinlim.cu``)::
+
+        a = rebuilt - alpha * tprev;  X = mag * a / (|a| + 1e-16)
+
+    Parameters
+    ----------
+    rebuilt : cupy.ndarray, shape (B, T, F), complex64 or complex128, C-contiguous
+    tprev : cupy.ndarray like ``rebuilt``, or None for the first step (``tprev = 0``)
+    mag : cupy.ndarray, shape (B, T, F), the matching real dtype, C-contiguous
+    alpha : float
+        ``momentum / (1 + momentum)``.
+
+    Returns
+    -------
+    X : cupy.ndarray, shape (B, T, F), ``rebuilt.dtype`` (a new array)
+    """
+    import cupy
+    real = np.dtype(mag.dtype)
+    rebuilt = cupy.ascontiguousarray(rebuilt)
+    mag = cupy.ascontiguousarray(mag)
+    out = cupy.empty(rebuilt.shape, rebuilt.dtype)
+    has_prev = tprev is not None
+    prev = cupy.ascontiguousarray(tprev) if has_prev else rebuilt
+    n = int(mag.size)
+    grid = max(1, min(-(-n // GL_THREADS), GL_MAX_BLOCKS))
+    kernel = _kernel("griffinlim.cu", False, f"griffinlim_update<{_ctype(real)}>")
+    kernel((grid,), (GL_THREADS,),
+           (rebuilt.view(real), prev.view(real), mag, out.view(real), np.int64(n),
+            real.type(alpha), np.int32(has_prev)))
+    return out

@@ -195,7 +195,8 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert "n_mels=64" in capsys.readouterr().err
 
 
-def test_cli_demo(capsys):
+def test_cli_demo(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)          # the demo writes demo_reconstruction.wav here
     assert cli.main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "(128, 400)" in out and "(201, 400)" in out and "solver=nnls" in out

@@ -13,11 +13,15 @@ from cumel.transforms import Plan
 
 
 def test_module_code_inlines_every_local_include(tmp_path, monkeypatch):
+    with_header = [name for name, _ in cuda.KERNELS
+                   if '#include "common.cuh"' in cuda.kernel_source(name)]
+    assert {"nnls.cu", "sgd.cu", "lstsq.cu"} <= set(with_header)
     for name, _ in cuda.KERNELS:
         code = cuda.module_code(name)
         assert '#include "' not in code
-        assert "namespace cumel" in code and "warp_sum" in code     # common.cuh's text
         assert "#pragma once" not in code
+        if name in with_header:
+            assert "namespace cumel" in code and "warp_sum" in code     # common.cuh's text
     # CuPy keys its cache on this string: a change to the header alone changes every key
     for f in cuda.kernel_dir().iterdir():
         if f.name.endswith((".cu", ".cuh")):
@@ -28,7 +32,7 @@ def test_module_code_inlines_every_local_include(tmp_path, monkeypatch):
     header = tmp_path / "common.cuh"
     header.write_text(header.read_text() + "\n// a header-only change\n")
     after = {name: cuda.module_code(name) for name, _ in cuda.KERNELS}
-    assert all(after[name] != before[name] for name in after)
+    assert all(after[name] != before[name] for name in with_header)
 
 
 @pytest.mark.parametrize("B, T", [(1, 1), (3, 11), (5, 2), (1, 40)])

@@ -1,0 +1,343 @@
+"""From mel to sound: ``GriffinLim`` and ``mel_to_audio``.
+
+Fast Griffin-Lim (Perraudin, Balazs and Sondergaard, 2013), in exactly the update order of
+``torchaudio.functional.griffinlim``::
+
+    mag   = S ** (1 / power)                             magnitudes, (..., F, T)
+    c     = start (random complex, or 1)                 X_0 = mag * c
+    alpha = momentum / (1 + momentum);  tprev = 0
+    repeat n_iter times:
+        rebuilt = STFT(ISTFT(X))
+        a       = rebuilt - alpha * tprev
+        X       = mag * a / (|a| + 1e-16)                the phase update and the projection
+        tprev   = rebuilt
+    y = ISTFT(X, length)
+
+The update line is elementwise over every complex bin: on CuPy it is one raw CUDA kernel
+(``kernels/griffinlim.cu``, launched by :func:`cumel.cuda.griffinlim_update`); the FFTs are
+``numpy.fft``/``cupy.fft``. STFT conventions: :mod:`cumel.stft`.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import wave
+
+import numpy as np
+
+from . import _backend, _validate
+from . import stft as _stft
+from .transforms import InverseMelScale
+
+__all__ = ["GriffinLim", "griffinlim", "mel_to_audio", "spectral_convergence", "write_wav"]
+
+EPS = 1e-16   # torchaudio's guard in angles / (|angles| + 1e-16)
+
+
+def _check_real(value, name, low, high, high_open=True):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or (value >= high if high_open else value > high):
+        bracket = ")" if high_open else "]"
+        raise ValueError(f"{name} must be a number in [{low}, {high}{bracket}, got {value!r}")
+    return float(value)
+
+
+class GriffinLim:
+    """Waveform from a magnitude (or power) spectrogram by fast Griffin-Lim.
+
+    Parameters follow ``torchaudio.transforms.GriffinLim``.
+
+    Parameters
+    ----------
+    n_fft : int, default 400
+        FFT size in samples; the spectrogram has ``n_fft // 2 + 1`` bins.
+    n_iter : int, default 32
+        Griffin-Lim iterations (each one ISTFT + STFT).
+    win_length : int, optional
+        Window length in samples, ``<= n_fft``; default ``n_fft``.
+    hop_length : int, optional
+        Samples between frames; default ``win_length // 4``.
+    window : "hann", default "hann"
+        The periodic Hann window of ``win_length`` samples (``torch.hann_window``), zero-padded
+        to ``n_fft`` and centred; the only window for now.
+    power : float, default 2.0
+        Exponent of the input: 2 for a power spectrogram, 1 for magnitudes (``S ** (1/power)``
+        is what Griffin-Lim fits).
+    momentum : float in [0, 1), default 0.99
+        Fast Griffin-Lim momentum (0: the original Griffin-Lim).
+    length : int, optional
+        Samples of the output; default ``hop_length * (T - 1)``.
+    rand_init : bool, default True
+        Random complex start (real and imaginary parts uniform in [0, 1), as ``torch.rand``
+        with a complex dtype) or all ones.
+    seed : int, optional, keyword only
+        Seed of the start: ``numpy.random.default_rng(seed)`` on the host, for the NumPy and the
+        CuPy path alike, so both start from the same phases. None: fresh each call.
+    device : {None, "cpu", "cuda", "auto"}, keyword only
+        Where a NumPy input is computed (a CuPy input always runs on its own device).
+
+    Call with ``specgram`` of shape (..., n_fft // 2 + 1, T), non-negative: returns audio of
+    shape (..., length), float64 for float64 input and float32 otherwise, same array type as the
+    input (NumPy in, NumPy out; CuPy in, CuPy out). The input is never modified.
+    """
+
+    def __init__(self, n_fft=400, n_iter=32, win_length=None, hop_length=None, window="hann",
+                 power=2.0, momentum=0.99, length=None, rand_init=True, *, seed=None,
+                 device=None):
+        self.n_fft, self.hop_length, self.win_length = _stft.check_stft_args(n_fft, hop_length,
+                                                                            win_length)
+        if not isinstance(n_iter, numbers.Integral) or isinstance(n_iter, bool) or n_iter < 0:
+            raise ValueError(f"n_iter must be an integer >= 0, got {n_iter!r}")
+        self.n_iter = int(n_iter)
+        self.window = self._check_window(window)
+        if not isinstance(power, numbers.Real) or isinstance(power, bool) or not power > 0 \
+                or not math.isfinite(power):
+            raise ValueError(f"power must be a finite number > 0, got {power!r}")
+        self.power = float(power)
+        self.momentum = _check_real(momentum, "momentum", 0.0, 1.0)
+        self.length = None if length is None else _validate.check_positive_int(length, "length")
+        if not isinstance(rand_init, (bool, np.bool_)):
+            raise ValueError(f"rand_init must be True or False, got {rand_init!r}")
+        self.rand_init = bool(rand_init)
+        self.seed = _validate.check_seed(seed)
+        self.device = _backend.check_device(device)
+
+    @staticmethod
+    def _check_window(window):
+        if not isinstance(window, str) or window.lower() != "hann":
+            raise ValueError(f"window must be 'hann' (periodic Hann), got {window!r}")
+        return "hann"
+
+    @property
+    def n_freqs(self):
+        return self.n_fft // 2 + 1
+
+    def __repr__(self):
+        return (f"GriffinLim(n_fft={self.n_fft}, n_iter={self.n_iter}, win_length={self.win_length}, "
+                f"hop_length={self.hop_length}, power={self.power}, momentum={self.momentum}, "
+                f"length={self.length}, rand_init={self.rand_init})")
+
+    def start(self, shape):
+        """Start phases of a frames-major batch ``shape = (B, T, F)``, complex128 on the host:
+        ``numpy.random.default_rng(seed).random((2,) + shape)`` as real and imaginary parts
+        (or ones). With a fixed seed the last start is kept on the instance (read-only)."""
+        if not self.rand_init:
+            return np.ones(shape, np.complex128)
+        if self.seed is not None:     # the same every call: keep the last one (read-only)
+            cached = self.__dict__.get("_start")
+            if cached is not None and cached.shape == tuple(shape):
+                return cached
+        rng = np.random.default_rng(self.seed)
+        re_im = rng.random((2,) + tuple(shape))
+        start = re_im[0] + 1j * re_im[1]
+        if self.seed is not None:
+            start.flags.writeable = False
+            self._start = start
+        return start
+
+    def __call__(self, specgram):
+        """Waveform (..., length) of ``specgram`` (..., n_fft // 2 + 1, T); see the class."""
+        xp, S, to_caller = _backend.select(specgram, self.device)
+        if S.ndim < 2 or S.shape[-2] != self.n_freqs:
+            raise ValueError(f"specgram must have shape (..., n_fft // 2 + 1 = {self.n_freqs}, "
+                             f"time), got {tuple(S.shape)}")
+        if S.dtype.kind not in "fiu" or S.dtype == np.bool_:
+            raise TypeError(f"specgram must hold real numbers, got dtype {S.dtype}")
+        if S.shape[-1] < 1:
+            raise ValueError(f"specgram must have at least one frame, got shape {tuple(S.shape)}")
+        if S.size and not bool(xp.isfinite(S).all()):
+            raise ValueError("specgram contains NaN or Inf values")
+        if S.size and bool((S < 0).any()):
+            raise ValueError("specgram must be non-negative (a magnitude or power spectrogram)")
+        dtype = np.dtype(np.float64) if S.dtype == np.float64 else np.dtype(np.float32)
+        lead, T = tuple(S.shape[:-2]), S.shape[-1]
+        B = int(np.prod(lead, dtype=np.int64))
+        n_out = self.length if self.length is not None else _stft.default_length(
+            T, self.n_fft, self.hop_length)
+        if B == 0:
+            return to_caller(xp.zeros(lead + (n_out,), dtype))
+        # magnitudes, frames-major (B, T, F), a fresh array: the caller's is never touched
+        mag = xp.ascontiguousarray(xp.swapaxes(S.reshape((B, self.n_freqs, T)), 1, 2)).astype(
+            dtype, copy=True)
+        if self.power == 2.0:
+            xp.sqrt(mag, out=mag)
+        elif self.power != 1.0:
+            mag **= 1.0 / self.power
+        y = self._iterate(xp, mag, n_out)
+        return to_caller(y.reshape(lead + (n_out,)))
+
+    # -- the iteration -----------------------------------------------------------------------
+
+    def _iterate(self, xp, mag, n_out):
+        B, T, F = mag.shape
+        real = mag.dtype
+        cplx = np.complex64 if real == np.float32 else np.complex128
+        n_fft, hop, win = self.n_fft, self.hop_length, self.win_length
+        # inner ISTFTs use ``length`` when it gives T frames back (torchaudio's loop); otherwise
+        # the natural length hop * (T - 1), and ``length`` only for the output
+        inner = n_out if _stft.frame_count(n_out, n_fft, hop) == T else None
+        if inner is not None and inner <= n_fft // 2:
+            inner = None
+        if _stft.default_length(T, n_fft, hop) <= n_fft // 2 and self.n_iter > 0:
+            raise ValueError(f"specgram has too few frames (T={T}) for n_fft={n_fft} and "
+                             f"hop_length={hop}: the signal would not be longer than n_fft // 2")
+
+        def istft(X, length):
+            return _stft.frames_istft(X, n_fft, hop, win, length, xp)
+
+        def stft(y):
+            return _stft.frames_stft(y, n_fft, hop, win, xp)
+
+        X = mag * xp.asarray(self.start((B, T, F)).astype(cplx))
+        alpha = self.momentum / (1.0 + self.momentum)
+        tprev = None
+        for _ in range(self.n_iter):
+            rebuilt = stft(istft(X, inner))
+            X = update(rebuilt, tprev, mag, alpha, xp)
+            tprev = rebuilt
+        return istft(X, n_out)
+
+
+def update(rebuilt, tprev, mag, alpha, xp):
+    """One fused Griffin-Lim step: ``a = rebuilt - alpha * tprev``, ``mag * a / (|a| + 1e-16)``.
+
+    Parameters
+    ----------
+    rebuilt : complex array, shape (B, T, F)
+        STFT of the current signal; not modified (it is the next step's ``tprev``).
+    tprev : complex array of the same shape, or None (the first step: ``tprev = 0``)
+        Previous ``rebuilt``; on NumPy its buffer becomes the result (overwritten).
+    mag : real array, shape (B, T, F)
+    alpha : float
+        ``momentum / (1 + momentum)``.
+
+    Returns
+    -------
+    complex array, shape (B, T, F): the next ``X``.
+    """
+    if xp is not np:
+        from . import cuda
+        return cuda.griffinlim_update(rebuilt, tprev, mag, alpha)
+    if tprev is None:
+        a = rebuilt.copy()
+    else:
+        a = tprev
+        a *= alpha
+        np.subtract(rebuilt, a, out=a)
+    scale = np.abs(a)
+    scale += EPS
+    np.divide(mag, scale, out=scale)
+    a *= scale
+    return a
+
+
+def griffinlim(specgram, n_fft=400, n_iter=32, win_length=None, hop_length=None, window="hann",
+               power=2.0, momentum=0.99, length=None, rand_init=True, *, seed=None, device=None):
+    """Functional form of :class:`GriffinLim`."""
+    return GriffinLim(n_fft, n_iter, win_length, hop_length, window, power, momentum, length,
+                      rand_init, seed=seed, device=device)(specgram)
+
+
+def mel_to_audio(mel, n_fft, *, sample_rate=16000, hop_length=None, win_length=None, power=2.0,
+                 n_iter=32, momentum=0.99, length=None, f_min=0.0, f_max=None, norm=None,
+                 mel_type="htk", solver="nnls", seed=None, device=None):
+    """Waveform from a mel spectrogram: :class:`cumel.InverseMelScale`, then :class:`GriffinLim`.
+
+    The mel spectrogram is of ``|STFT|**power`` (power 2: a power spectrogram, as
+    ``torchaudio.transforms.MelSpectrogram`` and ``librosa.feature.melspectrogram`` make by
+    default). The inverse mel scale recovers that spectrogram (n_fft // 2 + 1 bins); Griffin-Lim
+    takes its ``1/power`` root as magnitudes, like torchaudio's ``GriffinLim(power=...)`` and
+    librosa's ``mel_to_audio``.
+
+    Parameters
+    ----------
+    mel : ndarray or cupy.ndarray, shape (..., n_mels, T)
+        Non-negative; n_mels is ``mel.shape[-2]``.
+    n_fft : int
+        FFT size of the STFT the mel came from (samples).
+    sample_rate : int, default 16000
+        Hz.
+    hop_length, win_length : int, optional
+        Samples; defaults ``win_length = n_fft``, ``hop_length = win_length // 4``.
+    power : float, default 2.0
+    n_iter : int, default 32
+    momentum : float, default 0.99
+    length : int, optional
+        Output samples; default ``hop_length * (T - 1)``.
+    f_min, f_max, norm, mel_type, solver :
+        The filterbank and solver, as for :class:`cumel.InverseMelScale`.
+    seed : int, optional
+        Seeds the Griffin-Lim start (and the SGD solvers' start).
+    device : {None, "cpu", "cuda", "auto"}
+        Where a NumPy input is computed; both stages run there, the result comes back as NumPy.
+
+    Returns
+    -------
+    array, shape (..., length)
+        float64 for float64 input, else float32; same array type as ``mel``.
+    """
+    if getattr(mel, "ndim", 0) < 2:
+        raise ValueError(f"mel must have at least 2 dims (..., n_mels, time), got shape "
+                         f"{tuple(getattr(mel, 'shape', ()))}")
+    gl = GriffinLim(n_fft, n_iter, win_length, hop_length, power=power, momentum=momentum,
+                    length=length, seed=seed)
+    inverse = InverseMelScale(gl.n_freqs, mel.shape[-2], sample_rate, f_min, f_max, norm=norm,
+                              mel_type=mel_type, solver=solver, seed=seed)
+    xp, mel_x, to_caller = _backend.select(mel, device)
+    S = inverse(mel_x)
+    return to_caller(gl(S))
+
+
+def spectral_convergence(y, x, n_fft, hop_length=None, win_length=None):
+    """``|| |STFT(y)| - |STFT(x)| ||_F / || |STFT(x)| ||_F`` (NumPy, float64).
+
+    Parameters
+    ----------
+    y, x : array_like, shape (..., n_samples)
+        Reconstruction and reference; ``y`` is cut or zero-padded to ``x``'s length.
+    n_fft, hop_length, win_length : int
+        The STFT of the comparison (:func:`cumel.stft.stft` conventions).
+
+    Returns
+    -------
+    float
+    """
+    y = np.asarray(_backend.to_numpy(y), np.float64)
+    x = np.asarray(_backend.to_numpy(x), np.float64)
+    n = x.shape[-1]
+    if y.shape[-1] >= n:
+        y = y[..., :n]
+    else:
+        y = np.concatenate([y, np.zeros(y.shape[:-1] + (n - y.shape[-1],))], axis=-1)
+    Y = np.abs(_stft.stft(y, n_fft, hop_length, win_length))
+    X = np.abs(_stft.stft(x, n_fft, hop_length, win_length))
+    return float(np.linalg.norm(Y - X) / np.linalg.norm(X))
+
+
+def write_wav(file, y, sample_rate):
+    """Write audio as 16-bit PCM WAV (standard library ``wave``), peak scaled to 0.99.
+
+    Parameters
+    ----------
+    file : str, path or binary file object
+    y : array_like, shape (n_samples,) or (..., n_samples)
+        Leading dimensions become channels. Scaled so that its largest magnitude is at 0.99 of
+        full scale (no clipping; silence stays silent).
+    sample_rate : int
+        Hz.
+
+    Returns
+    -------
+    (n_channels, n_samples)
+    """
+    flat = np.asarray(_backend.to_numpy(y), np.float64)
+    flat = flat.reshape(-1, flat.shape[-1])
+    peak = float(np.abs(flat).max()) if flat.size else 0.0
+    pcm = np.round(flat * (0.99 * 32767 / peak if peak > 0 else 0.0)).astype("<i2")
+    with wave.open(file if not isinstance(file, (str, bytes)) and hasattr(file, "write")
+                   else str(file), "wb") as f:
+        f.setnchannels(pcm.shape[0])
+        f.setsampwidth(2)
+        f.setframerate(int(sample_rate))
+        f.writeframes(pcm.T.tobytes())
+    return pcm.shape

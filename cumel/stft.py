@@ -1,0 +1,261 @@
+"""Short-time Fourier transform and its inverse, on NumPy or CuPy (``xp``).
+
+Conventions (those of ``torch.stft``/``torch.istft`` and of librosa's defaults, so that the same
+mel spectrogram gives audio of the same length and alignment):
+
+* window: periodic Hann of ``win_length`` samples (``torch.hann_window(win_length)``,
+  ``scipy.signal.get_window("hann", win_length)``), zero-padded on both sides to ``n_fft``
+  (left pad ``(n_fft - win_length) // 2``);
+* ``center=True``: the signal is padded by ``n_fft // 2`` on both sides by reflection (no edge
+  repeat, ``np.pad(mode="reflect")``) and frame ``t`` covers padded samples
+  ``[t * hop, t * hop + n_fft)``, i.e. it is centred on sample ``t * hop`` of the signal;
+  a signal of ``n`` samples gives ``1 + n // hop`` frames (even ``n_fft``; for odd ``n_fft``
+  ``1 + (n - 1) // hop``, as torch);
+* no normalisation of the forward transform (``normalized=False``), one-sided
+  (``n_fft // 2 + 1`` bins);
+* inverse: windowed overlap-add of ``irfft`` frames divided by the overlap-added squared window
+  (``torch.istft``, librosa's ``istft``), then the ``n_fft // 2`` padding is dropped. The
+  default length is ``hop * (T - 1)`` samples (both libraries' default for even ``n_fft``); a
+  longer ``length`` is padded with zeros. Where the squared-window envelope is below 1e-11
+  (only possible when ``hop_length > win_length``) the output is 0 (librosa's rule; torch
+  raises).
+
+Internally frames are kept frames-major, ``(B, T, n_fft // 2 + 1)``, the layout the FFTs want;
+the public :func:`stft`/:func:`istft` take and give the usual ``(..., freq, time)``.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import _backend, _validate
+
+__all__ = ["stft", "istft", "hann_window", "frame_count"]
+
+ENVELOPE_FLOOR = 1e-11     # torch.istft's NOLA threshold
+
+
+@functools.lru_cache(maxsize=64)
+def hann_window(win_length, n_fft):
+    """Periodic Hann window of ``win_length`` samples, centred in ``n_fft``.
+
+    Returns
+    -------
+    ndarray, shape (n_fft,), float64 (read-only: cached)
+    """
+    n = np.arange(win_length, dtype=np.float64)
+    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)
+    out = np.zeros(n_fft)
+    left = (n_fft - win_length) // 2
+    out[left:left + win_length] = w
+    out.flags.writeable = False
+    return out
+
+
+def frame_count(n_samples, n_fft, hop_length):
+    """Frames of a centred STFT of ``n_samples`` samples:
+    ``1 + (n_samples + 2 * (n_fft // 2) - n_fft) // hop_length``, i.e. ``1 + n_samples // hop``
+    for even ``n_fft`` (torch.stft, librosa.stft)."""
+    return 1 + (n_samples + 2 * (n_fft // 2) - n_fft) // hop_length
+
+
+def default_length(n_frames, n_fft, hop_length):
+    """Samples of the inverse of ``n_frames`` frames when no length is given: the overlap-add
+    length ``n_fft + hop * (T - 1)`` less the ``n_fft // 2`` padding on each side."""
+    return n_fft + hop_length * (n_frames - 1) - 2 * (n_fft // 2)
+
+
+def check_stft_args(n_fft, hop_length, win_length):
+    """Validated ``(n_fft, hop_length, win_length)`` with torch's defaults
+    (``win_length = n_fft``, ``hop_length = win_length // 4``)."""
+    n_fft = _validate.check_positive_int(n_fft, "n_fft")
+    if n_fft < 2:
+        raise ValueError(f"n_fft must be at least 2, got {n_fft!r}")
+    win_length = n_fft if win_length is None else _validate.check_positive_int(win_length, "win_length")
+    if win_length > n_fft:
+        raise ValueError(f"win_length must be <= n_fft={n_fft}, got {win_length!r}")
+    hop_length = (max(1, win_length // 4) if hop_length is None
+                  else _validate.check_positive_int(hop_length, "hop_length"))
+    return n_fft, hop_length, win_length
+
+
+# -- device-side constants, cached per parameters, array module, device and dtype -------------------
+
+_DEVICE_CACHE = {}
+
+
+def cached(xp, key, build):
+    """``build()`` (a host array) on ``xp``'s current device, once per ``key`` and device."""
+    full = (_backend.device_id(xp), xp.__name__) + tuple(key)
+    value = _DEVICE_CACHE.get(full)
+    if value is None:
+        if len(_DEVICE_CACHE) > 256:
+            _DEVICE_CACHE.clear()
+        value = _DEVICE_CACHE[full] = xp.asarray(build())
+    return value
+
+
+def _window(xp, n_fft, win_length, dtype):
+    return cached(xp, ("window", n_fft, win_length, np.dtype(dtype).str),
+                  lambda: hann_window(win_length, n_fft).astype(dtype))
+
+
+@functools.lru_cache(maxsize=64)
+def _inverse_envelope(n_fft, hop_length, win_length, n_frames, length):
+    """1 / (overlap-added squared window) over the ``length`` output samples (0 where the
+    envelope is below :data:`ENVELOPE_FLOOR` or past the frames), float64."""
+    w2 = hann_window(win_length, n_fft) ** 2
+    start = n_fft // 2
+    total = max(n_fft + hop_length * (n_frames - 1), start + length)
+    env = np.zeros(total)
+    for t in range(n_frames):   # host, once per (parameters, T): cached
+        env[t * hop_length:t * hop_length + n_fft] += w2
+    env = env[start:start + length]
+    inv = np.zeros_like(env)
+    ok = env > ENVELOPE_FLOOR
+    inv[ok] = 1.0 / env[ok]
+    inv.flags.writeable = False
+    return inv
+
+
+# -- frames-major kernels of the transforms ---------------------------------------------------------
+
+def pad_reflect(x, pad, xp):
+    """``np.pad(x, ((0, 0), (pad, pad)), mode="reflect")`` with slices only (any ``xp``)."""
+    n = x.shape[-1]
+    if n <= pad:
+        raise ValueError(f"the signal must be longer than n_fft // 2 = {pad} samples for "
+                         f"reflect padding, got {n} samples")
+    left = x[:, 1:pad + 1][:, ::-1]
+    right = x[:, n - pad - 1:n - 1][:, ::-1]
+    return xp.concatenate([left, x, right], axis=1)
+
+
+def frames_stft(y, n_fft, hop_length, win_length, xp):
+    """Centred STFT of a batch of signals, frames-major.
+
+    Parameters
+    ----------
+    y : array, shape (B, n), float32 or float64
+    n_fft, hop_length, win_length : int
+        Validated (:func:`check_stft_args`).
+    xp : module
+        numpy or cupy.
+
+    Returns
+    -------
+    array, shape (B, 1 + n // hop_length, n_fft // 2 + 1), complex (complex64 for float32)
+    """
+    pad = n_fft // 2
+    x = pad_reflect(y, pad, xp)
+    n_frames = frame_count(y.shape[-1], n_fft, hop_length)
+    window = _window(xp, n_fft, win_length, y.dtype)
+    if xp is np:
+        frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=1)[:, ::hop_length]
+    else:
+        idx = cached(xp, ("frames", n_fft, hop_length, n_frames),
+                     lambda: (np.arange(n_fft)[None, :]
+                              + hop_length * np.arange(n_frames)[:, None]).astype(np.int64))
+        frames = x[:, idx]
+    return xp.fft.rfft(frames * window, n=n_fft, axis=-1)
+
+
+def frames_istft(X, n_fft, hop_length, win_length, length, xp):
+    """Inverse of :func:`frames_stft`: windowed overlap-add over the squared-window envelope.
+
+    Parameters
+    ----------
+    X : array, shape (B, T, n_fft // 2 + 1), complex
+    length : int or None
+        Output samples; None for :func:`default_length`.
+
+    Returns
+    -------
+    array, shape (B, length), float32 for complex64 input, else float64
+    """
+    B, T, _ = X.shape
+    if length is None:
+        length = default_length(T, n_fft, hop_length)
+    real = np.float32 if X.dtype == np.complex64 else np.float64
+    frames = xp.fft.irfft(X, n=n_fft, axis=-1)
+    if frames.dtype != real:
+        frames = frames.astype(real)
+    frames *= _window(xp, n_fft, win_length, real)
+    # overlap-add: chunk r of every frame lands on hop-sized slot t + r
+    R = -(-n_fft // hop_length)
+    start = n_fft // 2
+    slots = max(T + R - 1, -(-(start + length) // hop_length))
+    out = xp.zeros((B, slots, hop_length), real)
+    for r in range(R):
+        w = min(hop_length, n_fft - r * hop_length)
+        out[:, r:r + T, :w] += frames[:, :, r * hop_length:r * hop_length + w]
+    y = out.reshape(B, slots * hop_length)[:, start:start + length]
+    inv = cached(xp, ("inv-envelope", n_fft, hop_length, win_length, T, length, np.dtype(real).str),
+                 lambda: _inverse_envelope(n_fft, hop_length, win_length, T, length).astype(real))
+    return y * inv
+
+
+# -- public wrappers ----------------------------------------------------------------------------
+
+def stft(y, n_fft, hop_length=None, win_length=None):
+    """Centred one-sided STFT with a periodic Hann window (``torch.stft(..., center=True,
+    pad_mode="reflect", return_complex=True)``, ``librosa.stft`` defaults).
+
+    Parameters
+    ----------
+    y : ndarray or cupy.ndarray, shape (..., n_samples)
+        Signal; float64 stays float64, anything else is computed in float32.
+    n_fft : int
+    hop_length : int, optional
+        Samples between frames; default ``win_length // 4``.
+    win_length : int, optional
+        Window length in samples, ``<= n_fft``; default ``n_fft``.
+
+    Returns
+    -------
+    complex array, shape (..., n_fft // 2 + 1, T)
+        ``T = 1 + n_samples // hop_length`` for even ``n_fft`` (:func:`frame_count`).
+        Same array type as ``y``.
+    """
+    n_fft, hop_length, win_length = check_stft_args(n_fft, hop_length, win_length)
+    xp = _backend.get_array_module(y)
+    y = xp.asarray(y)
+    if y.ndim < 1:
+        raise ValueError(f"y must have at least 1 dim (..., n_samples), got shape {tuple(y.shape)}")
+    dtype = np.float64 if y.dtype == np.float64 else np.float32
+    lead = tuple(y.shape[:-1])
+    flat = y.reshape((-1, y.shape[-1])).astype(dtype)
+    X = frames_stft(flat, n_fft, hop_length, win_length, xp)
+    return xp.swapaxes(X, -1, -2).reshape(lead + (X.shape[-1], X.shape[-2]))
+
+
+def istft(X, n_fft, hop_length=None, win_length=None, length=None):
+    """Inverse of :func:`stft` (``torch.istft(..., center=True)``, ``librosa.istft``).
+
+    Parameters
+    ----------
+    X : complex array, shape (..., n_fft // 2 + 1, T)
+    n_fft, hop_length, win_length : int
+        As for :func:`stft`.
+    length : int, optional
+        Output samples; default ``hop_length * (T - 1)`` (for even ``n_fft``).
+
+    Returns
+    -------
+    real array, shape (..., length)
+        float32 for complex64 input, else float64.
+    """
+    n_fft, hop_length, win_length = check_stft_args(n_fft, hop_length, win_length)
+    xp = _backend.get_array_module(X)
+    X = xp.asarray(X)
+    if X.ndim < 2 or X.shape[-2] != n_fft // 2 + 1:
+        raise ValueError(f"X must have shape (..., n_fft // 2 + 1 = {n_fft // 2 + 1}, time), "
+                         f"got {tuple(X.shape)}")
+    if length is not None:
+        length = _validate.check_positive_int(length, "length")
+    lead = tuple(X.shape[:-2])
+    dtype = np.complex64 if X.dtype in (np.complex64, np.float32) else np.complex128
+    flat = xp.ascontiguousarray(xp.swapaxes(X.reshape((-1,) + X.shape[-2:]), -1, -2)).astype(dtype)
+    y = frames_istft(flat, n_fft, hop_length, win_length, length, xp)
+    return y.reshape(lead + (y.shape[-1],))
