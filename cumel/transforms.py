@@ -433,7 +433,7 @@ class InverseMelScale:
             r_norms.append(_backend.to_numpy(r))
             m_norms.append(_backend.to_numpy(m))
             exponents.append(_backend.to_numpy(e))
-        if B:
+        if B and T:
             e = np.concatenate(exponents)
             weight = np.ldexp(1.0, e - e.max())                    # frames back to one scale
             r_all = np.concatenate(r_norms) * weight
@@ -442,7 +442,7 @@ class InverseMelScale:
                           max(np.sqrt((m_all * m_all).sum()), np.finfo(float).tiny))
             per_frame = np.concatenate(ratio)
         else:
-            total, per_frame = 0.0, np.zeros((0, T))
+            total, per_frame = 0.0, np.zeros((B, T))
         return SolveInfo(self.solver, device,
                          np.asarray(_backend.to_numpy(iterations)).reshape(lead + (T,)),
                          np.asarray(_backend.to_numpy(converged)).reshape(lead + (T,)),
