@@ -61,6 +61,10 @@ class Simulator:
     order : str
         Fiber resume order: "forward", "reverse" or "random:<seed>" (default: $CUDASIM_ORDER,
         else "forward").
+    launches, last_launch : int, tuple
+        Launch count and ``(kernel name, grid, block, shared_mem)`` of the latest launch.
+
+    Device ids go up to 15.
     """
 
     def __init__(self):
@@ -73,7 +77,8 @@ class Simulator:
         self.used_bytes = [0] * 16
         self.current_device = 0
         self.current_stream = None
-        self.launches = 0
+        self.launches = 0           # kernel launches so far
+        self.last_launch = None     # (kernel name, grid, block, shared_mem) of the latest one
 
 
 sim = Simulator()
@@ -710,6 +715,7 @@ class RawKernel:
             *(ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values))
         err = ctypes.create_string_buffer(4096)
         sim.launches += 1
+        sim.last_launch = (self.name, grid, block, shared_mem)
         if self._launcher(pointers, ctypes.byref(cfg), err, len(err)) != 0:
             raise LaunchError(f"cudasim launch of {self.name} (grid {grid}, block {block}, "
                               f"order {sim.order}) failed: {err.value.decode(errors='replace')}")
