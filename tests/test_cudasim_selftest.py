@@ -296,6 +296,10 @@ __global__ void k(const T* x, long long n, int m, double scale, T* out) {
 def test_kernel_signature_comes_from_the_cpp_types(emulated_cupy):
     k = _kernel(emulated_cupy, ARGS, name="k<float>")
     assert k.signature == ["const float*", "long long", "int", "double", "float*"]
+    module = emulated_cupy.RawModule(code=ARGS, name_expressions=["k<float>"])
+    assert module.get_function("k<double>").signature[0] == "const double*"
+    with pytest.raises(fakecupy.CUDADriverError, match="CUDA_ERROR_NOT_FOUND"):
+        module.get_function("missing")
 
 
 def test_arguments_are_checked_against_the_cpp_types(emulated_cupy):

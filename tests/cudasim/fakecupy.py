@@ -744,8 +744,13 @@ class RawModule:
     def get_function(self, name):
         self.compile()
         if name not in self._compiled.launchers:
-            raise CUDADriverError(f"CUDA_ERROR_NOT_FOUND: {name} is not among the name expressions "
-                                  f"{self.name_expressions}")
+            # like NVRTC lowering an extern "C" kernel that has no name expression: build a
+            # module with one more entry point (kernels fetched before keep their launchers)
+            try:
+                self._compiled = compiler.compile_module(
+                    self.code, self.options, self.name_expressions + (name,))
+            except compiler.CompileError as exc:
+                raise CUDADriverError(f"CUDA_ERROR_NOT_FOUND: no kernel named {name}:\n{exc}") from None
         if name not in self._kernels:
             self._kernels[name] = RawKernel(self, name)
         return self._kernels[name]
