@@ -82,8 +82,10 @@ extern "C" __global__ void k(int* out) {
     }
     out[lane] = lane;
 }""")
-    with pytest.raises(fakecupy.LaunchError, match=r"k: warp barrier mismatch.*kernel.cu:9 .*kernel.cu:7"):
-        _run(cp, k, (1,), (32,), (cp.zeros(32, np.int32),))
+    for order, first, second in (("forward", 9, 7), ("reverse", 7, 9)):
+        with cudasim.order(order), pytest.raises(
+                fakecupy.LaunchError, match=rf"k: warp barrier mismatch.*kernel.cu:{first} .*kernel.cu:{second}"):
+            _run(cp, k, (1,), (32,), (cp.zeros(32, np.int32),))
 
 
 def test_lane_exiting_while_the_warp_waits_raises(emulated_cupy):
