@@ -82,8 +82,10 @@ extern "C" __global__ void k(int* out) {
     }
     out[lane] = lane;
 }""")
-    with pytest.raises(fakecupy.LaunchError, match=r"k: warp barrier mismatch.*kernel.cu:9 .*kernel.cu:7"):
-        _run(cp, k, (1,), (32,), (cp.zeros(32, np.int32),))
+    for order, first, second in (("forward", 9, 7), ("reverse", 7, 9)):
+        with cudasim.order(order), pytest.raises(
+                fakecupy.LaunchError, match=rf"k: warp barrier mismatch.*kernel.cu:{first} .*kernel.cu:{second}"):
+            _run(cp, k, (1,), (32,), (cp.zeros(32, np.int32),))
 
 
 def test_lane_exiting_while_the_warp_waits_raises(emulated_cupy):
@@ -296,6 +298,10 @@ __global__ void k(const T* x, long long n, int m, double scale, T* out) {
 def test_kernel_signature_comes_from_the_cpp_types(emulated_cupy):
     k = _kernel(emulated_cupy, ARGS, name="k<float>")
     assert k.signature == ["const float*", "long long", "int", "double", "float*"]
+    module = emulated_cupy.RawModule(code=ARGS, name_expressions=["k<float>"])
+    assert module.get_function("k<double>").signature[0] == "const double*"
+    with pytest.raises(fakecupy.CUDADriverError, match="CUDA_ERROR_NOT_FOUND"):
+        module.get_function("missing")
 
 
 def test_arguments_are_checked_against_the_cpp_types(emulated_cupy):

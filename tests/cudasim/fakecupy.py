@@ -66,6 +66,10 @@ class Simulator:
         cooperative launch then fails with CUDA_ERROR_NOT_SUPPORTED).
     freed_blocks : int
         How many times ``MemoryPool.free_all_blocks`` was called.
+    launches, last_launch : int, tuple
+        Launch count and ``(kernel name, grid, block, shared_mem)`` of the latest launch.
+
+    Device ids go up to 15.
     """
 
     def __init__(self):
@@ -78,7 +82,8 @@ class Simulator:
         self.used_bytes = [0] * 16
         self.current_device = 0
         self.current_stream = None
-        self.launches = 0
+        self.launches = 0           # kernel launches so far
+        self.last_launch = None     # (kernel name, grid, block, shared_mem) of the latest one
         self.cooperative_launch = 1
         self.freed_blocks = 0
 
@@ -761,6 +766,7 @@ class RawKernel:
             *(ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values))
         err = ctypes.create_string_buffer(4096)
         sim.launches += 1
+        sim.last_launch = (self.name, grid, block, shared_mem)
         if self._launcher(pointers, ctypes.byref(cfg), err, len(err)) != 0:
             raise LaunchError(f"cudasim launch of {self.name} (grid {grid}, block {block}, "
                               f"order {sim.order}) failed: {err.value.decode(errors='replace')}")
@@ -789,8 +795,13 @@ class RawModule:
     def get_function(self, name):
         self.compile()
         if name not in self._compiled.launchers:
-            raise CUDADriverError(f"CUDA_ERROR_NOT_FOUND: {name} is not among the name expressions "
-                                  f"{self.name_expressions}")
+            # like NVRTC lowering an extern "C" kernel that has no name expression: build a
+            # module with one more entry point (kernels fetched before keep their launchers)
+            try:
+                self._compiled = compiler.compile_module(
+                    self.code, self.options, self.name_expressions + (name,))
+            except compiler.CompileError as exc:
+                raise CUDADriverError(f"CUDA_ERROR_NOT_FOUND: no kernel named {name}:\n{exc}") from None
         if name not in self._kernels:
             self._kernels[name] = RawKernel(self, name)
         return self._kernels[name]

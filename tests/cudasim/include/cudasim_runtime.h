@@ -91,8 +91,6 @@ constexpr std::size_t kGuardBytes = 4096;
 constexpr std::size_t kCanaryBytes = 256;
 constexpr unsigned char kCanaryByte = 0xa5;
 
-struct LaunchError {};  // thrown nowhere: errors unwind by abandoning the fibers (see fail())
-
 enum class State { Runnable, Waiting, Exited };
 enum class Wait { Warp, Block, Grid };   // what a Waiting fiber waits in
 
@@ -187,7 +185,9 @@ inline void yield_to_scheduler() {
     }
 }
 
-// Abort the launch from inside a fiber: record the message and never come back.
+// Abort the launch from inside a fiber: record the message and never come back. No C++
+// exception crosses a fiber boundary: the launch's fibers are simply abandoned (kernel code owns
+// no resources) and their stacks reused by the next launch.
 [[noreturn]] inline void fail(const std::string& message) {
     Launch* L = g_launch;
     if (!L->failed) {
