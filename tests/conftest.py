@@ -32,6 +32,32 @@ def load_fixture(name):
         return {k: data[k] for k in data.files}
 
 
+def fixture_params():
+    """Every golden fixture of ../shared as pytest params (one placeholder param, whose test
+    then skips with the reason, where the folder is absent)."""
+    try:
+        entries = fixture_index("mindspore_index.json") + fixture_index("torchaudio_index.json")
+    except BaseException:
+        return [pytest.param(None, id="fixtures")]
+    return [pytest.param(e, id=e["file"]) for e in entries]
+
+
+def fixture_kwargs(entry, solver):
+    """A fixture's transform arguments for ``solver``: ``mel_scale`` spelt ``mel_type``, the SGD
+    arguments translated between the torchaudio and MindSpore spellings, dropped for the others."""
+    kwargs = dict(entry["kwargs"])
+    if "mel_scale" in kwargs:
+        kwargs["mel_type"] = kwargs.pop("mel_scale")
+    sgd = kwargs.pop("sgdargs", None)
+    if solver == "torchaudio" and sgd:
+        kwargs["sgdargs"] = {"lr": sgd.get("lr", sgd.get("sgd_lr")),
+                             "momentum": sgd.get("momentum", sgd.get("sgd_momentum"))}
+    if solver == "mindspore" and sgd:
+        kwargs["sgdargs"] = {"sgd_lr": sgd.get("sgd_lr", sgd.get("lr")),
+                             "sgd_momentum": sgd.get("sgd_momentum", sgd.get("momentum"))}
+    return kwargs
+
+
 def audio_pair(workload_name, clip):
     """(S_true, M) float32 for a clip of ../shared/audio under a standard workload."""
     from cumel.workloads import WORKLOADS, read_wav

@@ -13,7 +13,7 @@ import cudasim
 import cumel
 from cumel import cuda as cumel_cuda
 
-from conftest import audio_pair, fixture_index, load_fixture
+from conftest import audio_pair, fixture_index, fixture_kwargs, fixture_params, load_fixture
 
 pytestmark = pytest.mark.emulated
 
@@ -87,30 +87,13 @@ def test_seed_example_is_bit_equal(emulated_cupy_order):
 
 
 def _kwargs(entry, solver):
-    kwargs = dict(entry["kwargs"])
-    if "mel_scale" in kwargs:
-        kwargs["mel_type"] = kwargs.pop("mel_scale")
-    sgd = kwargs.pop("sgdargs", None)
-    if solver == "torchaudio" and sgd:
-        kwargs["sgdargs"] = {"lr": sgd.get("lr", sgd.get("sgd_lr")),
-                             "momentum": sgd.get("momentum", sgd.get("sgd_momentum"))}
-    if solver == "mindspore" and sgd:
-        kwargs["sgdargs"] = {"sgd_lr": sgd.get("sgd_lr", sgd.get("lr")),
-                             "sgd_momentum": sgd.get("sgd_momentum", sgd.get("momentum"))}
+    kwargs = fixture_kwargs(entry, solver)
     if solver in ("torchaudio", "mindspore"):
         kwargs["max_iter"] = min(kwargs.get("max_iter", SGD_MAX_ITER), SGD_MAX_ITER)
     return kwargs
 
 
-def _all_fixtures():
-    try:
-        entries = fixture_index("mindspore_index.json") + fixture_index("torchaudio_index.json")
-    except BaseException:
-        return [pytest.param(None, id="fixtures")]
-    return [pytest.param(e, id=e["file"]) for e in entries]
-
-
-@pytest.mark.parametrize("entry", _all_fixtures())
+@pytest.mark.parametrize("entry", fixture_params())
 @pytest.mark.parametrize("solver", KERNEL_SOLVERS + ["lstsq"])
 def test_every_fixture_matches_numpy(emulated_cupy, entry, solver):
     if entry is None:

@@ -8,7 +8,7 @@ import pytest
 import cumel
 from cumel import _backend
 
-from conftest import audio_pair, fixture_index, load_fixture, mel_residual
+from conftest import audio_pair, fixture_index, fixture_kwargs, fixture_params, load_fixture, mel_residual
 
 pytestmark = [
     pytest.mark.gpu,
@@ -23,13 +23,6 @@ def _cupy():
     return cupy
 
 
-def _kwargs(entry):
-    kwargs = dict(entry["kwargs"])
-    if "mel_scale" in kwargs:
-        kwargs["mel_type"] = kwargs.pop("mel_scale")
-    return kwargs
-
-
 def _close(gpu, cpu, rtol=1e-4):
     gpu = _cupy().asnumpy(gpu) if not isinstance(gpu, np.ndarray) else gpu
     assert gpu.shape == cpu.shape and gpu.dtype == cpu.dtype
@@ -37,27 +30,25 @@ def _close(gpu, cpu, rtol=1e-4):
     assert np.abs(gpu - cpu).max() <= rtol * max(float(np.abs(cpu).max()), 1e-30)
 
 
-def _all_fixtures():
-    try:
-        entries = fixture_index("mindspore_index.json") + fixture_index("torchaudio_index.json")
-    except BaseException:
-        return [pytest.param(None, id="fixtures")]
-    return [pytest.param(e, id=e["file"]) for e in entries]
+def _assert_nnls_agrees(gpu, gpu_info, cpu, cpu_info):
+    """nnls on the GPU against NumPy. On the emulator (tests/test_emulated.py) they agree to 1e-9
+    with equal Newton step counts; the hardware contracts multiply-adds into FMAs (nvcc's
+    default), so a rare frame may sit on another side of a rounding-level decision: allow one
+    step on at most 1% of the frames, and 1e-5 of the answer."""
+    gpu = _cupy().asnumpy(gpu) if not isinstance(gpu, np.ndarray) else gpu
+    _close(gpu, cpu, rtol=1e-5)
+    steps = np.abs(np.asarray(gpu_info.iterations) - np.asarray(cpu_info.iterations))
+    assert steps.max() <= 1 and (steps > 0).mean() <= 0.01
+    np.testing.assert_array_equal(gpu_info.converged, cpu_info.converged)
 
 
-@pytest.mark.parametrize("entry", _all_fixtures())
+@pytest.mark.parametrize("entry", fixture_params())
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_every_fixture_gpu_equals_numpy(entry, solver):
     if entry is None:
         fixture_index("mindspore_index.json")
     data = load_fixture(entry["file"])
-    kwargs = _kwargs(entry)
-    if solver in ("nnls", "lstsq"):
-        kwargs.pop("sgdargs", None)
-    if solver == "torchaudio" and "sgdargs" in kwargs and "sgd_lr" in kwargs["sgdargs"]:
-        kwargs["sgdargs"] = {"lr": kwargs["sgdargs"]["sgd_lr"], "momentum": kwargs["sgdargs"]["sgd_momentum"]}
-    if solver == "mindspore" and "sgdargs" in kwargs and "lr" in kwargs["sgdargs"]:
-        kwargs["sgdargs"] = {"sgd_lr": kwargs["sgdargs"]["lr"], "sgd_momentum": kwargs["sgdargs"]["momentum"]}
+    kwargs = fixture_kwargs(entry, solver)
     seed = entry.get("seed", 0)
     mel = data["melspec"]
     cpu, cpu_info = cumel.InverseMelScale(**kwargs, solver=solver, seed=seed)(mel, return_info=True)
@@ -65,12 +56,13 @@ def test_every_fixture_gpu_equals_numpy(entry, solver):
         mel, return_info=True)
     assert isinstance(gpu, np.ndarray)        # NumPy in, NumPy out
     assert gpu_info.device == "cuda"
-    _close(gpu, cpu)
+    if solver == "nnls":
+        _assert_nnls_agrees(gpu, gpu_info, cpu, cpu_info)
+    else:
+        _close(gpu, cpu)
     if solver in ("torchaudio", "mindspore"):
         # compat solvers may stop one iteration apart on exact ties of the loss
         assert np.abs(gpu_info.iterations - cpu_info.iterations).max() <= 1
-    if solver == "nnls":   # Thomas on the GPU, cyclic reduction in NumPy: same answer, own rounding
-        assert gpu_info.mel_residual.max() <= max(2e-5, 2 * cpu_info.mel_residual.max())
     if solver == "torchaudio" and entry["file"].startswith("ta08_"):
         _close(gpu, data["output"])
     if solver == "mindspore" and entry["file"].startswith("ms_"):
@@ -89,11 +81,13 @@ def test_speech_201x128_real_audio(solver, dtype):
     cpu, cpu_info = cumel.InverseMelScale(**kw)(M, return_info=True)
     gpu, gpu_info = cumel.InverseMelScale(**kw)(cp.asarray(M), return_info=True)
     assert isinstance(gpu, cp.ndarray)        # CuPy in, CuPy out
-    _close(gpu, cpu)
     if solver == "nnls":
+        _assert_nnls_agrees(gpu, gpu_info, cpu, cpu_info)
         fb = cumel.InverseMelScale(201, 128).fb
-        assert mel_residual(fb, cp.asnumpy(gpu), M) <= 1e-5
-        assert abs(gpu_info.total_mel_residual - cpu_info.total_mel_residual) <= 1e-4
+        assert mel_residual(fb, cp.asnumpy(gpu), M) <= 2e-5      # tolerance_loss + the eps bias
+        assert abs(gpu_info.total_mel_residual - cpu_info.total_mel_residual) <= 1e-6
+    else:
+        _close(gpu, cpu)
 
 
 @pytest.mark.parametrize("n_frames", [1, 2, 33, 1000, 100_000])
