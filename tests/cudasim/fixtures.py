@@ -12,6 +12,9 @@ Usage (tests/conftest.py re-exports these)::
 """
 from __future__ import annotations
 
+import platform
+import shutil
+
 import pytest
 
 from . import fakecupy
@@ -31,10 +34,24 @@ def clear_cumel_caches():
     cumel.transforms.get_plan.cache_clear()
 
 
+def unavailable_reason():
+    """Why the emulator cannot run here, or None: it switches fibers with x86-64 assembly and
+    compiles the kernels with the C++ compiler named by $CXX (g++ by default)."""
+    from .compiler import CXX
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"the CUDA emulator needs an x86-64 CPU, this is {platform.machine()}"
+    if shutil.which(CXX) is None:
+        return f"the CUDA emulator needs a C++17 compiler: {CXX!r} not found (set $CXX)"
+    return None
+
+
 @pytest.fixture
 def emulated_cupy():
     """The fake ``cupy`` module installed in ``sys.modules`` (fresh settings), with cumel's
-    caches cleared on entry and exit."""
+    caches cleared on entry and exit; skips, saying why, where the emulator cannot run."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
     saved = fakecupy.install()
     clear_cumel_caches()
     try:
