@@ -182,7 +182,11 @@ def test_ctrl_c_stops_cleanly(tmp_path, jobs):
     proc = subprocess.Popen([sys.executable, "-m", "cumel.cli", "invert", str(root), "-o", str(out),
                              "--n-stft", str(N_STFT), "--jobs", jobs, "--report",
                              str(tmp_path / "run.json")],
-                            cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a test run started in the background inherits SIGINT ignored, and
+                            # Python then installs no KeyboardInterrupt handler: give the CLI the
+                            # default disposition an interactive user's process has
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not (out.exists() and any(p.suffix == ".npy" for p in out.iterdir())):
         assert proc.poll() is None and time.monotonic() < deadline, "no output appeared"
