@@ -12,15 +12,19 @@ See ``cumel.InverseMelScale`` for the solvers (``nnls``, ``lstsq``, ``torchaudio
 from .filterbank import SparseMel, hz_to_mel, mel_to_hz, melscale_fbanks
 from .transforms import InverseMelScale, MelScale, SolveInfo, inverse_mel_scale
 from .griffin_lim import GriffinLim, griffinlim, mel_to_audio, spectral_convergence
+from .mel_frontends import Frontend, frontend, frontends
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Frontend",
     "GriffinLim",
     "InverseMelScale",
     "MelScale",
     "SolveInfo",
     "SparseMel",
+    "frontend",
+    "frontends",
     "hz_to_mel",
     "griffinlim",
     "inverse_mel_scale",
