@@ -334,7 +334,8 @@ def test_bad_features_and_length():
     with pytest.raises(ValueError, match="length=480160 is longer than the features allow: 3000 "
                                          "frames of the 'whisper' front end .* at most 480159 samples"):
         fe.audio(np.zeros((80, 3000), np.float32), length=480160)
-    with pytest.raises(ValueError, match="length=2816 is longer than the features allow: 10 frames.* at most 2815"):
+    with pytest.raises(ValueError, match="length=2816 is longer than the features allow: 10 "
+                                         "frames.* at most 2815"):
         cumel.mel_to_audio(np.zeros((80, 10)), frontend="hifigan", length=256 * 10 + 256)
     with pytest.raises(ValueError, match="features contain NaN or Inf"):
         fe.audio(np.full((80, 10), np.nan))
