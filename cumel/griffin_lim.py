@@ -379,7 +379,7 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
         gl = GriffinLim(n_fft, n_iter, opts["win_length"], opts["hop_length"],
                         power=opts["power"], momentum=momentum, length=length,
                         center=opts["center"], pad=opts["pad"], pad_mode=opts["pad_mode"],
-                        seed=seed, **extra)
+                        seed=seed)
         inverse = InverseMelScale(gl.n_freqs, None if fb is not None else mel.shape[-2],
                                   opts["sample_rate"], opts["f_min"], opts["f_max"],
                                   norm=opts["norm"], mel_type=opts["mel_type"], solver=solver,

@@ -562,10 +562,9 @@ def _inverse_mel_scale(fe, solver, device, workers):
 
 def _griffin_lim(fe, n_iter, power, momentum, length, seed, workers):
     from .griffin_lim import GriffinLim
-    extra = {} if workers is None else {"workers": workers}
     return GriffinLim(fe.n_fft, n_iter, fe.win_length, fe.hop_length, power=power,
                       momentum=momentum, length=length, center=fe.center, pad=fe.pad,
-                      pad_mode=fe.pad_mode, seed=seed, **extra)
+                      pad_mode=fe.pad_mode, seed=seed)
 
 
 # -- presets ---------------------------------------------------------------------------------------

@@ -476,3 +476,15 @@ def test_a_log_mel_given_as_linear_is_warned_about():
     noisy.reshape(-1)[::10] = -1.0                                          # 10 %: warned
     with pytest.warns(UserWarning, match="10% of its values are negative"):
         cumel.InverseMelScale(513, 80, 22050, f_max=8000.0)(noisy)
+
+
+def test_workers_reach_the_solver_and_change_no_bit():
+    fe = cumel.frontend("tacotron2")
+    F = fe.features(speech_22k(0.5))
+    one = fe.audio(F, n_iter=2, seed=0, workers=1)
+    np.testing.assert_array_equal(one, fe.audio(F, n_iter=2, seed=0, workers=2))
+    np.testing.assert_array_equal(one, cumel.mel_to_audio(F, frontend="tacotron2", n_iter=2, seed=0,
+                                                          workers=2))
+    assert cumel.mel_frontends._inverse_mel_scale(fe, "nnls", "cpu", 2).workers == 2
+    with pytest.raises(ValueError, match="workers"):
+        fe.audio(F, workers=0)
