@@ -270,7 +270,8 @@ class Frontend:
                                   self.framing)                       # (B, T, n_stft)
             if self.drop_last_frame:
                 X = X[:, :-1]
-            S = X.real * X.real + X.imag * X.imag
+            re, im = xp.real(X), xp.imag(X)
+            S = re * re + im * im
             if self.magnitude_eps:
                 S += self.magnitude_eps
             if self.power == 1.0:
@@ -387,7 +388,7 @@ class Frontend:
         if self.log is None:
             return xp.array(c, copy=True) if c is f else c
         unit = c / self.multiplier
-        mel = xp.exp(unit) if self.log == "ln" else xp.power(np.asarray(10.0, c.dtype), unit)
+        mel = xp.exp(unit) if self.log == "ln" else 10.0 ** unit
         if self.ref != "max" and self.ref != 1.0:
             mel *= max(self.floor, self.ref)
         if at_floor is not None:
