@@ -193,7 +193,8 @@ def markdown(results):
              f"- spectral convergence against the clip, mean over seeds {st['seeds']} (min-max in "
              f"brackets); time: median of {st['repeats']} runs after a warm-up, whole pipeline", "",
              "| preset | real front end | clip | frames | cumel SC | librosa SC | cumel (s) | "
-             "librosa (s) | cumel / librosa time |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "librosa (s) | cumel / librosa time |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def sc(r):
         v = r["spectral_convergence_seeds"]
