@@ -150,13 +150,15 @@ def cumel_audio(name, features, n, seed):
 
 # -- the run -----------------------------------------------------------------------------------------
 
-def clips_for(rate, audio_dir, count):
+def clips_for(rate, audio_dir, count, seconds=None):
     paths = sorted(Path(audio_dir).glob("speech_*.wav"))[:count]
     if not paths:
         raise FileNotFoundError(f"no speech_*.wav in {audio_dir}")
     out = []
     for path in paths:
         x, r = read_wav(path)
+        if seconds is not None:
+            x = x[:int(seconds * r)]
         if r != rate:
             from scipy.signal import resample_poly
             g = math.gcd(r, rate)
@@ -213,6 +215,8 @@ def build_parser():
     p.add_argument("--audio", metavar="DIR", required=True, help="folder with speech_*.wav")
     p.add_argument("--presets", default="all", help="comma list of presets, or all (default)")
     p.add_argument("--clips", type=int, default=2, metavar="K", help="first K speech clips")
+    p.add_argument("--seconds", type=float, default=None, metavar="S",
+                   help="only the first S seconds of each clip (default: all of it)")
     p.add_argument("--seeds", type=int, default=3, metavar="K", help="start seeds 0..K-1")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=str(DEFAULT_OUT), metavar="DIR")
@@ -235,12 +239,13 @@ def main(argv=None):
         pass
     seeds = list(range(args.seeds))
     results = {"environment": env, "settings": {"seeds": seeds, "repeats": args.repeats,
-                                                "clips": args.clips, "presets": presets},
+                                                "clips": args.clips, "seconds": args.seconds,
+                                                "presets": presets},
                "rows": []}
     for name in presets:
         fe = cumel.frontend(name)
         label, real = REAL[name]
-        for clip, x in clips_for(fe.sample_rate, args.audio, args.clips):
+        for clip, x in clips_for(fe.sample_rate, args.audio, args.clips, args.seconds):
             features = real(x)
             row = {"preset": name, "front_end": label, "clip": clip,
                    "seconds_audio": len(x) / fe.sample_rate, "frames": int(features.shape[-1]),

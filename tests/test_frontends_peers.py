@@ -262,3 +262,16 @@ def test_round_trip_at_or_below_librosa(name):
         assert best_lag(ours[0], x, fe.n_fft, fe.hop_length, lags) == 0
         late = np.concatenate([np.zeros(128, ours[0].dtype), ours[0][:-128]])
         assert best_lag(late, x, fe.n_fft, fe.hop_length, lags) == 128
+
+
+def test_bench_frontends_table(tmp_path):
+    """``python -m bench frontends`` on one second of one clip (never a timing)."""
+    _need("librosa", "the benchmark's baseline")
+    from bench import frontends
+    from conftest import shared_path
+    assert frontends.main(["--audio", str(shared_path("audio")), "--presets", "librosa",
+                           "--clips", "1", "--seconds", "1", "--seeds", "2", "--repeats", "1",
+                           "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "results.md").read_text()
+    assert "| librosa | librosa melspectrogram + power_to_db | speech_00 (1.0 s) |" in md
+    assert "cumel SC" in md and (tmp_path / "results.json").exists()
