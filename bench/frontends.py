@@ -207,6 +207,8 @@ def markdown(results):
         lines.append(f"| {r['preset']} | {r['front_end']} | {r['clip']} ({r['seconds_audio']:.1f} s) | "
                      f"{r['frames']} | {sc(c)} | {sc(lb)} | {c['seconds']:.3f} | {lb['seconds']:.3f} | "
                      f"{c['seconds'] / lb['seconds']:.2f} |")
+    for r in results.get("skipped", []):
+        lines.append(f"| {r['preset']} | not installed: {r['error']} | {r['clip']} | - | - | - | - | - | - |")
     return "\n".join(lines) + "\n"
 
 
@@ -241,12 +243,17 @@ def main(argv=None):
     results = {"environment": env, "settings": {"seeds": seeds, "repeats": args.repeats,
                                                 "clips": args.clips, "seconds": args.seconds,
                                                 "presets": presets},
-               "rows": []}
+               "rows": [], "skipped": []}
     for name in presets:
         fe = cumel.frontend(name)
         label, real = REAL[name]
         for clip, x in clips_for(fe.sample_rate, args.audio, args.clips, args.seconds):
-            features = real(x)
+            try:
+                features = real(x)
+            except ImportError as exc:          # that front end's library is not installed
+                print(f"[{name}/{clip}] skipped: {exc}", file=sys.stderr, flush=True)
+                results["skipped"].append({"preset": name, "clip": clip, "error": str(exc)})
+                continue
             row = {"preset": name, "front_end": label, "clip": clip,
                    "seconds_audio": len(x) / fe.sample_rate, "frames": int(features.shape[-1]),
                    "cumel": measure(cumel_audio, name, features, x, fe, seeds, args.repeats),

@@ -267,11 +267,12 @@ def test_round_trip_at_or_below_librosa(name):
 def test_bench_frontends_table(tmp_path):
     """``python -m bench frontends`` on one second of one clip (never a timing)."""
     _need("librosa", "the benchmark's baseline")
+    _need("torch", "Tacotron 2's front end")
     from bench import frontends
     from conftest import shared_path
-    assert frontends.main(["--audio", str(shared_path("audio")), "--presets", "librosa",
+    assert frontends.main(["--audio", str(shared_path("audio")), "--presets", "tacotron2",
                            "--clips", "1", "--seconds", "1", "--seeds", "2", "--repeats", "1",
                            "--out", str(tmp_path)]) == 0
     md = (tmp_path / "results.md").read_text()
-    assert "| librosa | librosa melspectrogram + power_to_db | speech_00 (1.0 s) |" in md
+    assert "| tacotron2 | Tacotron 2 TacotronSTFT (torch) | speech_00 (1.0 s) | 87 |" in md
     assert "cumel SC" in md and (tmp_path / "results.json").exists()
