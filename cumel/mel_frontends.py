@@ -94,7 +94,8 @@ class Frontend:
         Added to ``|X|^2`` before the root (HiFi-GAN: 1e-9).
     drop_last_frame : bool, default False
         Whisper drops the STFT's last frame.
-    n_mels : int, default 128
+    n_mels : int, optional
+        Default 128, or the number of filters of ``fb``.
     f_min : float, default 0.0
     f_max : float, optional
         Hz; default ``sample_rate // 2``.
@@ -137,7 +138,7 @@ class Frontend:
     power: float = 2.0
     magnitude_eps: float = 0.0
     drop_last_frame: bool = False
-    n_mels: int = 128
+    n_mels: int | None = None
     f_min: float = 0.0
     f_max: float | None = None
     norm: str | None = None
@@ -173,6 +174,8 @@ class Frontend:
         put("drop_last_frame", _flag(self.drop_last_frame, "drop_last_frame"))
         if self.fb is not None:
             fb = UserFilterbank.from_matrix(self.fb, self.n_stft)
+            if self.n_mels is None:
+                put("n_mels", fb.shape[1])
             if self.n_mels != fb.shape[1]:
                 raise ValueError(f"fb has {fb.shape[1]} mel filters (shape {fb.shape}), but "
                                  f"n_mels={self.n_mels}")
@@ -497,6 +500,10 @@ class Frontend:
         else:
             bank = (f"{self.n_mels} mels {self.f_min:g}-{self.f_max:g} Hz, {self.mel_type} scale, "
                     f"norm={self.norm}")
+        from .transforms import get_plan
+        empty = int((get_plan(self.filterbank_key()).fb64.max(axis=0) == 0).sum())
+        if empty:
+            bank += f" ({empty} filters empty at this resolution, as torchaudio warns)"
         lines.append(f"  {what}, {bank}")
         if self.log is None:
             comp = "no compression (a linear mel)"
