@@ -488,3 +488,16 @@ def test_workers_reach_the_solver_and_change_no_bit():
     assert cumel.mel_frontends._inverse_mel_scale(fe, "nnls", "cpu", 2).workers == 2
     with pytest.raises(ValueError, match="workers"):
         fe.audio(F, workers=0)
+
+
+def test_fb_transform_in_a_dask_graph():
+    da = pytest.importorskip("dask.array", reason="dask not installed (test extra)")
+    import dask
+    fb = _librosa_layout()
+    inv = cumel.InverseMelScale(513, fb=fb, seed=0)       # a seed: the graph's name is fixed
+    mel = cumel.MelScale(n_stft=513, fb=fb)(np.random.default_rng(1).random((2, 513, 12)) ** 4)
+    lazy = inv(da.from_array(mel, chunks=(1, 80, 6)))
+    again = cumel.InverseMelScale(513, fb=fb.copy(), seed=0)(da.from_array(mel, chunks=(1, 80, 6)))
+    assert lazy.name == again.name                       # the matrix tokenizes by its digest
+    with dask.config.set(scheduler="processes", num_workers=1):   # the transform pickles
+        np.testing.assert_array_equal(lazy.compute(), inv(mel))
