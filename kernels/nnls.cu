@@ -291,7 +291,7 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
 }  // namespace cumel
 
 // Dynamic shared memory: warps_per_block * (7 * (n_mels + 1) doubles + 2 * ceil(n_freqs / 32)
-// unsigned), laid out warp by warp (see cumel/cuda.py: nnls_shared_bytes).
+// unsigned), laid out warp by warp (see cumel/cuda/launch.py: nnls_shared_bytes).
 template <typename T>
 __global__ void nnls_solve(const T* __restrict__ mel, long long n_frames, int n_time,
                            long long mel_sb, long long mel_sk, long long mel_st,
