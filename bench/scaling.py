@@ -151,11 +151,11 @@ def run(args, argv, log):
     mel, clips = concatenated_mel(workload, args.audio, args.clips)
     kwargs = workload.inverse_kwargs()
     workers = [int(w) for w in args.workers.split(",")]
-    env = environment.collect(" ".join(["python", "-m", "bench", *argv]))
+    env = environment.collect(["python", "-m", "bench", *argv])
     results = {"environment": env,
                "settings": {"workload": name, "clips": clips, "frames": int(mel.shape[1]),
                             "repeats": args.repeats, "workers": workers, "pieces": args.pieces,
-                            "audio": args.audio},
+                            "audio": environment.portable_path(args.audio)},
                "rows": []}
     log(f"[scaling] {name}: {mel.shape[1]} frames from {len(clips)} clip(s)")
     inv = cumel.InverseMelScale(**kwargs)
