@@ -1,11 +1,13 @@
-"""``python -m bench``: see :func:`bench.cli.main`; ``python -m bench audio ...`` runs the
-mel-to-audio table (:mod:`bench.audio`)."""
+"""``python -m bench``: see :func:`bench.cli.main`. Sub-commands: ``python -m bench kernels``
+(ptxas and occupancy of every kernel, no GPU needed, :mod:`bench.kernels`), ``python -m bench
+audio ...`` (the mel-to-audio table, :mod:`bench.audio`)."""
+import importlib
 import sys
 
-if sys.argv[1:2] == ["audio"]:
-    from .audio import main
-    raise SystemExit(main(sys.argv[2:]))
+COMMANDS = {"audio": "bench.audio", "kernels": "bench.kernels"}
 
-from .cli import main
+if sys.argv[1:2] and sys.argv[1] in COMMANDS:
+    module = importlib.import_module(COMMANDS[sys.argv[1]])
+    raise SystemExit(module.main(sys.argv[2:]))
 
-raise SystemExit(main())
+raise SystemExit(importlib.import_module("bench.cli").main())

@@ -35,10 +35,13 @@
 //     Thomas sweep: 2 n_mels dependent steps on one lane (~40 cycles each) -- the latency-bound
 //     part, hidden by the other warps resident on the SM. At 201 x 128, ~10 steps worst case and
 //     ~2-3 typical: about 2 * 128 * 40 * 3 = 30k cycles of sweep latency per frame plus the bin
-//     passes, call it ~50k cycles (~30 us at 1.7 GHz). ptxas (sm_90) reports 96 registers and no
-//     spills, so registers cap residency at 5 blocks = 20 warps per SM (shared memory, 30 KB a
-//     block at 128 mels, would allow 7): 132 SMs x 20 frames / ~30 us is ~1e8 frames/s as a
-//     latency-bound ceiling; 1e7 frames/s leaves a 10x margin for what this model misses.
+//     passes, call it ~50k cycles (~30 us at 1.7 GHz).
+//   * Occupancy is low on purpose (python -m bench kernels): a warp holds a whole frame's
+//     state, in 96 registers a thread on sm_90 and 128 on sm_80 (no spills, no stack frame) and
+//     ~7 KB of shared memory at 128 mels. Registers cap residency at 20 of 64 warps per SM on
+//     sm_90 (5 blocks of 4 warps; shared memory, 28 KB a block, would allow 7) and 16 on sm_80
+//     (4 blocks; shared memory would allow 5). 132 SMs x 20 frames / ~30 us is ~1e8 frames/s as
+//     a latency-bound ceiling; 1e7 frames/s leaves a 10x margin for what this model misses.
 //   * float64 on purpose: the dual is ill-conditioned by design (eps ~ 1e-9 of ||A||^2); Hopper's
 //     FP64 rate is half its FP32 rate and this kernel is latency bound, not FLOP bound.
 //   * Input mel and output S are addressed through strides (B, rows, T), so any layout works and

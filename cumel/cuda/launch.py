@@ -92,3 +92,27 @@ def launch_opt_in(kernel, smem):
     if (smem + STATIC_SHARED > SHARED_LIMIT
             and getattr(kernel, "max_dynamic_shared_size_bytes", 0) < smem):
         kernel.max_dynamic_shared_size_bytes = smem
+
+
+def block_geometry(kernel, n_mels, n_freqs, itemsize, optin_limit=None):
+    """``(threads per block, dynamic shared bytes)`` of a launch of ``kernel`` (its name without
+    the template argument) for a shape: the numbers the launchers in ``nnls.py``, ``lstsq.py``,
+    ``sgd.py`` and ``griffinlim.py`` use, for reports (``python -m bench kernels``) and the tests
+    that hold the launchers to them. ``optin_limit`` as for :func:`shared_layout`.
+    """
+    what = f"{kernel} at n_mels={n_mels}, n_stft={n_freqs}"
+    if kernel == "nnls_solve":
+        warps, smem = shared_layout(nnls_shared_bytes(n_mels, n_freqs, 1), what, optin_limit)
+        return 32 * warps, smem
+    if kernel in ("torchaudio_sgd", "mindspore_gd"):
+        warps, smem = shared_layout(sgd_shared_bytes(n_mels, itemsize, 1), what, optin_limit)
+        return 32 * warps, smem
+    if kernel == "lstsq_apply":
+        smem = lstsq_shared_bytes(n_mels)
+        if smem + STATIC_SHARED > SHARED_LIMIT:
+            shared_layout(smem, what, optin_limit)                   # raises past the maximum
+        return 32 * WARPS_PER_BLOCK, smem
+    if kernel == "griffinlim_update":
+        return GL_THREADS, 0
+    raise ValueError(f"unknown kernel {kernel!r}")
+
