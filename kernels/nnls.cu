@@ -23,6 +23,12 @@
 // nothing leaves the chip between iterations and the host never synchronises.
 //
 // Launch design and cost model.
+// cost nnls_solve: frame_bytes = (n_mels + n_freqs) * item + 16; frame_flops = 4 * (n_mels + n_freqs)
+// cost nnls_solve: step_bytes = 0; step_flops = 32 * n_freqs + 24 * n_mels; math = fp64
+//   (a step: a Newton step with a full step taken; each line-search pass adds ~10 n_freqs flops.
+//   Per frame the mel in, the spectrum, step count and KKT residual out; the state never leaves
+//   the chip. By this count an H100 would allow ~1e9 frames/s: the kernel is latency bound,
+//   see the Thomas sweep below, and the benchmark's measured / bound says by how much.)
 //   * One warp per frame, frames independent: a frame's work never waits for another frame and a
 //     converged frame's warp simply exits (grid-stride over frames, so it picks up the next one).
 //   * On-chip state per warp, all float64: m, mu, F, delta, diag, upper, upper_scaled

@@ -22,6 +22,12 @@
 // in global memory, so K launches compute exactly what one launch would.
 //
 // Launch design and cost model.
+// cost torchaudio_sgd: frame_bytes = 3 * n_freqs * item; step_bytes = (4 * n_freqs + n_mels) * item
+// cost torchaudio_sgd: step_flops = 14 * n_freqs + 3 * n_mels; math = item
+// cost mindspore_gd: frame_bytes = 3 * n_freqs * item; step_bytes = (2 * n_freqs + n_mels) * item
+// cost mindspore_gd: step_flops = 9 * n_freqs + 3 * n_mels; math = item
+//   (per frame: the start's copy in and the answer out; per step: the mel read again, the state
+//   read and written: torchaudio S and the momentum buffer, MindSpore x read and x_next written)
 //   * One warp per frame (see common.cuh). Per iteration and frame: one pass over the bins for
 //     A S (lane per mel over its bin runs) and one for A.T diff + momentum + clamp: ~8 flops and
 //     12-16 bytes of state traffic per bin (S, buf read and written, float32); the filterbank
