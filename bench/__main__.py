@@ -1,13 +1,16 @@
-"""``python -m bench``: see :func:`bench.cli.main`. Sub-commands: ``python -m bench kernels``
-(ptxas and occupancy of every kernel, no GPU needed, :mod:`bench.kernels`), ``python -m bench
-audio ...`` (the mel-to-audio table, :mod:`bench.audio`)."""
+"""``python -m bench``: see :func:`bench.cli.main`. Sub-commands: ``python -m bench gpu`` (every
+GPU number in one call, :mod:`bench.gpu`), ``python -m bench kernels`` (ptxas and occupancy of
+every kernel, no GPU needed, :mod:`bench.kernels`), ``python -m bench audio ...`` (the
+mel-to-audio table, :mod:`bench.audio`)."""
 import importlib
 import sys
 
-COMMANDS = {"audio": "bench.audio", "kernels": "bench.kernels"}
+COMMANDS = {"audio": "bench.audio", "gpu": "bench.gpu", "kernels": "bench.kernels"}
 
 if sys.argv[1:2] and sys.argv[1] in COMMANDS:
     module = importlib.import_module(COMMANDS[sys.argv[1]])
+    if sys.argv[1] == "gpu":             # the command line: a watchdog ends a hung run
+        raise SystemExit(module.main(sys.argv[2:], hard_exit=True))
     raise SystemExit(module.main(sys.argv[2:]))
 
 raise SystemExit(importlib.import_module("bench.cli").main())
