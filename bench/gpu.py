@@ -68,6 +68,7 @@ START_FRAMES = 1024
 MAX_FRAMES = 2 ** 24
 DEVICE_FRACTION = 0.6            # of the free device memory a batch's estimate may take
 HOST_FRACTION = 0.3              # of the available host memory
+PLOT_EVERY = 20.0                # seconds between redrawn results.png during the timings
 KERNELS_TIMEOUT = 120.0          # seconds for python -m bench kernels (about 15 s on 2 cores)
 GROWTH = 2.2                     # predicted cost of the next size / cost of this one
 CUMEL_SOLVERS = ("nnls", "lstsq", "torchaudio", "mindspore")
@@ -183,6 +184,7 @@ class Run:
     def __init__(self, args, argv, started):
         self.args, self.argv, self.started = args, argv, started
         self.children = []           # subprocesses to end if the run stops early
+        self.last_save = self.last_plot = -math.inf
         self.deadline = started + args.budget
         self.cupy = None
         self.device = None
@@ -206,17 +208,30 @@ class Run:
         return self.deadline - time.monotonic()
 
     # -- files
-    def save(self, plot=False):
-        """Write results.json and results.md (and results.png) atomically."""
+    def save(self, plot=False, throttle=0.0):
+        """Write results.json and results.md (and results.png) atomically; with ``throttle``,
+        only if the last write is older than that many seconds (rows come fast at small
+        sizes; a killed run loses at most those seconds of rows)."""
         if self.out is None:
             return
+        now = time.monotonic()
+        if throttle and now - self.last_save < throttle:
+            return
+        if plot and throttle and now - self.last_plot < PLOT_EVERY:
+            plot = False
         with self.lock:
+            self.last_save = now
+            if plot:
+                self.last_plot = now
             self.results["budget"]["spent"] = round(time.monotonic() - self.started, 1)
             gpu_report.write_json(self.results, self.out)
             gpu_report.write_markdown(self.results, self.out)
             if plot:
-                note = gpu_report.write_plot(self.results, self.out)
-                self.results["plot"] = note
+                try:
+                    self.results["plot"] = gpu_report.write_plot(self.results, self.out)
+                except Exception as exc:  # noqa: BLE001 - a plot that fails leaves the numbers
+                    self.results["plot"] = f"not drawn: {type(exc).__name__}: {first_line(exc)}"
+                    gpu_report.write_json(self.results, self.out)
 
     # -- stages
     @contextlib.contextmanager
@@ -476,10 +491,16 @@ class Run:
                                        cost_models().items()}
         if self.cupy is None:
             raise Skip("no usable GPU")
-        series = []
+        series, failed = [], []
         for name in self.args.workloads:
-            inputs = Inputs(WORKLOADS[name], self.args.audio)
+            try:
+                inputs = Inputs(WORKLOADS[name], self.args.audio)
+            except Exception as exc:  # noqa: BLE001 - one workload's inputs; the others run
+                failed.append(f"{name}: {type(exc).__name__}: {first_line(exc)}")
+                continue
             series += make_series(inputs, self.args, skip_peers="peers" in self.args.skip)
+        if failed:
+            self.results["input_errors"] = failed
         self.results["series"] = [s.describe() for s in series]
         level = 0
         while True:
@@ -490,12 +511,13 @@ class Run:
             for s in alive:
                 self.measure_next(s, frames, level)
                 self.results["series"] = [x.describe() for x in series]
-            self.save(plot=True)
+            self.save(plot=True, throttle=1.0)
             level += 1
         spent = [s for s in series if s.stopped == "time budget spent"]
         entry["note"] = (f"{sum(r['status'] == 'ok' for r in self.results['rows'])} rows measured"
                          + (f"; {len(spent)} series stopped growing when the time was spent"
-                            if spent else ""))
+                            if spent else "")
+                         + (f"; no inputs for {'; '.join(failed)}" if failed else ""))
 
     def measure_next(self, s, frames, level):
         if self.args.sizes is not None and level >= self.args.sizes:
@@ -508,7 +530,10 @@ class Run:
         if time.monotonic() + predicted > self.deadline - FINISH_RESERVE:
             s.stopped = "time budget spent"
             return
-        fits = s.fits(frames, self.cupy)
+        try:
+            fits = s.fits(frames, self.cupy)
+        except Exception as exc:  # noqa: BLE001 - the device cannot even say its free memory
+            fits = f"device memory unknown: {type(exc).__name__}: {first_line(exc)}"
         if fits is not True:
             s.stopped = fits
             return
@@ -533,7 +558,8 @@ class Run:
                 row["error"] += " (out of device memory: the largest size that fits is below)"
                 s.stopped = "out of device memory"
         finally:
-            s.release(self.cupy)
+            with contextlib.suppress(Exception):
+                s.release(self.cupy)
         s.last_cost = time.monotonic() - t0
         if row["status"] == "ok":
             self.hold_against_device(s, row)
@@ -542,12 +568,16 @@ class Run:
     def add_row(self, row):
         self.results["rows"].append(row)
         log(gpu_report.describe(row))
-        self.save()
+        self.save(throttle=2.0)
 
     def hold_against_device(self, s, row):
         if self.device is None:
             return
-        rate = s.bound(self.device, row, self.results["rows"])
+        try:
+            rate = s.bound(self.device, row, self.results["rows"])
+        except Exception as exc:  # noqa: BLE001 - the rate stands without its bound
+            row["bound"] = {"error": f"{type(exc).__name__}: {first_line(exc)}"}
+            return
         row["bound_frames_per_s"] = rate.get("frames_per_s")
         row["bound"] = rate
         if row["bound_frames_per_s"]:
