@@ -1,4 +1,5 @@
-"""``python -m bench audio`` (= ``python -m bench.audio``): mel spectrogram -> audio, cumel against librosa and torchaudio.
+"""``python -m bench audio`` (= ``python -m bench.audio``): mel spectrogram -> audio, cumel
+against librosa and torchaudio.
 
 For each standard workload and clip: the clip's power mel spectrogram (the workload's STFT and
 filterbank, float32) is turned back into audio of the clip's length by

@@ -12,9 +12,9 @@ One workload's clips are concatenated along time into one mel spectrogram (n_mel
   reading and atomic writing included).
 
 Each row is the median of ``--repeats`` runs after one warm-up; the runs of all rows are
-interleaved (round by round), so that the load of a shared machine hits every row alike. Every row's output is checked
-bit-equal to the in-memory answer (nnls solves each frame on its own). Writes ``results.json``
-and ``results.md`` into ``--out``.
+interleaved (round by round), so that the load of a shared machine hits every row alike. Every
+row's output is checked bit-equal to the in-memory answer (nnls solves each frame on its own).
+Writes ``results.json`` and ``results.md`` into ``--out``.
 """
 from __future__ import annotations
 
