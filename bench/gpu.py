@@ -23,8 +23,9 @@ and the others still run:
 
 ``DIR`` (``--out``, default ``bench/results/gpu-<device name>``) receives ``results.json``,
 ``results.md`` and ``pytest.log``, rewritten after every row, and ``results.png`` after every
-round: a run killed midway still leaves its files. ``--quick`` runs the smallest size of one
-workload with few iterations: seconds on a GPU, and it runs on the CPU emulator of
+round: a run killed midway still leaves its files. ``--quick`` times the smallest size of one
+workload with few iterations (after ``pytest -m gpu``, as always), and it runs on the CPU
+emulator of
 ``tests/cudasim`` in CI, where the timings mean nothing and ``results.json`` says
 ``"emulated": true``.
 """
@@ -752,10 +753,10 @@ def make_series(inputs, args, skip_peers=False):
     out = [Series(inputs, solver, backend, labels[solver])
            for solver in CUMEL_SOLVERS for backend in CUMEL_BACKENDS]
     out += [Series(inputs, "griffinlim", backend, f"cumel GriffinLim (n_iter {args.n_iter})")
-            for backend in ("cuda", "cuda-host")]
+            for backend in CUMEL_BACKENDS]
     out += [Series(inputs, "mel_to_audio", backend,
                    f"cumel mel_to_audio (nnls + {args.n_iter} Griffin-Lim iterations)")
-            for backend in ("cuda", "cuda-host")]
+            for backend in CUMEL_BACKENDS]
     if not skip_peers:
         out += [Series(inputs, "torchaudio.InverseMelScale", "torch-cuda",
                        "torchaudio InverseMelScale (lstsq, driver gels)"),
@@ -799,13 +800,7 @@ def _cumel_solver(s, frames, cupy, args):
         fixed = {"max_iter": args.max_iter, "tolerance_loss": 0.0, "tolerance_change": 0.0}
     inv = cumel.InverseMelScale(**w.inverse_kwargs(), solver=s.solver, seed=0, device="cuda",
                                 **fixed)
-    if s.backend == "cuda":
-        mel, timer = s.inputs.cupy(cupy, "mel", frames), CupyTimer(cupy)
-    elif s.backend == "cuda-host":
-        mel, timer = s.inputs.host("mel", frames), CupyTimer(cupy)
-    else:
-        torch = _torch_cuda()
-        mel, timer = s.inputs.torch(torch, "mel", frames), TorchTimer(torch)
+    mel, timer = _batch(s, "mel", frames, cupy)
 
     def info():
         S, solve_info = inv(mel, return_info=True)
@@ -815,31 +810,40 @@ def _cumel_solver(s, frames, cupy, args):
     return (lambda: inv(mel)), info, timer
 
 
+def _batch(s, kind, frames, cupy):
+    """The batch of a series' backend and its timer: CuPy (``cuda``), NumPy (``cuda-host``) or
+    torch CUDA tensors (``cuda-torch``)."""
+    if s.backend == "cuda":
+        return s.inputs.cupy(cupy, kind, frames), CupyTimer(cupy)
+    if s.backend == "cuda-host":
+        return s.inputs.host(kind, frames), CupyTimer(cupy)
+    torch = _torch_cuda()
+    return s.inputs.torch(torch, kind, frames), TorchTimer(torch)
+
+
 def _griffinlim(s, frames, cupy, args):
     import cumel
     w = s.workload
     gl = cumel.GriffinLim(w.n_fft, n_iter=args.n_iter, hop_length=w.hop, seed=0, device="cuda")
-    spec = (s.inputs.cupy(cupy, "spec", frames) if s.backend == "cuda"
-            else s.inputs.host("spec", frames))
+    spec, timer = _batch(s, "spec", frames, cupy)
 
     def info():
         return gl(spec), float(args.n_iter), None
 
-    return (lambda: gl(spec)), info, CupyTimer(cupy)
+    return (lambda: gl(spec)), info, timer
 
 
 def _mel_to_audio(s, frames, cupy, args):
     import cumel
     w = s.workload
-    mel = (s.inputs.cupy(cupy, "mel", frames) if s.backend == "cuda"
-           else s.inputs.host("mel", frames))
+    mel, timer = _batch(s, "mel", frames, cupy)
 
     def run():
         return cumel.mel_to_audio(mel, w.n_fft, sample_rate=w.sample_rate, hop_length=w.hop,
                                   n_iter=args.n_iter, f_min=w.f_min, f_max=w.f_max, norm=w.norm,
                                   mel_type=w.mel_scale, seed=0, device="cuda")
 
-    return run, (lambda: (run(), float(args.n_iter), None)), CupyTimer(cupy)
+    return run, (lambda: (run(), float(args.n_iter), None)), timer
 
 
 def _torchaudio_inverse(s, frames, cupy, args):
