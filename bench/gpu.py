@@ -782,7 +782,10 @@ def _nnls_steps(rows, workload, frames):
 # run(): one timed call; info(): the warm-up call, returning (result, steps per frame, residual);
 # timer: CupyTimer or TorchTimer.
 
-def _torch_cuda():
+def _torch_cuda(cupy):
+    """torch, if it can give CUDA tensors that this CuPy can take; else :class:`Skip`."""
+    if hasattr(cupy, "cudasim"):
+        raise Skip("the CUDA emulator stands in for CuPy only: no torch CUDA tensors")
     try:
         import torch
     except Exception as exc:  # noqa: BLE001 - not installed or broken: the row says so
@@ -817,7 +820,7 @@ def _batch(s, kind, frames, cupy):
         return s.inputs.cupy(cupy, kind, frames), CupyTimer(cupy)
     if s.backend == "cuda-host":
         return s.inputs.host(kind, frames), CupyTimer(cupy)
-    torch = _torch_cuda()
+    torch = _torch_cuda(cupy)
     return s.inputs.torch(torch, kind, frames), TorchTimer(torch)
 
 
@@ -847,7 +850,7 @@ def _mel_to_audio(s, frames, cupy, args):
 
 
 def _torchaudio_inverse(s, frames, cupy, args):
-    torch = _torch_cuda()
+    torch = _torch_cuda(cupy)
     try:
         import torchaudio
     except Exception as exc:  # noqa: BLE001
@@ -866,7 +869,7 @@ def _torchaudio_inverse(s, frames, cupy, args):
 
 
 def _torch_sgd(s, frames, cupy, args):
-    torch = _torch_cuda()
+    torch = _torch_cuda(cupy)
     from .torch_sgd import inverse_mel_scale_sgd
     mel = s.inputs.torch(torch, "mel", frames)
     fb = torch.from_numpy(workload_filterbank(s.workload, np.float32)).to("cuda")
@@ -884,7 +887,7 @@ def _torch_sgd(s, frames, cupy, args):
 
 
 def _torchaudio_griffinlim(s, frames, cupy, args):
-    torch = _torch_cuda()
+    torch = _torch_cuda(cupy)
     try:
         import torchaudio
     except Exception as exc:  # noqa: BLE001
