@@ -253,7 +253,9 @@ def kernel_rows(archs=tuple(ARCHS), workloads=tuple(WORKLOADS)):
                             threads, dynamic = cuda.launch.block_geometry(
                                 kernel, workload.n_mels, workload.n_stft, item_size(name),
                                 arch.shared_optin_per_block)
-                        except cuda.DeviceLimitError as exc:
+                        except (cuda.DeviceLimitError, ValueError) as exc:
+                            # past the device's shared memory, or a kernel whose launch
+                            # geometry cumel.cuda.launch.block_geometry does not know yet
                             row["workloads"][w] = {"error": str(exc)}
                             continue
                         row["workloads"][w] = {
@@ -313,7 +315,7 @@ def markdown(result, only_float=False):
         for w in workloads:
             occ = row["workloads"][w]
             if "error" in occ:
-                cells.append("does not fit")
+                cells.append("does not fit" if "shared memory" in occ["error"] else "?")
                 continue
             threads.add(occ["threads"])
             cells.append(f"{occ['warps']}/64 ({', '.join(occ['limited_by'])}), "

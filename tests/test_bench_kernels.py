@@ -43,6 +43,7 @@ def test_report_rows_cover_every_kernel_arch_and_workload():
     for row in result["rows"]:
         assert set(row["workloads"]) == set(WORKLOADS)
         for occ in row["workloads"].values():
+            assert "error" not in occ, (row["kernel"], occ)      # block_geometry knows it
             assert 0 < occ["warps"] <= 64 and occ["limited_by"]
     table = kernels.markdown(result, only_float=True)
     assert "nnls_solve<float>" in table and "<double>" not in table
