@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import math
-import shlex
 import statistics
 import sys
 import time
@@ -233,8 +232,7 @@ def main(argv=None):
     bad = [p for p in presets if p not in REAL]
     if bad:
         parser.error(f"--presets: unknown {', '.join(bad)}; choose from {', '.join(REAL)}")
-    env = environment.collect(shlex.join(["python", "-m", "bench", "frontends", *argv]))
-    env["executable"] = "<venv>/bin/" + Path(sys.executable).name     # no machine paths
+    env = environment.collect(["python", "-m", "bench", "frontends", *argv])
     try:
         env["versions"]["transformers"] = importlib.metadata.version("transformers")
     except importlib.metadata.PackageNotFoundError:
@@ -242,7 +240,8 @@ def main(argv=None):
     seeds = list(range(args.seeds))
     results = {"environment": env, "settings": {"seeds": seeds, "repeats": args.repeats,
                                                 "clips": args.clips, "seconds": args.seconds,
-                                                "presets": presets},
+                                                "presets": presets,
+                                                "audio": environment.portable_path(args.audio)},
                "rows": [], "skipped": []}
     for name in presets:
         fe = cumel.frontend(name)
