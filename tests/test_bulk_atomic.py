@@ -127,6 +127,36 @@ def test_output_path_that_is_a_special_file_is_never_replaced(tmp_path):
     assert set(os.listdir(tmp_path)) <= {"fifo.npy", "folder.npy"}          # nothing else made
 
 
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_rerun_removes_stale_temporaries_of_no_running_process(tmp_path, capsys):
+    from cumel import cli
+    root, out = tmp_path / "in", tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (root / "sub").mkdir(parents=True)
+    np.save(root / "sub" / "a.npy", np.random.default_rng(0).random((16, 5)).astype(np.float32))
+    host = atomic._HOST
+    stale = [out / "sub" / f".a.npy.{_dead_pid()}-{host}-abc123.cumel-tmp",
+             out / "sub" / f".other.npy.{_dead_pid()}-{host}-zz0099.cumel-tmp"]
+    kept = [out / "sub" / f".a.npy.{os.getpid()}-{host}-abc123.cumel-tmp",     # this process
+            out / "sub" / f".a.npy.1-{host}-abc123.cumel-tmp",                 # init: it runs
+            out / "sub" / f".a.npy.{_dead_pid()}-{'0' * 6 if host != '0' * 6 else '1' * 6}"
+                          "-abc123.cumel-tmp",                                 # another host
+            out / "sub" / ".a.npy.abcd1234.cumel-tmp",                         # not our format
+            out / "sub" / "notes.txt"]
+    for p in stale + kept:
+        p.write_bytes(b"partial")
+    assert cli.main(["invert", str(root), "-o", str(out), "--n-stft", "65", "--no-progress"]) == 0
+    text = capsys.readouterr()
+    assert "removed 2 temporary file(s) left by an earlier run that was killed" in text.err
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert (out / "sub" / "a.npy").exists()
+
+
 def test_check_writable_before_the_run(tmp_path):
     atomic.check_writable(tmp_path / "new" / "r.json", "--report")     # creates the folder only
     assert os.listdir(tmp_path / "new") == []

@@ -21,9 +21,15 @@ import signal
 import sys
 import time
 
-import numpy as np
-
-from .atomic import TEMP_SUFFIX, remove_temporaries, save_npy, save_wav, write_atomic
+from .atomic import (
+    TEMP_SUFFIX,
+    check_writable,
+    remove_stale_temporaries,
+    remove_temporaries,
+    save_npy,
+    save_wav,
+    write_atomic,
+)
 from .inputs import (
     SUFFIXES,
     FileProblem,
@@ -32,13 +38,15 @@ from .inputs import (
     frames_of,
     is_single_file,
     load_mel,
+    output_frames,
 )
 from .progress import Progress
-from .report import Result, summary_line, write_report
+from .report import STATUSES, Result, summary_line, write_report
 from .solve import (
     PER_FRAME_SOLVERS,
     Settings,
     audio_of,
+    failure,
     mel_residual,
     save_outputs,
     solve_batch,
@@ -53,6 +61,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "PER_FRAME_SOLVERS",
+    "STATUSES",
     "SUFFIXES",
     "TEMP_SUFFIX",
     "FileProblem",
@@ -61,11 +70,13 @@ __all__ = [
     "Result",
     "Settings",
     "audio_of",
+    "check_writable",
     "collect_inputs",
     "frames_of",
     "is_single_file",
     "load_mel",
     "mel_residual",
+    "remove_stale_temporaries",
     "remove_temporaries",
     "run",
     "run_parallel",
@@ -91,7 +102,8 @@ def run(jobs, problems, settings, *, overwrite=False, n_workers=1, batch_frames=
     ----------
     jobs : list of Job
     problems : list of Result
-        Inputs already known to be bad (from :func:`collect_inputs`): reported, counted.
+        Inputs already known to be bad, and folders not searched (from
+        :func:`collect_inputs`): reported, counted.
     settings : Settings
     overwrite : bool
         Redo outputs that exist (otherwise they are skipped: an existing output is complete).
@@ -103,7 +115,7 @@ def run(jobs, problems, settings, *, overwrite=False, n_workers=1, batch_frames=
     progress : bool
         Progress bar (or plain lines) on stderr.
     report : path or None
-        Where to write the JSON report (:func:`write_report`).
+        Where to write the JSON report (:func:`write_report`); checked for writability first.
     command : str or None
         Recorded in the report.
     out : file or None
@@ -112,38 +124,55 @@ def run(jobs, problems, settings, *, overwrite=False, n_workers=1, batch_frames=
     Returns
     -------
     int
-        Exit status: 0, 1 when a file failed, 130 when interrupted (Ctrl-C).
+        Exit status: 0; 1 when a file failed or a folder was not searched; 130 when
+        interrupted (Ctrl-C).
+
+    Every failure of one file (a bad or hostile file, MemoryError, a solver's error, a failed
+    write) is that file's: the run goes on. Stale temporary files of processes that no longer
+    run are removed from the output folders first, and again at the end.
     """
     out = sys.stdout if out is None else out
+    if report is not None:
+        check_writable(report, "--report")
+    return _run(jobs, problems, settings, overwrite, n_workers, batch_frames, progress,
+                report, command, out)
+
+
+def _run(jobs, problems, settings, overwrite, n_workers, batch_frames, progress, report,
+         command, out):
     t0 = time.perf_counter()
     results = list(problems)
+    folders = sorted({os.path.dirname(job.output) or "." for job in jobs})
+    stale = remove_stale_temporaries(folders)
     bar = Progress(len(jobs) + len(problems), enabled=progress)
-    for r in problems:
-        bar.message(f"cumel: error: {r.error}")
-        bar.update(r)
-    todo = []
-    for job in jobs:
-        if not overwrite and os.path.exists(job.output):
-            try:
-                frames = frames_of(np.load(job.output, mmap_mode="r").shape)
-            except Exception:
-                frames = None
-            r = Result(job.input, job.output, "skipped", frames)
-            results.append(r)
-            bar.update(r)
-        else:
-            todo.append(job)
     finished = set()
-    interrupted = False
+    todo = []
+    signum = None
 
     def record(r):
         results.append(r)
         finished.add(r.input)
-        if r.status == "failed":
+        if r.status in ("failed", "not searched"):
             bar.message(f"cumel: error: {r.error}")
         bar.update(r)
 
     try:
+        if stale:
+            bar.message(f"cumel: removed {len(stale)} temporary file(s) left by an earlier run "
+                        "that was killed")
+        for r in problems:
+            bar.message(f"cumel: error: {r.error}")
+            bar.update(r)
+        for job in jobs:
+            try:
+                frames = output_frames(job.output)     # a special file raises, never opened
+            except FileProblem as exc:
+                record(failure(job, exc))
+                continue
+            if not overwrite and os.path.exists(job.output):
+                record(Result(job.input, job.output, "skipped", frames))
+            else:
+                todo.append(job)
         if batch_frames is not None:
             for r in solve_batch(todo, settings, batch_frames):
                 record(r)
@@ -153,23 +182,22 @@ def run(jobs, problems, settings, *, overwrite=False, n_workers=1, batch_frames=
             for job in todo:
                 record(solve_file(job, settings))
     except KeyboardInterrupt:
-        interrupted = True
-        signal.signal(signal.SIGINT, signal.SIG_IGN)     # a second Ctrl-C must not cut the clean-up
+        signum = signal.SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not cut the clean-up
         remove_temporaries()
     finally:
         bar.close()
-    try:
-        results += [Result(j.input, j.output, "not run") for j in todo if j.input not in finished]
-        seconds = time.perf_counter() - t0
-        print(summary_line(results, seconds, interrupted), file=out, flush=True)
-        for r in sorted(results, key=lambda r: r.input):
-            if r.status == "failed":
-                print(f"  failed: {r.error}", file=out)
-        if report is not None:
-            write_report(report, results, seconds, interrupted, command)
-    finally:
-        if interrupted:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+    results += [Result(j.input, j.output, "not run") for j in jobs
+                if j.input not in finished]
+    remove_stale_temporaries(folders)              # of workers that died (killed outright)
+    seconds = time.perf_counter() - t0
+    print(summary_line(results, seconds, signum), file=out, flush=True)
+    for r in sorted(results, key=lambda r: r.input):
+        if r.status in ("failed", "not searched"):
+            print(f"  {r.status}: {r.error}", file=out)
+    if report is not None:
+        write_report(report, results, seconds, signum, command)
+    if signum is not None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        return 128 + signum
+    return EXIT_FAILED if any(r.status in ("failed", "not searched") for r in results) else EXIT_OK
