@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 import warnings
 from importlib import resources
@@ -43,7 +44,7 @@ def _build_parser():
                     "to the same relative path under OUTDIR. Outputs are written atomically; "
                     "a re-run skips outputs that exist unless --overwrite. Exit status: 0, 1 when "
                     "a file failed or a folder could not be searched, 2 on bad arguments, 130 "
-                    "when interrupted (Ctrl-C).")
+                    "when interrupted (Ctrl-C), 143 when terminated (SIGTERM).")
     inv.add_argument("inputs", nargs="+", metavar="PATH", help=".npy/.npz files or folders")
     inv.add_argument("-o", "--output", default=None, metavar="OUT",
                      help="output file (one input file) or folder; may be left out with one "
@@ -250,16 +251,17 @@ def main(argv=None):
     args = _build_parser().parse_args(argv)
     args.argv = argv
     try:
-        return {"invert": cmd_invert, "demo": cmd_demo}[args.command](args) or 0
+        with _bulk.stop_signals():                 # SIGINT and SIGTERM: a clean stop
+            return {"invert": cmd_invert, "demo": cmd_demo}[args.command](args) or 0
     except (ValueError, TypeError, RuntimeError, OSError, ArithmeticError) as exc:
         print(f"cumel: error: {exc}", file=sys.stderr)
         return 2
     except MemoryError as exc:
         print(f"cumel: error: out of memory{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("cumel: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"cumel: interrupted ({signal.Signals(_bulk.signal_of(exc)).name})", file=sys.stderr)
+        return _bulk.exit_status(exc)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ The parts, one module each:
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 
@@ -53,18 +52,20 @@ from .solve import (
     solve_file,
     transform_for,
 )
-from .workers import run_parallel
+from .workers import Interrupted, exit_status, run_parallel, signal_of, stop_signals
 
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "PER_FRAME_SOLVERS",
     "STATUSES",
     "SUFFIXES",
     "TEMP_SUFFIX",
     "FileProblem",
+    "Interrupted",
     "Job",
     "Progress",
     "Result",
@@ -72,6 +73,7 @@ __all__ = [
     "audio_of",
     "check_writable",
     "collect_inputs",
+    "exit_status",
     "frames_of",
     "is_single_file",
     "load_mel",
@@ -83,15 +85,17 @@ __all__ = [
     "save_npy",
     "save_outputs",
     "save_wav",
+    "signal_of",
     "solve_batch",
     "solve_file",
+    "stop_signals",
     "summary_line",
     "transform_for",
     "write_atomic",
     "write_report",
 ]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
 def run(jobs, problems, settings, *, overwrite=False, n_workers=1, batch_frames=None,
@@ -124,8 +128,8 @@ def run(jobs, problems, settings, *, overwrite=False, n_workers=1, batch_frames=
     Returns
     -------
     int
-        Exit status: 0; 1 when a file failed or a folder was not searched; 130 when
-        interrupted (Ctrl-C).
+        Exit status: 0; 1 when a file failed or a folder was not searched; 130 (SIGINT) or 143
+        (SIGTERM) when interrupted.
 
     Every failure of one file (a bad or hostile file, MemoryError, a solver's error, a failed
     write) is that file's: the run goes on. Stale temporary files of processes that no longer
@@ -134,8 +138,9 @@ def run(jobs, problems, settings, *, overwrite=False, n_workers=1, batch_frames=
     out = sys.stdout if out is None else out
     if report is not None:
         check_writable(report, "--report")
-    return _run(jobs, problems, settings, overwrite, n_workers, batch_frames, progress,
-                report, command, out)
+    with stop_signals():
+        return _run(jobs, problems, settings, overwrite, n_workers, batch_frames, progress,
+                    report, command, out)
 
 
 def _run(jobs, problems, settings, overwrite, n_workers, batch_frames, progress, report,
@@ -181,9 +186,8 @@ def _run(jobs, problems, settings, overwrite, n_workers, batch_frames, progress,
         else:
             for job in todo:
                 record(solve_file(job, settings))
-    except KeyboardInterrupt:
-        signum = signal.SIGINT
-        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not cut the clean-up
+    except KeyboardInterrupt as exc:
+        signum = signal_of(exc)
         remove_temporaries()
     finally:
         bar.close()
@@ -198,6 +202,5 @@ def _run(jobs, problems, settings, overwrite, n_workers, batch_frames, progress,
     if report is not None:
         write_report(report, results, seconds, signum, command)
     if signum is not None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         return 128 + signum
     return EXIT_FAILED if any(r.status in ("failed", "not searched") for r in results) else EXIT_OK
