@@ -7,8 +7,9 @@ say what was not run; the exit status is 128 + the signal number (130, 143). A s
 during that clean-up is ignored. A signal that was ignored when the run began stays ignored.
 
 Workers. They come from a "forkserver" (one clean single-threaded process that has imported
-cumel once) and ignore SIGINT and SIGTERM themselves: the parent decides what stops, and a
-signal sent to the whole process group does not cut a file in hand. They must not outlive the
+cumel once) and ignore SIGINT and SIGTERM themselves, as does the forkserver
+(:mod:`.forkserver`): the parent decides what stops, and a signal sent to the whole process
+group does not cut a file in hand. They must not outlive the
 parent, whatever kills it (SIGKILL included), and the kernel's parent-death signal cannot say
 so: a worker's parent is the forkserver, not the run. Each worker therefore holds the read end
 of a pipe whose only write end the parent holds; when the parent dies, for any reason, the
@@ -112,7 +113,7 @@ def _mp_context():
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context()
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["cumel._bulk"])
+    ctx.set_forkserver_preload(["cumel._bulk.forkserver"])   # cumel, and SIGTERM ignored there
     return ctx
 
 
