@@ -126,9 +126,16 @@ class _Pool:
         self.executor = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
                                             initializer=_worker_start, initargs=(self._alive_r,))
 
-    def close(self, cancel=False):
-        """Wait for the files in hand (cancelling the others with ``cancel``), then let go."""
+    def close(self, cancel=False, broken=False):
+        """Wait for the files in hand (cancelling the others with ``cancel``), then let go.
+
+        A ``broken`` pool's results are lost anyway, and its workers ignore the SIGTERM the
+        executor sends them to stop (a queue's lock may be held by the dead one): they are
+        told the parent is gone (the pipe closed) before the executor waits for them.
+        """
         try:
+            if broken:
+                self._alive_w.close()
             self.executor.shutdown(wait=True, cancel_futures=cancel)
         finally:
             self._alive_w.close()
@@ -173,7 +180,7 @@ def _run_pool(jobs, settings, n_workers, record, solve):
             done, todo = wait(todo, return_when=FIRST_COMPLETED)
             broken = False
             for fut in [f for f in futures if f in done]:            # in submission order
-                if isinstance(fut.exception(), BrokenProcessPool):
+                if _is_broken(fut):
                     broken = True
                 else:
                     reported.add(fut)
@@ -181,18 +188,25 @@ def _run_pool(jobs, settings, n_workers, record, solve):
             if broken:
                 break
     except BaseException:
-        pool.close(cancel=True)                # the files in hand finish
+        pool.close(cancel=True, broken=_broken(futures))      # the files in hand finish
         _record_finished(futures, reported, record)
         raise
-    pool.close(cancel=True)
+    pool.close(cancel=True, broken=_broken(futures))
     _record_finished(futures, reported, record)   # finished while the pool was breaking
     return [job for fut, job in futures.items() if fut not in reported]
 
 
+def _is_broken(fut):
+    return fut.done() and not fut.cancelled() and isinstance(fut.exception(), BrokenProcessPool)
+
+
+def _broken(futures):
+    return any(_is_broken(fut) for fut in futures)
+
+
 def _record_finished(futures, reported, record):
     for fut, job in futures.items():
-        if fut not in reported and fut.done() and not fut.cancelled() \
-                and not isinstance(fut.exception(), BrokenProcessPool):
+        if fut not in reported and fut.done() and not fut.cancelled() and not _is_broken(fut):
             reported.add(fut)
             record(_result(fut, job))
 
