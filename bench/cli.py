@@ -116,6 +116,13 @@ def build_parser():
                          help="files the folder CLI inverts (default 50)")
     scaling.add_argument("--chunk-frames", type=int, default=None, metavar="N",
                          help="Dask time chunk (default: 4 chunks per worker of the largest count)")
+    threads = p.add_argument_group(
+        "threads", "--threads: frames/s of the CPU nnls against worker threads, and nnls against "
+                   "numpy.linalg.lstsq + relu on every clip, both at their defaults, instead of "
+                   "the solver tables (see bench/threads.py)")
+    threads.add_argument("--threads", nargs="?", const="", default=None, metavar="W,W",
+                         help="thread counts of the sweep (default: 1 and every usable core); "
+                              "--frames sets the sweep's batch (default 24000)")
     p.add_argument("--mel-sweep", action="store_true",
                    help="also time cumel nnls at n_mels 64, 128, 256, 512 (n_stft 1025) on the "
                         "cpu/cuda backends: the shared-memory cliff of the kernel")
@@ -142,6 +149,12 @@ def parse_args(argv=None):
             parser.error(f"--workers must be a comma list of positive integers, got {args.workers!r}")
         if args.pieces < 1:
             parser.error("--pieces must be >= 1")
+    if args.threads is not None:
+        from .threads import parse_threads
+        try:
+            parse_threads(args.threads or None)
+        except ValueError as exc:
+            parser.error(str(exc))
     if parse_row_name(args.baseline)[0] not in BY_ID:
         parser.error(f"--baseline: unknown row {args.baseline!r}; choose from {', '.join(BY_ID)}")
     return args
@@ -186,6 +199,10 @@ def main(argv=None):
     if args.scaling:
         from . import scaling
         return scaling.run(args, argv, log)
+    if args.threads is not None:
+        from . import threads
+        args.threads = args.threads or None
+        return threads.run(args, argv, log)
 
     settings = Settings(max_iter=args.max_iter, tolerance_zero=args.tolerance_zero,
                         repeats=args.repeats, seed=args.seed, frames_for=dict(args.frames_for))

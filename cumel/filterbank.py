@@ -66,7 +66,8 @@ def hz_to_mel(freq, mel_scale="htk", xp=np):
     if mel_scale == "htk":
         return 2595.0 * xp.log10(1.0 + freq / 700.0)
     mels = freq / _SLANEY_F_SP
-    log_part = _SLANEY_MIN_LOG_MEL + xp.log(xp.maximum(freq, _SLANEY_MIN_LOG_HZ) / _SLANEY_MIN_LOG_HZ) / _SLANEY_LOGSTEP
+    log_part = (_SLANEY_MIN_LOG_MEL
+                + xp.log(xp.maximum(freq, _SLANEY_MIN_LOG_HZ) / _SLANEY_MIN_LOG_HZ) / _SLANEY_LOGSTEP)
     return xp.where(freq >= _SLANEY_MIN_LOG_HZ, log_part, mels)
 
 
@@ -186,8 +187,14 @@ class SparseMel:
         self.fb = fb
         self.lo, self.w_lo, self.w_hi = lo, w_lo, w_hi
         self.row_start = np.searchsorted(lo, np.arange(n_mels + 1), side="left").astype(np.int64)
-        self._nonempty_rows = np.flatnonzero(self.row_start[1:] > self.row_start[:-1])
-        self._nonempty_starts = self.row_start[:-1][self._nonempty_rows]
+        # Segment sums on NumPy walk the runs position by position (``segment_sum``): the mels
+        # ordered by run length, longest first, so those whose run reaches position r are a prefix.
+        lengths = np.diff(self.row_start)
+        self.run_order = np.argsort(-lengths, kind="stable").astype(np.intp)
+        self.run_inverse = np.argsort(self.run_order, kind="stable").astype(np.intp)
+        starts = self.row_start[:-1][self.run_order]
+        self.run_rows = tuple((starts[:int((lengths > r).sum())] + r).astype(np.intp)
+                              for r in range(int(lengths.max(initial=0))))
         for a in (fb, lo, w_lo, w_hi, self.row_start):
             a.setflags(write=False)
 
@@ -239,23 +246,52 @@ class SparseMel:
         _, _, w_lo, w_hi = w
         shape = (-1,) + (1,) * (d.ndim - 1)
         w_lo, w_hi = w_lo.reshape(shape), w_hi.reshape(shape)
-        diag = self.segment_sum(w_lo * w_lo * d, xp) + self.shift_up(self.segment_sum(w_hi * w_hi * d, xp), xp)
+        diag = (self.segment_sum(w_lo * w_lo * d, xp)
+                + self.shift_up(self.segment_sum(w_hi * w_hi * d, xp), xp))
         upper = self.segment_sum(w_lo * w_hi * d, xp)
         return diag, upper
 
-    def segment_sum(self, x, xp):
-        """Sum ``x[j]`` over the bins of each row run: (n_freqs, ...) -> (n_mels, ...)."""
+    def segment_sum(self, x, xp, out=None, scratch=None):
+        """Sum ``x[j]`` over the bins of each row run: (n_freqs, ...) -> (n_mels, ...).
+
+        On NumPy, ``out`` (n_mels, ...) and ``scratch`` (at least ``n_mels`` rows of the same
+        trailing shape, flat or not) may be given so that nothing is allocated (the nnls loop).
+        """
         if xp is np:
-            # reduceat adds whole rows of frames in bin order: one vectorised pass per run, and
-            # each frame's sum is the same sequence of additions whatever the batch
-            out = np.zeros((self.n_mels,) + x.shape[1:], x.dtype)
-            out[self._nonempty_rows] = np.add.reduceat(x, self._nonempty_starts, axis=0)
-            return out
+            return self._segment_sum_numpy(np.asarray(x), out, scratch)
         # array modules without ufunc.reduceat: differences of a running sum (float64 callers)
         c = xp.cumsum(x, axis=0)
         c = xp.concatenate([xp.zeros((1,) + x.shape[1:], x.dtype), c], axis=0)
         idx = xp.asarray(self.row_start)
         return c[idx[1:]] - c[idx[:-1]]
+
+    def _segment_sum_numpy(self, x, out, scratch):
+        # Position by position along the runs: out[k] = x[start_k], then += x[start_k + 1], ...,
+        # whole rows of frames at a time, in the run-length order, then put back in mel order.
+        # Each mel's sum is its bins added in bin order (the kernels' order too), whatever the
+        # batch; the work is a gather and an add per bin row (np.add.reduceat along axis 0 loops
+        # over the frames inside each short run and is several times slower).
+        if x.dtype == bool:
+            x = x.astype(np.float64)
+        trailing, dtype = x.shape[1:], x.dtype
+        size = self.n_mels * int(np.prod(trailing, dtype=np.int64))
+        if scratch is None:
+            scratch = np.empty(2 * size, dtype)
+        flat = scratch.reshape(-1)
+        by_run = flat[:size].reshape((self.n_mels,) + trailing)
+        gathered = flat[size:2 * size].reshape((self.n_mels,) + trailing)
+        if out is None:
+            out = np.empty((self.n_mels,) + trailing, dtype)
+        rows = self.run_rows
+        n_first = rows[0].size if rows else 0
+        by_run[n_first:] = 0
+        if rows:
+            np.take(x, rows[0], axis=0, out=by_run[:n_first], mode="clip")
+        for r in rows[1:]:
+            part = gathered[:r.size]
+            np.take(x, r, axis=0, out=part, mode="clip")
+            by_run[:r.size] += part
+        return np.take(by_run, self.run_inverse, axis=0, out=out, mode="clip")
 
     @staticmethod
     def shift_up(x, xp):

@@ -81,7 +81,8 @@ def read_wav(path):
     """Mono 16-bit PCM WAV -> (float32 samples in [-1, 1), sample rate in Hz)."""
     with wave.open(str(path), "rb") as f:
         if f.getsampwidth() != 2:
-            raise ValueError(f"path: only 16-bit PCM WAV is supported, got {f.getsampwidth() * 8}-bit in {path}")
+            raise ValueError(f"path: only 16-bit PCM WAV is supported, got {f.getsampwidth() * 8}-bit "
+                             f"in {path}")
         rate, channels = f.getframerate(), f.getnchannels()
         data = np.frombuffer(f.readframes(f.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
     if channels > 1:

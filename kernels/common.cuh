@@ -34,6 +34,14 @@ __device__ __forceinline__ double warp_max(double v) {
     return v;  // every lane holds the same maximum
 }
 
+__device__ __forceinline__ double warp_min(double v) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        v = fmin(v, __shfl_xor_sync(CUMEL_FULL_MASK, v, offset));
+    }
+    return v;  // every lane holds the same minimum
+}
+
 // max(x, 0) with NumPy's NaN semantics (np.maximum(x, 0) returns NaN for NaN). fmax would
 // return 0 for NaN (it compiles to max.f64), so a diverged frame would come back as zeros on the
 // GPU where the NumPy path raises.

@@ -14,8 +14,11 @@
 //     delta = -J^-1 F                               Thomas algorithm on lane 0, O(n_mels)
 //                                                   (NumPy: cyclic reduction; same delta)
 //     alpha: phi'(a) = sum_j max(t_j + a u_j, 0) u_j + c0 + a c1, u = A.T delta, phi'(0) = F.delta
-//            full step if phi'(1) <= 1e-12 |phi'(0)| (a rounding tie is a full step), else
-//            regula falsi (Illinois) on [0, 1], as in NumPy
+//            full step if phi'(1) <= 1e-12 |phi'(0)| (a rounding tie is a full step), else the
+//            EXACT root of the increasing, piecewise linear phi' on (0, 1): bracket [lo, hi],
+//            secant point c, one pass for phi'(c), the slope g just right of c and the nearest
+//            breakpoints b_j = -t_j / u_j around c; r = c - phi'(c) / g is the root if it lies on
+//            that piece, else the bracket moves past the piece (as in NumPy)
 //     mu += alpha delta
 //     stalled = alpha ||u|| <= tolerance_change ||s||
 //   out = 2^e max(A.T mu, 0)                        relu keeps NaN, as np.maximum does
@@ -31,7 +34,8 @@
 //     cheaper to recompute than to keep. The filterbank (lo, w_lo, w_hi, row_start: 20 bytes a bin)
 //     is read through the read-only cache and is shared by every warp on the SM.
 //   * Per Newton step and frame: ~4 passes over the bins (A products, mask ballot, phi'(1), norms)
-//     of ~6 flops each, plus 1-6 extra phi' passes when the line search is needed, plus the
+//     of ~6 flops each, plus 1-3 extra passes (~12 flops a bin) when the line search is needed
+//     (on real audio; each pass ends the search or removes a breakpoint), plus the
 //     Thomas sweep: 2 n_mels dependent steps on one lane (~40 cycles each) -- the latency-bound
 //     part, hidden by the other warps resident on the SM. At 201 x 128, ~10 steps worst case and
 //     ~2-3 typical: about 2 * 128 * 40 * 3 = 30k cycles of sweep latency per frame plus the bin
@@ -47,8 +51,6 @@
 
 namespace cumel {
 
-constexpr int kLineSearchSteps = 30;
-constexpr double kLineSearchRtol = 1e-1;
 constexpr double kFullStepTie = 1e-12;
 // rounding-floor rule (cumel/solvers/nnls.py FLOOR_*): below kFloorKkt, stop a frame whose kkt did
 // not drop below kFloorRatio times the smallest of its last three
@@ -67,17 +69,36 @@ struct NnlsWarpState {
     unsigned* mask_prev;  // d of the previous iteration
 };
 
-// phi'(alpha) = sum_j max(t_j + alpha u_j, 0) u_j + c0 + alpha c1, all lanes get the value.
-__device__ double nnls_dphi(double alpha, const NnlsWarpState& st, const int* __restrict__ lo,
-                            const double* __restrict__ w_lo, const double* __restrict__ w_hi,
-                            int n_freqs, double c0, double c1, int lane) {
-    double acc = 0.0;
+// One round of the exact line search at the point c of the bracket [a_lo, a_hi]: phi'(c), the
+// slope g of phi' just right of c, and the breakpoints bl <= c < br nearest to c inside the
+// bracket (a_lo, a_hi where there is none). All lanes get the values.
+struct NnlsPiece {
+    double value, slope, left, right;
+};
+
+__device__ NnlsPiece nnls_piece(double c, double a_lo, double a_hi, const NnlsWarpState& st,
+                                const int* __restrict__ lo, const double* __restrict__ w_lo,
+                                const double* __restrict__ w_hi, int n_freqs, double c0, double c1,
+                                int lane) {
+    double value = 0.0, slope = 0.0, left = a_lo, right = a_hi;
     for (int j = lane; j < n_freqs; j += 32) {
         const double t = rmatvec_bin(lo, w_lo, w_hi, st.mu, j);
         const double u = rmatvec_bin(lo, w_lo, w_hi, st.delta, j);
-        acc += relu(t + alpha * u) * u;
+        const double x = t + c * u;
+        value += relu(x) * u;
+        if (x > 0.0 || (x == 0.0 && u > 0.0)) slope += u * u;  // active just right of c
+        if (u != 0.0) {
+            const double b = -t / u;
+            if (b > a_lo && b <= c) left = fmax(left, b);
+            if (b > c && b < a_hi) right = fmin(right, b);
+        }
     }
-    return warp_sum(acc) + c0 + alpha * c1;
+    NnlsPiece piece;
+    piece.value = warp_sum(value) + c0 + c * c1;
+    piece.slope = warp_sum(slope) + c1;
+    piece.left = warp_max(left);
+    piece.right = warp_min(right);
+    return piece;
 }
 
 template <typename T>
@@ -234,37 +255,40 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
             double alpha = 1.0;
             // full step unless phi'(1) is clearly positive: at a converged Newton step phi'(1) is
             // a rounding-level +-1e-15 |phi'(0)|, and its sign must not pick the step (NumPy twin)
-            if (hi_start > kFullStepTie * fabs(slope0)) {
+            const bool full = !(hi_start > kFullStepTie * fabs(slope0));
+            if (!full) {
                 double a_lo = 0.0, a_hi = 1.0;
-                double lo_val = slope0;
-                double hi_val = hi_start;
-                const double target = kLineSearchRtol * lo_val;
-                int side = 0;  // which end moved last: +1 lo, -1 hi
-                for (int r = 0; r < kLineSearchSteps; ++r) {
-                    double c = a_lo - lo_val * (a_hi - a_lo) / (hi_val - lo_val);
-                    c = fmin(fmax(c, a_lo + 1e-3 * (a_hi - a_lo)), a_hi - 1e-3 * (a_hi - a_lo));
-                    const double c_val = nnls_dphi(c, st, lo, w_lo, w_hi, n_freqs, c0, c1, lane);
-                    // Illinois: when the same end moves twice running, halve the other's value
-                    if (c_val <= 0.0) {
-                        if (side > 0) hi_val *= 0.5;
-                        lo_val = c_val;
-                        a_lo = c;
-                        side = 1;
-                        if (c_val >= target) break;
+                double lo_val = slope0;   // phi'(a_lo) <= 0
+                double hi_val = hi_start; // phi'(a_hi) > 0
+                alpha = -1.0;
+                // every round ends the search or removes a breakpoint from the bracket
+                for (int r = 0; r < n_freqs + 2 && alpha < 0.0; ++r) {
+                    const double width = a_hi - a_lo;
+                    const double step = hi_val - lo_val;
+                    double c = step > 0.0 ? a_lo - lo_val * width / step : a_lo + 0.5 * width;
+                    c = fmin(fmax(c, a_lo), a_hi);
+                    const NnlsPiece p = nnls_piece(c, a_lo, a_hi, st, lo, w_lo, w_hi, n_freqs, c0,
+                                                   c1, lane);
+                    const double root = c - p.value / p.slope;
+                    if (root >= p.left && root <= p.right) {
+                        alpha = root;                 // phi' is linear on [left, right]
+                    } else if (a_hi <= a_lo) {
+                        alpha = a_lo;                 // rounding left no room
+                    } else if (p.value < 0.0) {
+                        lo_val = p.value + p.slope * (p.right - c);
+                        a_lo = p.right;
                     } else {
-                        if (side < 0) lo_val *= 0.5;
-                        hi_val = c_val;
-                        a_hi = c;
-                        side = -1;
+                        hi_val = p.value - p.slope * (c - p.left);
+                        a_hi = p.left;
                     }
                 }
-                alpha = a_lo;
+                if (alpha < 0.0) alpha = a_lo;
             }
 
             // ---- step, remember d, stall check ----
             for (int k = lane; k < n_mels; k += 32) st.mu[k] += alpha * st.delta[k];
             for (int w = lane; w < n_words; w += 32) st.mask_prev[w] = st.mask[w];
-            exact = alpha == 1.0;
+            exact = full;
             // stalled: the step moves t by a negligible amount next to the answer s = max(t, 0)
             // (not next to ||t||: an inconsistent frame's clamped bins grow like residual / eps);
             // the frame stops at the top of the next pass, so kkt is the returned iterate's

@@ -52,7 +52,7 @@ def test_warp_intrinsics_compute_what_cuda_documents(emulated_cupy, order):
     np.testing.assert_array_equal(got[1], lane ^ 1)
     np.testing.assert_array_equal(got[2], np.where(lane + 4 < 32, lane + 4, lane))
     np.testing.assert_array_equal(got[3], np.where(lane >= 4, lane - 4, lane))
-    ballot = sum(1 << int(l) for l in lane if l % 3 == 0)
+    ballot = sum(1 << int(i) for i in lane if i % 3 == 0)
     np.testing.assert_array_equal(got[4], np.int64(ballot).astype(np.uint32).view(np.int32))
     np.testing.assert_array_equal(got[5], 1)
     np.testing.assert_array_equal(got[6], 0)
@@ -84,7 +84,8 @@ extern "C" __global__ void k(int* out) {
 }""")
     for order, first, second in (("forward", 9, 7), ("reverse", 7, 9)):
         with cudasim.order(order), pytest.raises(
-                fakecupy.LaunchError, match=rf"k: warp barrier mismatch.*kernel.cu:{first} .*kernel.cu:{second}"):
+                fakecupy.LaunchError,
+                match=rf"k: warp barrier mismatch.*kernel.cu:{first} .*kernel.cu:{second}"):
             _run(cp, k, (1,), (32,), (cp.zeros(32, np.int32),))
 
 

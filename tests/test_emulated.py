@@ -18,10 +18,11 @@ from conftest import audio_pair, fixture_index, fixture_kwargs, fixture_params, 
 pytestmark = pytest.mark.emulated
 
 # nnls: Thomas on the device, cyclic reduction in NumPy; the same iteration otherwise, with the
-# line-search tie (a rounding-level phi'(1)) taken as a full step in both. Measured with
-# tests/cudasim/agreement.py: at most 1e-9 relative (ta2_speech_02_513x80), float32 results
-# bit-equal but for that fixture, and identical Newton step counts on every frame (before the
-# tie fix: up to 6.3e-5 and one step apart on some frames).
+# line-search tie (a rounding-level phi'(1)) taken as a full step in both, and the same exact line
+# search (the root of phi'). Measured with tests/cudasim/agreement.py: at most 7.2e-14 relative
+# (ta2 128-mel rank-deficient fixture), float32 results bit-equal, and identical Newton step
+# counts on every frame (with the earlier inexact search: up to 1e-9; before the tie fix: up to
+# 6.3e-5 and one step apart on some frames).
 NNLS_RTOL = 1e-7              # max |gpu - cpu| <= NNLS_RTOL * max |cpu|
 NNLS_ITERATION_SLACK = 0      # per-frame Newton step counts must agree
 # SGD solvers: same operations in the same order up to float rounding of the sparse products
@@ -182,7 +183,8 @@ def test_out_argument_is_fully_written(emulated_cupy, solver, dtype):
     _, M = audio_pair("music-1025x128", "music_01")
     mel = cp.asarray(np.stack([M[:, :37], M[:, 37:74]]).astype(dtype))
     inv = cumel.InverseMelScale(1025, 128, 22050, norm="slaney", mel_type="slaney", solver=solver,
-                                seed=2, max_iter=SGD_MAX_ITER if solver in ("torchaudio", "mindspore") else 100000)
+                                seed=2,
+                                max_iter=SGD_MAX_ITER if solver in ("torchaudio", "mindspore") else 100000)
     for out in (cp.full((2, 1025, 37), cp.nan, dtype),
                 cp.full((2, 37, 1025), cp.nan, dtype).transpose(0, 2, 1)):     # strided out
         S, *_ = cumel_cuda.solve(inv, mel, out=out)

@@ -84,7 +84,8 @@ def _random_case(case):
     if case == "noisy":
         M = M + 0.05 * np.abs(M).mean() * rng.standard_normal(M.shape)
     elif case == "other_filterbank":
-        M = cumel.melscale_fbanks(201, 0.0, 8000.0, 80, 16000, "slaney", "slaney", dtype=np.float64).T @ S_true
+        fb = cumel.melscale_fbanks(201, 0.0, 8000.0, 80, 16000, "slaney", "slaney", dtype=np.float64)
+        M = fb.T @ S_true
     elif case == "negative_values":
         M[rng.random(M.shape) < 0.05] *= -1.0
     return inv, A, M

@@ -37,8 +37,8 @@ Iteration (per frame; ``kernels/nnls.cu`` runs exactly this, one frame per warp)
         diag, upper = tridiag(A diag(d) A.T) + eps I
         delta = -J^-1 F                    # O(n_mels): Thomas (kernel), cyclic reduction (NumPy)
         u = A.T delta
-        alpha = line_search(phi'(a) = max(t + a u, 0).u + eps (mu + a delta).delta - m.delta,
-                            phi'(0) = F.delta)
+        alpha = 1 if phi'(1) <= FULL_STEP_TIE |phi'(0)| (a full Newton step), else the root of
+                phi'(a) = max(t + a u, 0).u + eps (mu + a delta).delta - m.delta  on (0, 1)
         mu += alpha delta
         stalled = alpha ||u|| <= tolerance_change ||s||           (the step moved nothing)
     return 2^e max(A.T mu, 0)
@@ -52,33 +52,41 @@ signed, log-scaled and random frames of the three workloads).  In the global pha
 not monotone (the line search decreases ``q``, not ``||F||``), which is why the floor rule only
 applies below ``FLOOR_KKT``.
 
-``line_search`` takes the full Newton step when ``phi'(1) <= 1e-12 |phi'(0)|`` (q still decreasing
-along the whole step, up to rounding: the sign of a rounding-level ``phi'(1)`` must not pick the
-step) and otherwise finds the root of the monotone, piecewise linear ``phi'`` on ``(0, 1)`` by
-safeguarded regula falsi (Illinois), keeping the last point with ``phi' <= 0``: every step
-decreases ``q``.  On a piece where the active set is right the Newton step is exact, so the
-iteration ends in a handful of steps (2-5 on average, at most 10-20, on real audio).
+Line search.  ``phi'(a)``, the derivative of ``q`` along ``delta``, is continuous, increasing
+(``q`` is strongly convex) and piecewise linear: bin ``j`` switches on or off at its breakpoint
+``b_j = -t_j / u_j``, and only the bins whose sign differs between ``t`` and ``t + u`` have a
+breakpoint in ``(0, 1)``.  The search is EXACT: it returns the root of ``phi'``, the minimiser of
+``q`` along the step, in one pass over those few crossing bins (NumPy: sort the breakpoints, sum
+the slopes of the pieces, find the piece where ``phi'`` changes sign; the kernel: a secant step
+inside the bracket, then the root of the linear piece holding it, a handful of passes).  The full
+step is taken when ``phi'(1) <= 1e-12 |phi'(0)|``: at a converged Newton step ``phi'(1)`` is zero
+up to rounding, and the sign of a rounding-level value must not pick the step.  On a piece where
+the active set is right the Newton step is exact, so the iteration ends in a handful of steps
+(2-10 on average, at most ~20, on real audio).
 
 The arithmetic is float64 for float32 and float64 input alike (a frame's state is tiny; the
 dual is ill-conditioned by design), and the result is cast to the input dtype.  Frames are
 columns (vectors along axis 0, as in a mel spectrogram), so every step is a vectorised operation
 across frames and no operation mixes columns: a frame gives the same bits alone or in any batch,
-and a converged frame drops out of the active set and costs nothing further.
+in any chunk and on any worker thread, and a converged frame drops out of the working set.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
+from .._threads import map_chunks
 from ._rows import col_sum
 
 EPS_REL = 1e-9
-LINE_SEARCH_STEPS = 30
-LINE_SEARCH_RTOL = 1e-1
 FULL_STEP_TIE = 1e-12            # phi'(1) within this fraction of |phi'(0)|: a full step
 FLOOR_KKT = 1e-6                  # the rounding-floor rule applies below this relative KKT residual
 FLOOR_RATIO = 0.5                 # ... and stops a frame that did not halve it ...
 FLOOR_WINDOW = 3                  # ... within the last FLOOR_WINDOW iterates
-CHUNK_ELEMENTS = 1 << 18          # n_freqs x frames per work array: 2 MB of float64, cache-sized
+CHUNK_ELEMENTS = 1 << 18          # n_freqs x frames per work array: 2 MB of float64
+MIN_CHUNK_ELEMENTS = 1 << 16      # smallest chunk when the frames are shared between threads
+CHUNKS_PER_WORKER = 4             # chunks a thread, where the batch is large enough
 
 
 def step_bound(n_mels):
@@ -94,12 +102,32 @@ def step_bound(n_mels):
 class NnlsPlan:
     """Per-filterbank constants of the nnls iteration, computed once.
 
+    The NumPy loop keeps its bin vectors (``t``, ``s``, ``d``, ``u``; n_freqs rows, one column a
+    frame) in RUN-MAJOR order: the mels sorted by the length of their bin run (the bins with
+    ``lo == k``), longest first, and the bins listed by their position in the run: first the
+    first bin of every run, then the second bins, and so on.  Block ``r`` (rows
+    ``offsets[r]:offsets[r + 1]``) holds the r-th bins, and the runs that long are its first
+    rows, in the sorted order.  A sum over every run (the products ``A x``) is then a handful of
+    contiguous slice additions, each run's bins added in bin order (the kernels' order).
+
     Attributes
     ----------
     eps : float
         Regulariser (absolute).
     w : tuple of ndarray
-        ``(lo, hi, w_lo, w_hi)`` of :class:`cumel.filterbank.SparseMel` in float64.
+        ``(lo, hi, w_lo, w_hi)`` of :class:`cumel.filterbank.SparseMel` in float64 (bin order).
+    order, inverse : ndarray of intp, shape (n_freqs,)
+        Run-major position -> bin, and bin -> run-major position.
+    offsets : tuple of int
+        Block boundaries (``len = longest run + 1``).
+    lo, hi : ndarray of intp, shape (n_freqs,)
+        ``lo`` and ``min(lo + 1, n_mels - 1)`` of the bins in run-major order.
+    weights : dict of ndarray, shape (n_freqs, 1)
+        ``w_lo``, ``w_hi``, ``w_lo2``, ``w_hi2``, ``w_lohi`` (products of the two weights) in
+        run-major order, as columns broadcast over frames.
+    sorted_to_mel : ndarray of intp, shape (n_mels,)
+        Position of each mel in the sorted order (``sums_sorted[sorted_to_mel]`` is in mel
+        order).
     start_inv_pivot, start_upper_scaled, start_upper : ndarray, shape (n_mels,)
         Thomas factorisation of ``A A.T + eps I``: ``1 / pivot_k``, ``upper_k / pivot_k`` and
         ``upper_k``.
@@ -109,14 +137,41 @@ class NnlsPlan:
         self.sparse = sparse
         self.n_mels = sparse.n_mels
         self.w = sparse.arrays(np, np.float64)
+        lo, hi, w_lo, w_hi = self.w
+        blocks = sparse.run_rows
+        self.order = np.concatenate(blocks).astype(np.intp) if blocks else np.zeros(0, np.intp)
+        self.inverse = np.argsort(self.order, kind="stable").astype(np.intp)
+        self.offsets = tuple(int(v) for v in np.cumsum([0] + [b.size for b in blocks]))
+        self.lo, self.hi = lo[self.order], hi[self.order]
+        bin_weights = {"w_lo": w_lo, "w_hi": w_hi, "w_lo2": w_lo * w_lo, "w_hi2": w_hi * w_hi,
+                       "w_lohi": w_lo * w_hi}
+        self.weights = {k: np.ascontiguousarray(v[self.order][:, None]) for k, v in bin_weights.items()}
+        self.sorted_to_mel = sparse.run_inverse
         diag, upper = sparse.tridiag(np.ones(sparse.n_freqs), np, self.w)
         self.eps = EPS_REL * float(diag.max()) if diag.max() > 0 else EPS_REL
         self.start_upper = upper
         self.start_inv_pivot, self.start_upper_scaled = _thomas_factor(diag + self.eps, upper)
 
-    def start(self, m):
-        """``mu_0 = (A A.T + eps I)^-1 m`` for columns ``m`` (n_mels, N)."""
-        return _thomas_solve(self.start_inv_pivot, self.start_upper_scaled, self.start_upper, m)
+    def start(self, m, out=None):
+        """``mu_0 = (A A.T + eps I)^-1 m`` for columns ``m`` (n_mels, N), into ``out``."""
+        return _thomas_solve(self.start_inv_pivot, self.start_upper_scaled, self.start_upper, m,
+                             out)
+
+    def run_sums(self, x, out):
+        """Sum of each bin run of the run-major ``x`` (n_freqs, N) into ``out`` (n_mels, N), in
+        the sorted order: ``out[i] = x[first bin of run i] + x[second bin] + ...``."""
+        off = self.offsets
+        first = off[1] - off[0] if len(off) > 1 else 0
+        out[first:] = 0.0
+        if first:
+            np.copyto(out[:first], x[:first])
+        for r in range(1, len(off) - 1):
+            out[:off[r + 1] - off[r]] += x[off[r]:off[r + 1]]
+        return out
+
+    def to_mel_order(self, sums_sorted, out):
+        """``out[k] = sums_sorted[sorted position of mel k]`` (n_mels, N)."""
+        return np.take(sums_sorted, self.sorted_to_mel, axis=0, out=out, mode="clip")
 
 
 # Tridiagonal systems, one per column, vectors along axis 0: every step of a sweep is one
@@ -135,9 +190,12 @@ def _thomas_factor(diag, upper):
     return inv_pivot, upper_scaled
 
 
-def _thomas_solve(inv_pivot, upper_scaled, upper, rhs):
-    """Solve ``T x = rhs`` (rhs (n, ...)) with the factors of :func:`_thomas_factor` (n,)."""
-    y = np.array(rhs, dtype=np.float64)           # a copy
+def _thomas_solve(inv_pivot, upper_scaled, upper, rhs, out=None):
+    """Solve ``T x = rhs`` (rhs (n, ...)) with the factors of :func:`_thomas_factor` (n,);
+    the solution is written into ``out`` (a new array if None)."""
+    y = np.array(rhs, dtype=np.float64) if out is None else out
+    if out is not None:
+        np.copyto(y, rhs)
     y[0] *= inv_pivot[0]
     for k in range(1, y.shape[0]):
         y[k] -= upper[k - 1] * y[k - 1]
@@ -147,61 +205,85 @@ def _thomas_solve(inv_pivot, upper_scaled, upper, rhs):
     return y
 
 
-def _tridiag_solve(diag, upper, rhs):
-    """Solve ``T_i x_i = rhs_i`` for a stack of symmetric tridiagonal ``T_i`` (all (n, N)).
+class _CyclicReduction:
+    """Solve ``T_i x_i = rhs_i`` for a stack of symmetric tridiagonal ``T_i`` (n_rows, N each).
 
-    Cyclic reduction: about 2 log2(n) vectorised steps where the Thomas algorithm takes 2n,
-    which is what costs in NumPy (the kernel's lane 0 runs Thomas: one thread, no step overhead).
-    Both are Gaussian elimination without pivoting, stable because every ``T_i`` is symmetric
-    positive definite, and they give the same solution up to rounding.
+    Cyclic (odd-even) reduction: eliminating the even rows leaves a symmetric tridiagonal system
+    in the odd rows, half the size; solve that one the same way, then recover the even rows.
+    About ``2 log2(n_rows)`` levels of vectorised steps where the Thomas algorithm takes
+    ``2 n_rows`` steps, which is what costs in NumPy (the kernel's lane 0 runs Thomas: one
+    thread, no step overhead).  Both are Gaussian elimination without pivoting, stable because
+    every ``T_i`` is symmetric positive definite, and they give the same solution up to
+    rounding.  The reduced systems live in arrays allocated once per chunk, viewed at the number
+    of frames still running.
+
+    With ``d`` the diagonal and ``e`` the super-diagonal (``e[-1] = 0``), odd row ``i = 2j + 1``
+    keeps ``x_{i-2}``, ``x_i``, ``x_{i+2}`` after subtracting ``e[i-1] / d[i-1]`` times row
+    ``i - 1`` and ``e[i] / d[i+1]`` times row ``i + 1``::
+
+        d'[j] = d[i] - e[i-1]^2 / d[i-1] - e[i]^2 / d[i+1]
+        e'[j] = -e[i] e[i+1] / d[i+1]
+        r'[j] = r[i] - e[i-1] / d[i-1] r[i-1] - e[i] / d[i+1] r[i+1]
+
+    and then ``x[2j] = (r[2j] - e[2j-1] x[2j-1] - e[2j] x[2j+1]) / d[2j]``.
     """
-    lower = np.zeros_like(upper)
-    lower[1:] = upper[:-1]
-    return _cyclic_reduction(lower, diag, upper, rhs)
 
+    def __init__(self, n_rows, capacity):
+        self.levels = []              # (rows, rows of the reduced system) per level
+        rows = n_rows
+        while rows > 1:
+            self.levels.append((rows, rows // 2))
+            rows //= 2
+        # per level: diagonal, super-diagonal, right-hand side and solution of the reduced
+        # system; three scratch arrays of the first level's size serve every level
+        self.buffers = [[np.empty(half * capacity) for _ in range(4)] for _, half in self.levels]
+        scratch = [np.empty((n_rows // 2) * capacity) for _ in range(3)]
+        for level in self.buffers:
+            level.extend(scratch)
 
-def _cyclic_reduction(lower, diag, upper, rhs):
-    """Solve ``lower[i] x[i-1] + diag[i] x[i] + upper[i] x[i+1] = rhs[i]`` along axis 0.
-
-    Odd-even reduction: eliminating the even rows leaves a tridiagonal system in the odd rows,
-    half the size; solve it recursively, then recover the even rows. ``lower[0]`` and
-    ``upper[-1]`` must be 0.
-    """
-    n = diag.shape[0]
-    if n == 1:
-        return rhs / diag
-    odd, left = slice(1, None, 2), slice(0, -1, 2)    # odd rows and their left neighbours
-    n_odd = (n - 1 + 1) // 2
-    right = slice(2, None, 2)                          # right neighbours (one fewer if n is even)
-    pad = n_odd - len(range(*right.indices(n)))
-
-    def right_of(a, fill):
-        r = a[right]
-        return np.concatenate([r, np.full((pad,) + a.shape[1:], fill)]) if pad else r
-
-    a_left = -lower[odd] / diag[left]
-    a_right = -upper[odd] / right_of(diag, 1.0)
-    x_odd = _cyclic_reduction(
-        a_left * lower[left],
-        diag[odd] + a_left * upper[left] + a_right * right_of(lower, 0.0),
-        a_right * right_of(upper, 0.0),
-        rhs[odd] + a_left * rhs[left] + a_right * right_of(rhs, 0.0))
-    x = np.empty_like(rhs)
-    x[odd] = x_odd
-    even = rhs[0::2].copy()
-    even[1:] -= lower[2::2] * x_odd[:even.shape[0] - 1]
-    even[:x_odd.shape[0]] -= upper[0::2][:x_odd.shape[0]] * x_odd
-    x[0::2] = even / diag[0::2]
-    return x
-
-
-def _coldot(a, b):
-    """Per-frame dot products of (n, N) columns (bit-identical alone or in any batch)."""
-    return col_sum(a * b)
-
-
-def _norm(x):
-    return np.sqrt(_coldot(x, x))
+    def solve(self, diag, upper, rhs, out):
+        """``out`` (n_rows, N) <- solution; ``upper[-1]`` must be 0.  Inputs are not modified."""
+        N = diag.shape[1]
+        systems = [(diag, upper, rhs)]
+        for (rows, half), flat in zip(self.levels, self.buffers):
+            D, E, R = systems[-1]
+            D1, E1, R1, _, a_left, a_right, tmp = (b[:half * N].reshape(half, N) for b in flat)
+            right = (rows - 1) // 2           # odd rows that have a right neighbour
+            # a_left = -e[i-1] / d[i-1], a_right = -e[i] / d[i+1] (0 when there is none)
+            np.divide(E[0:2 * half:2], D[0:2 * half:2], out=a_left)
+            np.negative(a_left, out=a_left)
+            np.divide(E[1:2 * right:2], D[2:2 * right + 1:2], out=a_right[:right])
+            np.negative(a_right[:right], out=a_right[:right])
+            np.multiply(a_left, E[0:2 * half:2], out=tmp)
+            np.add(D[1::2], tmp, out=D1)
+            np.multiply(a_right[:right], E[1:2 * right:2], out=tmp[:right])
+            D1[:right] += tmp[:right]
+            np.multiply(a_right[:right], E[2:2 * right + 1:2], out=E1[:right])
+            E1[right:] = 0.0
+            np.multiply(a_left, R[0:2 * half:2], out=tmp)
+            np.add(R[1::2], tmp, out=R1)
+            np.multiply(a_right[:right], R[2:2 * right + 1:2], out=tmp[:right])
+            R1[:right] += tmp[:right]
+            systems.append((D1, E1, R1))
+        # the last system has one row; back up, recovering the even rows of each level
+        D, _, R = systems[-1]
+        x_odd = self.buffers[-1][3][:N].reshape(1, N) if self.levels else out
+        np.divide(R, D, out=x_odd)
+        for level in range(len(self.levels) - 1, -1, -1):
+            rows, half = self.levels[level]
+            D, E, R = systems[level]
+            x = out if level == 0 else self.buffers[level - 1][3][:rows * N].reshape(rows, N)
+            tmp = self.buffers[level][6][:half * N].reshape(half, N)
+            x[1::2] = x_odd
+            np.copyto(x[0::2], R[0::2])
+            evens = (rows + 1) // 2
+            np.multiply(E[1:2 * (evens - 1):2], x_odd[:evens - 1], out=tmp[:evens - 1])
+            x[2::2] -= tmp[:evens - 1]
+            np.multiply(E[0:2 * half:2], x_odd, out=tmp)
+            x[0:2 * half:2] -= tmp
+            np.divide(x[0::2], D[0::2], out=x[0::2])
+            x_odd = x
+        return out
 
 
 def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
@@ -226,12 +308,15 @@ def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
     return s[0], iterations[0], kkt[0]
 
 
-def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change):
-    """Solve every frame of ``mel`` into ``out``, ``CHUNK_ELEMENTS // n_freqs`` frames at a time.
+def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, workers=1,
+               progress=None):
+    """Solve every frame of ``mel`` into ``out``, a cache-sized chunk of frames at a time.
 
     Memory: ``out`` is the only array that grows with the batch (besides two numbers a frame);
-    each chunk gathers its frames from ``mel`` in float64, solves them and writes them into
-    ``out`` in ``out.dtype``.  Chunks cannot change a result, since no operation mixes frames.
+    each worker thread has one chunk's work arrays, allocated once per call, into which it
+    gathers its frames (in float64), solves them and from which it writes them into ``out`` in
+    ``out.dtype``.  Chunks cannot change a result, since no operation mixes frames, so neither
+    can the number of threads that solve them.
 
     Parameters
     ----------
@@ -248,6 +333,11 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change):
     tolerance_change : float
         A frame also stops when its step moves ``t = A.T mu`` by at most
         ``tolerance_change * ||max(t, 0)||`` (no further progress at this precision).
+    workers : int
+        Threads solving chunks at once (NumPy releases the GIL inside its loops); 1 solves in
+        the calling thread.
+    progress : callable or None
+        Called with the number of frames of each chunk solved (from the worker threads).
 
     Returns
     -------
@@ -260,142 +350,352 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change):
     cap = min(int(max_iter), step_bound(plan.n_mels))
     iterations = np.zeros((B, T), dtype=np.int64)
     kkt = np.zeros((B, T))
-    n_frames = B * T
-    chunk = max(1, CHUNK_ELEMENTS // plan.sparse.n_freqs)
-    bounds = np.linspace(0, n_frames, -(-n_frames // chunk) + 1).astype(np.int64)  # equal chunks
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        bi, ti = np.divmod(np.arange(a, b), T)                  # frame f = b * T + t
-        m = mel[bi, :, ti].T.astype(np.float64)                 # (n_mels, n): gathered, a copy
-        s, iterations[bi, ti], kkt[bi, ti] = _solve_frames(plan, m, cap, tolerance_loss,
-                                                           tolerance_change)
-        out[bi, :, ti] = s.T
+    chunks = chunk_bounds(B * T, plan.sparse.n_freqs, workers)
+    if not chunks:
+        return iterations, kkt
+    capacity = max(b - a for a, b in chunks)
+    local = threading.local()
+    errors = np.geterr()          # the caller's floating-point error handling, for every thread
+
+    def run(bounds):
+        with np.errstate(**errors):
+            solve_chunk(bounds)
+
+    def solve_chunk(bounds):
+        work = getattr(local, "work", None)
+        if work is None:
+            work = local.work = _Work(plan, capacity)
+        a, b = bounds
+        n = b - a
+        m = work.mel_view("m", n)
+        for frames, b_index, t0, t1 in _slabs(a, b, T):
+            np.copyto(m[:, frames], mel[b_index, :, t0:t1], casting="unsafe")
+        s, it, kk = _solve_frames(plan, work, n, cap, tolerance_loss, tolerance_change)
+        for frames, b_index, t0, t1 in _slabs(a, b, T):
+            out[b_index, :, t0:t1] = s[:, frames]
+            iterations[b_index, t0:t1] = it[frames]
+            kkt[b_index, t0:t1] = kk[frames]
+        if progress is not None:
+            progress(n)
+
+    map_chunks(run, chunks, workers)
     return iterations, kkt
 
 
-def _solve_frames(plan, m, cap, tolerance_loss, tolerance_change):
-    """The iteration of the module docstring on the columns of ``m`` (float64, overwritten)."""
-    sp, w, eps = plan.sparse, plan.w, plan.eps
-    N = m.shape[1]
+def _slabs(a, b, T):
+    """Frames ``a <= f < b`` of a (B, ., T) batch (f = b T + t) as runs within one batch item:
+    ``(slice of the chunk's columns, b, t0, t1)``."""
+    f = a
+    while f < b:
+        b_index, t0 = divmod(f, T)
+        t1 = min(T, t0 + (b - f))
+        yield slice(f - a, f - a + t1 - t0), b_index, t0, t1
+        f += t1 - t0
+
+
+def chunk_bounds(n_frames, n_freqs, workers):
+    """``[(start, stop), ...]``: near-equal runs of frames, at most ``CHUNK_ELEMENTS // n_freqs``
+    a chunk; with several threads, at least ``CHUNKS_PER_WORKER`` chunks a thread where that
+    leaves ``MIN_CHUNK_ELEMENTS`` a chunk (frames differ in cost: several chunks a thread even
+    out the load, and much smaller chunks would spend their time in per-call overhead)."""
+    chunk = max(1, CHUNK_ELEMENTS // n_freqs)
+    if workers > 1:
+        smallest = max(1, MIN_CHUNK_ELEMENTS // n_freqs)
+        chunk = min(chunk, max(smallest, -(-n_frames // (CHUNKS_PER_WORKER * workers))),
+                    max(1, -(-n_frames // workers)))
+    n_chunks = -(-n_frames // chunk)
+    edges = np.linspace(0, n_frames, n_chunks + 1).astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+class _Work:
+    """One thread's work arrays for chunks of up to ``capacity`` frames, allocated once.
+
+    Every array a Newton step touches is a view of these (the frames still running are the
+    first columns, contiguous): the loop allocates nothing the size of a chunk, which matters
+    as much as the arithmetic (a fresh multi-megabyte temporary costs its page faults each time).
+    Bin arrays are in the plan's run-major order.
+    """
+
+    _BIN_FLOAT = ("t", "s", "u", "x", "y", "s_out")
+    _BIN_BOOL = ("d", "d_prev", "d_one", "cross")
+    _MEL = ("m", "mu", "F", "delta", "tmp", "diag", "upper", "a_lo")
+
+    def __init__(self, plan, capacity):
+        self.n_freqs, self.n_mels, self.capacity = plan.sparse.n_freqs, plan.n_mels, capacity
+        size_bins, size_mels = self.n_freqs * capacity, self.n_mels * capacity
+        self.flat = {name: np.empty(size_bins) for name in self._BIN_FLOAT}
+        self.flat.update({name: np.empty(size_bins, dtype=bool) for name in self._BIN_BOOL})
+        self.flat.update({name: np.empty(size_mels) for name in self._MEL})
+        self.tridiag = _CyclicReduction(self.n_mels, capacity)
+
+    def bin_view(self, name, n):
+        return self.flat[name][:self.n_freqs * n].reshape(self.n_freqs, n)
+
+    def mel_view(self, name, n):
+        return self.flat[name][:self.n_mels * n].reshape(self.n_mels, n)
+
+    def compact(self, names, n_old, keep):
+        """Keep the columns ``keep`` of the work arrays ``names``: (rows, n_old) ->
+        (rows, keep.size), through a scratch array of the same kind (``y``, ``cross`` or
+        ``delta``, free whenever frames are dropped).  Returns the new views."""
+        views = []
+        for name in names:
+            flat = self.flat[name]
+            view = self.bin_view if flat.size == self.n_freqs * self.capacity else self.mel_view
+            scratch = "delta" if view == self.mel_view else ("cross" if flat.dtype == bool else "y")
+            kept = np.take(view(name, n_old), keep, axis=1, out=view(scratch, keep.size),
+                           mode="clip")
+            new = view(name, keep.size)
+            np.copyto(new, kept)
+            views.append(new)
+        return views
+
+
+def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change):
+    """The iteration of the module docstring on the ``N`` frames in ``work``'s ``m`` (float64,
+    overwritten).
+
+    Returns ``s`` (n_freqs, N) in bin order (a view of ``work``'s ``y``), ``iterations`` and
+    ``kkt`` (N,).  The frames still running are the first columns of the work arrays; a frame
+    that stops writes its ``s`` (already computed from its final ``mu``) and leaves them.
+    """
+    eps = plan.eps
+    lo, hi, wt = plan.lo, plan.hi, plan.weights
+    m, tmp = work.mel_view("m", N), work.mel_view("tmp", N)
+    s_out = work.bin_view("s_out", N)
     # Exact rescaling by a power of two: every frame's largest |m| lands in [0.5, 1), so no
     # norm under- or overflows and s(c m) = c s(m) whatever the scale c.
-    _, exponent = np.frexp(np.abs(m).max(axis=0))
+    np.abs(m, out=tmp)
+    _, exponent = np.frexp(tmp.max(axis=0))
     np.ldexp(m, -exponent, out=m)
-    mu = plan.start(m)
-    m_norm = _norm(m)
+    np.multiply(m, m, out=tmp)
+    m_norm = np.sqrt(col_sum(tmp))
     iterations = np.zeros(N, dtype=np.int64)
     kkt = np.zeros(N)
-    active = np.flatnonzero(m_norm > 0)
-    mu[:, m_norm == 0] = 0.0
+    s_out[...] = 0.0
+    frames = np.flatnonzero(m_norm > 0)               # chunk column of each running frame
+    n = frames.size
+    if n < N and n:
+        m, = work.compact(["m"], N, frames)
+        m_norm = m_norm[frames]
+    if n:
+        mu = plan.start(m, out=work.mel_view("mu", n))
     # exact[i]: the last step of frame i was a full Newton step; if its active set is unchanged,
     # F is zero up to rounding (Newton is exact on a piece of the piecewise linear F).
-    exact = np.zeros(N, dtype=bool)
-    d_prev = np.zeros((sp.n_freqs, N), dtype=bool)
-    recent = np.full((FLOOR_WINDOW, N), np.inf)      # kkt of the last FLOOR_WINDOW iterates
-    stalled = np.zeros(N, dtype=bool)                 # the last step moved nothing: stop here
+    exact = np.zeros(n, dtype=bool)
+    recent = np.full((FLOOR_WINDOW, n), np.inf)      # kkt of the last FLOOR_WINDOW iterates
+    stalled = np.zeros(n, dtype=bool)                 # the last step moved nothing: stop here
     for it in range(cap + 1):
-        if active.size == 0:
+        if n == 0:
             break
-        everyone = active.size == N               # no column gathers while every frame runs
-        mu_a = mu if everyone else mu[:, active]
-        m_a = m if everyone else m[:, active]
-        t = sp.rmatvec(mu_a, np, w)
-        positive = t > 0
-        s_a = np.maximum(t, 0.0)
-        F = sp.matvec(s_a, np, w) + eps * mu_a - m_a
-        rel = _norm(F) / m_norm[active]
-        kkt[active] = rel
+        t, s, u, x = (work.bin_view(name, n) for name in ("t", "s", "u", "x"))
+        d, d_prev = work.bin_view("d", n), work.bin_view("d_prev", n)
+        F, tmp = work.mel_view("F", n), work.mel_view("tmp", n)
+        a_lo, a_hi = work.mel_view("a_lo", n), work.mel_view("delta", n)   # delta: free here
+        # t = A.T mu, s = max(t, 0), d = (t > 0)
+        np.take(mu, lo, axis=0, out=t, mode="clip")
+        t *= wt["w_lo"]
+        np.take(mu, hi, axis=0, out=x, mode="clip")
+        x *= wt["w_hi"]
+        t += x
+        np.greater(t, 0.0, out=d)
+        np.maximum(t, 0.0, out=s)
+        # F = A s + eps mu - m: the w_lo part of each mel's bin run, plus the w_hi part of the
+        # run below it
+        np.multiply(s, wt["w_lo"], out=x)
+        plan.to_mel_order(plan.run_sums(x, a_lo), F)
+        np.multiply(s, wt["w_hi"], out=x)
+        plan.to_mel_order(plan.run_sums(x, a_hi), tmp)
+        F[1:] += tmp[:-1]
+        np.multiply(mu, eps, out=tmp)
+        F += tmp
+        F -= m
+        np.multiply(F, F, out=tmp)
+        rel = np.sqrt(col_sum(tmp)) / m_norm
         # a non-finite frame stops too (the transform then raises): it can never meet a rule
-        done = (rel <= tolerance_loss) | ~np.isfinite(rel) | (it == cap) | stalled[active]
-        done |= (rel <= FLOOR_KKT) & (rel > FLOOR_RATIO * recent[:, active].min(axis=0))
-        recent[it % FLOOR_WINDOW, active] = rel
-        check = np.flatnonzero(exact[active] & ~done)      # full step last time: same active set?
+        done = (rel <= tolerance_loss) | ~np.isfinite(rel) | (it == cap) | stalled
+        done |= (rel <= FLOOR_KKT) & (rel > FLOOR_RATIO * recent.min(axis=0))
+        recent[it % FLOOR_WINDOW] = rel
+        check = np.flatnonzero(exact & ~done)     # a full step last time: the same active set?
         if check.size:
-            done[check] = (positive[:, check] == d_prev[:, active[check]]).all(axis=0)
+            done[check] = (d[:, check] == d_prev[:, check]).all(axis=0)
         if done.any():
-            keep = ~done
-            active = active[keep]
-            mu_a, m_a, t, s_a, F, positive = (a[:, keep] for a in (mu_a, m_a, t, s_a, F, positive))
-            if active.size == 0:
+            gone = np.flatnonzero(done)
+            s_out[:, frames[gone]] = s[:, gone]
+            kkt[frames[gone]] = rel[gone]
+            keep = np.flatnonzero(~done)
+            frames, m_norm, rel, exact = frames[keep], m_norm[keep], rel[keep], exact[keep]
+            recent = recent[:, keep]
+            if keep.size == 0:
                 break
-        iterations[active] += 1
-        diag, upper = sp.tridiag(positive, np, w)
-        delta = -_tridiag_solve(diag + eps, upper, F)     # J delta = -F
-        u = sp.rmatvec(delta, np, w)
-        alpha = _line_search(t, u, mu_a, delta, m_a, eps, _coldot(F, delta))
-        mu[:, active] = mu_a + alpha * delta
-        exact[active] = alpha == 1.0
-        d_prev[:, active] = positive
+            t, s, d, mu, m, F = work.compact(["t", "s", "d", "mu", "m", "F"], n, keep)
+            n = keep.size
+            u, x, d_prev = work.bin_view("u", n), work.bin_view("x", n), work.bin_view("d_prev", n)
+            tmp, a_lo, a_hi = (work.mel_view(name, n) for name in ("tmp", "a_lo", "delta"))
+        iterations[frames] += 1
+        kkt[frames] = rel
+        # J = A diag(d) A.T + eps I (tridiagonal): diag_k sums w_lo^2 over the active bins of
+        # mel k's run and w_hi^2 over the run below; upper_k sums w_lo w_hi over mel k's run
+        diag, upper = work.mel_view("diag", n), work.mel_view("upper", n)
+        np.multiply(d, wt["w_lo2"], out=x)
+        plan.to_mel_order(plan.run_sums(x, a_lo), diag)
+        np.multiply(d, wt["w_hi2"], out=x)
+        plan.to_mel_order(plan.run_sums(x, a_hi), tmp)
+        diag[1:] += tmp[:-1]
+        diag += eps
+        np.multiply(d, wt["w_lohi"], out=x)
+        plan.to_mel_order(plan.run_sums(x, a_lo), upper)
+        # delta = -J^-1 F
+        delta = work.tridiag.solve(diag, upper, F, work.mel_view("delta", n))
+        np.negative(delta, out=delta)
+        # u = A.T delta
+        np.take(delta, lo, axis=0, out=u, mode="clip")
+        u *= wt["w_lo"]
+        np.take(delta, hi, axis=0, out=x, mode="clip")
+        x *= wt["w_hi"]
+        u += x
         # Stalled: the step moves the unclamped spectrum t = A.T mu by a negligible amount
         # compared with the answer s = max(t, 0). (Not compared with ||t||: on an inconsistent
         # frame the clamped bins of t grow like residual / eps and dwarf any useful step.)
         # The frame stops at the top of the next pass, so that its kkt is the returned iterate's.
-        stalled[active] = alpha * _norm(u) <= tolerance_change * _norm(s_a)
-    s = np.maximum(sp.rmatvec(mu, np, w), 0)
-    return np.ldexp(s, exponent), iterations, kkt
+        np.multiply(s, s, out=x)
+        s_norm = np.sqrt(col_sum(x))
+        np.multiply(u, u, out=x)
+        u_norm = np.sqrt(col_sum(x))
+        alpha, full = _line_search(work, n, mu, delta, m, F, eps)
+        delta *= alpha
+        mu += delta
+        exact = full
+        np.copyto(d_prev, d)
+        stalled = alpha * u_norm <= tolerance_change * s_norm
+    s_bins = np.take(s_out, plan.inverse, axis=0, out=work.bin_view("y", N), mode="clip")
+    np.ldexp(s_bins, exponent, out=s_bins)
+    return s_bins, iterations, kkt
 
 
-class _LineFunction:
-    """``phi'(alpha)``, the derivative of ``q`` along ``delta``, for a stack of frames.
+def _line_search(work, n, mu, delta, m, F, eps):
+    """Step length along the Newton direction, every frame's own: ``(alpha, full)``.
 
     ``phi'(a) = max(t + a u, 0).u + c0 + a c1`` with ``c0 = (eps mu - m).delta`` and
-    ``c1 = eps delta.delta``: monotone and piecewise linear in ``a``.
+    ``c1 = eps delta.delta``.  Full step (``alpha = 1``, ``full`` True) where
+    ``phi'(1) <= FULL_STEP_TIE |phi'(0)|``, ``phi'(0) = F.delta``; elsewhere the exact root of
+    ``phi'`` on ``(0, 1)`` (:func:`_root_of_dphi`).  Reads ``t``, ``u``, ``d`` from ``work``;
+    uses ``x``, ``s``, ``y``, ``d_one``, ``d_prev`` and ``cross`` as scratch.
     """
-
-    def __init__(self, t, u, mu, delta, m, eps):
-        self.t, self.u = t, u
-        self.c0 = _coldot(eps * mu - m, delta)
-        self.c1 = eps * _coldot(delta, delta)
-
-    def __call__(self, alpha):
-        return _coldot(np.maximum(self.t + alpha * self.u, 0), self.u) + self.c0 + alpha * self.c1
-
-    def keep(self, cols):
-        """The same function restricted to the frames ``cols`` (copies them once)."""
-        kept = object.__new__(_LineFunction)
-        kept.t, kept.u, kept.c0, kept.c1 = self.t[:, cols], self.u[:, cols], self.c0[cols], self.c1[cols]
-        return kept
-
-
-def _line_search(t, u, mu, delta, m, eps, slope0):
-    """Step length in (0, 1] along the Newton direction; every frame's own search.
-
-    Full step where ``phi'(1) <= FULL_STEP_TIE |phi'(0)|`` (zero up to rounding); elsewhere regula falsi (Illinois) on the bracket
-    ``[0, 1]`` keeping ``phi'(lo) <= 0 < phi'(hi)``, until ``phi'`` at the lower end is within
-    ``LINE_SEARCH_RTOL`` of ``slope0 = phi'(0) = F.delta`` or ``LINE_SEARCH_STEPS`` rounds;
-    returns ``lo``.
-    """
-    dphi = _LineFunction(t, u, mu, delta, m, eps)
-    alpha = np.ones(t.shape[1])
-    hi_val = dphi(alpha)
+    t, u, x, d = (work.bin_view(name, n) for name in ("t", "u", "x", "d"))
+    d_one = work.bin_view("d_one", n)
+    tmp = work.mel_view("tmp", n)
+    np.multiply(mu, eps, out=tmp)
+    tmp -= m
+    tmp *= delta
+    c0 = col_sum(tmp)
+    np.multiply(delta, delta, out=tmp)
+    c1 = eps * col_sum(tmp)
+    np.multiply(F, delta, out=tmp)
+    slope0 = col_sum(tmp)                       # phi'(0) < 0: a descent direction
+    np.add(t, u, out=x)
+    np.greater(x, 0.0, out=d_one)               # active at a = 1
+    np.maximum(x, 0.0, out=x)
+    x *= u
+    dphi_one = col_sum(x) + c0 + c1
+    alpha = np.ones(n)
     # At a converged Newton step phi'(1) is a rounding-level +-1e-15 |phi'(0)|: its sign must not
     # decide between the full step and the search (the kernel rounds differently).
-    cols = np.flatnonzero(hi_val > FULL_STEP_TIE * np.abs(slope0))
-    if cols.size == 0:
-        return alpha
-    dphi = dphi.keep(cols)                        # the search runs on these frames only
-    lo, hi = np.zeros(cols.size), np.ones(cols.size)
-    lo_val, hi_val = slope0[cols], hi_val[cols]      # phi'(0) = F.delta < 0: a descent direction
-    target = LINE_SEARCH_RTOL * lo_val            # negative: stop once phi'(lo) >= target
-    side = np.zeros(cols.size, dtype=np.int8)     # which end moved last: +1 lo, -1 hi
-    for _ in range(LINE_SEARCH_STEPS):
-        c = lo - lo_val * (hi - lo) / (hi_val - lo_val)
-        c = np.clip(c, lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo))
-        c_val = dphi(c)
-        below = c_val <= 0
-        # Illinois: when the same end moves twice running, halve the other end's value
-        hi_val = np.where(below, np.where(side > 0, hi_val * 0.5, hi_val), c_val)
-        lo_val = np.where(below, c_val, np.where(side < 0, lo_val * 0.5, lo_val))
-        side = np.where(below, 1, -1).astype(np.int8)
-        lo = np.where(below, c, lo)
-        hi = np.where(below, hi, c)
-        done = below & (c_val >= target)
-        if done.any():
-            alpha[cols[done]] = lo[done]
-            keep = np.flatnonzero(~done)
-            if keep.size == 0:
-                return alpha
-            dphi = dphi.keep(keep)
-            cols, lo, hi, lo_val, hi_val, target, side = (
-                a[keep] for a in (cols, lo, hi, lo_val, hi_val, target, side))
-    alpha[cols] = lo
+    full = dphi_one <= FULL_STEP_TIE * np.abs(slope0)
+    cols = np.flatnonzero(~full)
+    if cols.size:
+        k = cols.size
+        tc, uc, scratch = (work.bin_view(name, k) for name in ("s", "x", "y"))
+        on_zero, on_one = work.bin_view("d_prev", k), work.bin_view("cross", k)
+        np.take(t, cols, axis=1, out=tc, mode="clip")
+        np.take(u, cols, axis=1, out=uc, mode="clip")
+        np.take(d, cols, axis=1, out=on_zero, mode="clip")
+        np.take(d_one, cols, axis=1, out=on_one, mode="clip")
+        alpha[cols] = _root_of_dphi(tc, uc, on_zero, on_one, c0[cols], c1[cols], slope0[cols],
+                                    dphi_one[cols], scratch, work.bin_view("d_one", k))
+    return alpha, full
+
+
+def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, flags):
+    """The root in ``(0, 1)`` of ``phi'(a) = sum_j max(t_j + a u_j, 0) u_j + c0 + a c1``.
+
+    Parameters
+    ----------
+    t, u : ndarray, shape (n_freqs, n)
+    on_zero, on_one : ndarray of bool, shape (n_freqs, n)
+        ``t > 0`` and ``t + u > 0``, the bins active at ``a = 0`` and at ``a = 1``;
+        ``on_one`` is overwritten.
+    c0, c1, dphi_zero, dphi_one : ndarray, shape (n,)
+        ``c1 > 0``; ``phi'(0) < 0 < phi'(1)``.
+    scratch, flags : ndarray, shape (n_freqs, n), float64 and bool
+        Work arrays.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+
+    ``phi'`` is continuous, increasing and linear between the breakpoints ``b_j = -t_j / u_j``
+    of the bins active at one end only (the crossing bins; the others are active on all of
+    ``[0, 1]`` or nowhere): the bins active throughout add ``base_a + a base_b``, the crossing
+    bins, listed once, add ``t_j u_j + a u_j^2`` where active.  The search keeps a bracket
+    ``[lo, hi]`` with ``phi'(lo) <= 0 < phi'(hi)``; each round takes the secant point ``c``, the
+    slope ``g`` of ``phi'`` just right of ``c`` and the breakpoints ``bl <= c < br`` nearest to
+    it in the bracket.  If ``r = c - phi'(c) / g`` lies in ``[bl, br]``, ``phi'`` is linear
+    there and ``r`` is the root; otherwise the bracket moves past that piece, to
+    ``[br, hi]`` (``phi'(c) < 0``) or ``[lo, bl]``.  Each round ends the search or removes a
+    breakpoint from the bracket, so it ends (on real audio after 1-3 rounds, up to ~25); the
+    kernel runs the same rounds, summing over all bins.
+    """
+    n = t.shape[1]
+    always = np.logical_and(on_zero, on_one, out=flags)
+    np.multiply(t, u, out=scratch)
+    scratch *= always
+    base_a = c0 + col_sum(scratch)
+    np.multiply(u, u, out=scratch)
+    scratch *= always
+    base_b = c1 + col_sum(scratch)
+    bin_, frame = np.nonzero(np.not_equal(on_zero, on_one, out=on_one))   # crossing bins, in
+    tb, ub = t[bin_, frame], u[bin_, frame]                                # bin order per frame
+    brk = -tb / ub                                       # in [0, 1]
+    off = on_zero[bin_, frame]                           # active up to its breakpoint, then not
+    tu, uu = tb * ub, ub * ub
+    alpha = np.empty(n)
+    todo = np.arange(n)                                  # frames still searching
+    lo, hi, val_lo, val_hi = np.zeros(n), np.ones(n), dphi_zero.copy(), dphi_one.copy()
+    for _ in range(brk.size + 2):
+        k = todo.size
+        width = hi - lo
+        step = val_hi - val_lo
+        c = np.where(step > 0, lo - val_lo * width / np.where(step > 0, step, 1.0), lo + 0.5 * width)
+        c = np.minimum(np.maximum(c, lo), hi)
+        cf = c[frame]
+        on_at_c = np.where(off, brk > cf, brk < cf)
+        on_right = np.where(off, brk > cf, brk <= cf)    # the piece just right of c
+        v = base_a + c * base_b + np.bincount(frame, np.where(on_at_c, tu + cf * uu, 0.0), k)
+        g = base_b + np.bincount(frame, np.where(on_right, uu, 0.0), k)
+        bl, br = lo.copy(), hi.copy()
+        left = (brk > lo[frame]) & (brk <= cf)
+        np.maximum.at(bl, frame[left], brk[left])
+        right = (brk > cf) & (brk < hi[frame])
+        np.minimum.at(br, frame[right], brk[right])
+        root = c - v / g
+        found = (root >= bl) & (root <= br)
+        collapsed = ~found & (hi <= lo)                  # rounding left no room: take lo
+        alpha[todo[found]] = root[found]
+        alpha[todo[collapsed]] = lo[collapsed]
+        below = v < 0
+        val_lo, lo = np.where(below, v + g * (br - c), val_lo), np.where(below, br, lo)
+        val_hi, hi = np.where(below, val_hi, v - g * (c - bl)), np.where(below, hi, bl)
+        going = ~(found | collapsed)
+        if not going.any():
+            return alpha
+        keep = np.flatnonzero(going)
+        renumber = np.cumsum(going) - 1
+        entries = going[frame]
+        frame, brk, off, tu, uu = renumber[frame[entries]], brk[entries], off[entries], \
+            tu[entries], uu[entries]
+        todo, lo, hi, val_lo, val_hi, base_a, base_b = (
+            a[keep] for a in (todo, lo, hi, val_lo, val_hi, base_a, base_b))
+    alpha[todo] = lo
     return alpha

@@ -15,8 +15,8 @@ With ``M`` packed as ``(B, T, n_mels)``, ``S`` as ``(B, T, n_freqs)`` and ``fb``
 
 ``loss_{-1} = inf``; the step of the stopping iteration is applied.  The loss is squared and
 accumulated in float64 (here and in ``kernels/sgd.cu``), the iterate stays in the input dtype;
-torch's float32 sum can stop one iteration earlier or later on near-ties (REFERENCE.md).  The global loss makes the
-effective step shrink as the batch grows, exactly as in torchaudio; that is the point of this
+torch's float32 sum can stop one iteration earlier or later on near-ties (REFERENCE.md).  The global
+loss makes the effective step shrink as the batch grows, exactly as in torchaudio; that is the point of this
 solver (compatibility), not a recommendation.
 """
 from __future__ import annotations
