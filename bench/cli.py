@@ -9,7 +9,6 @@ into ``--out``. The Markdown tables are also printed; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -99,7 +98,7 @@ def build_parser():
     p.add_argument("--python-for", action="append", default=[], metavar="PEER=PYTHON",
                    type=lambda t: _key_value(t, "--python-for"),
                    help="measure PEER's rows with another interpreter, e.g. "
-                        "mindspore=/work/venvs/ms/bin/python (repeatable)")
+                        "mindspore=<ms-venv>/bin/python (repeatable)")
     p.add_argument("--frames-for", action="append", default=[], metavar="PEER=N",
                    type=lambda t: _key_value(t, "--frames-for", int),
                    help="measure PEER on only about N frames of the batch, for a slow peer "
@@ -183,7 +182,7 @@ def measure_workload(batch, pairs, settings, python_for, scratch, env, log):
         worker_rows, worker_env = run_rows_in(python, batch, group, settings, scratch, log)
         rows.update(zip(group, worker_rows))
         if worker_env is not None:
-            env["workers"][python] = worker_env
+            env["workers"][environment.portable_path(python)] = worker_env
     return [rows[pair] for pair in pairs]
 
 
@@ -208,13 +207,15 @@ def main(argv=None):
                         repeats=args.repeats, seed=args.seed, frames_for=dict(args.frames_for))
     python_for = dict(args.python_for)
     pairs = select(args.solvers, args.peers, args.backend)
-    env = environment.collect(shlex.join(["python", "-m", "bench", *argv]))
+    env = environment.collect(["python", "-m", "bench", *argv])
     results = {"environment": env,
                "settings": {**settings.to_json(), "baseline": args.baseline,
                             "workloads": list(args.workload), "backends": list(args.backend),
                             "solvers": list(args.solvers), "peers": list(args.peers),
-                            "audio": args.audio, "frames": args.frames, "clips": args.clips,
-                            "python_for": python_for},
+                            "audio": environment.portable_path(args.audio), "frames": args.frames,
+                            "clips": args.clips,
+                            "python_for": {k: environment.portable_path(v)
+                                           for k, v in python_for.items()}},
                "workloads": {}, "rows": []}
     with tempfile.TemporaryDirectory(prefix="cumel-bench-") as scratch:
         for name in args.workload:

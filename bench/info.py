@@ -14,7 +14,6 @@ Prints a table and writes ``results.json`` and ``results.md`` into ``--out``.
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import time
@@ -83,7 +82,7 @@ def main(argv=None):
     def with_info():
         return inv(mel, return_info=True)
 
-    env = environment.collect(shlex.join(["python", "-m", "bench", "info", *argv]))
+    env = environment.collect(["python", "-m", "bench", "info", *argv])
     out_bytes = mel.shape[0] * w.n_stft * mel.shape[-1] * 4
     peaks = {"plain": peak_bytes(plain), "info": peak_bytes(with_info)}
     times = {"plain": [], "info": []}
@@ -101,7 +100,9 @@ def main(argv=None):
                      "peak / output": peaks[call] / out_bytes,
                      "time (s)": statistics.median(times[call]), "runs (s)": times[call]})
     rows[1]["time / without info"] = rows[1]["time (s)"] / rows[0]["time (s)"]
-    results = {"environment": env, "settings": vars(args), "rows": rows}
+    settings = dict(vars(args), audio=environment.portable_path(args.audio),
+                    out=environment.portable_path(args.out))
+    results = {"environment": env, "settings": settings, "rows": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(results, out)

@@ -137,10 +137,11 @@ def run(args, argv, log):
     quiet_empty_filters()
     counts = parse_threads(args.threads)
     frames = args.frames or DEFAULT_FRAMES
-    env = environment.collect(" ".join(["python", "-m", "bench", *argv]))
+    env = environment.collect(["python", "-m", "bench", *argv])
     results = {"environment": env,
                "settings": {"workloads": list(args.workload), "threads": counts, "frames": frames,
-                            "repeats": args.repeats, "audio": _relative(args.audio),
+                            "repeats": args.repeats,
+                            "audio": environment.portable_path(args.audio),
                             "usable_cores": _threads.usable_cpus()},
                "clips": [], "threads": []}
     for name in args.workload:
@@ -159,15 +160,6 @@ def run(args, argv, log):
     ok = all(r["same_bits"] for r in results["threads"]) and all(r["converged"]
                                                                   for r in results["clips"])
     return 0 if ok else 1
-
-
-def _relative(path):
-    """``path`` relative to the repository root (no machine's absolute path in the results)."""
-    if path is None:
-        return None
-    import os
-    root = Path(__file__).resolve().parents[1]
-    return os.path.relpath(Path(path).resolve(), root)
 
 
 def _clip_paths(workload, audio_dir):
