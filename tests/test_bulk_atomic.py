@@ -45,7 +45,8 @@ def test_temporary_file_is_fsynced_before_it_replaces_the_output(tmp_path, monke
 
 
 @pytest.mark.parametrize("name", ["S.npy", "a" * 251 + ".npy", "é" * 125 + "a.npy",
-                                  "日本" * 41 + "a.npy"])
+                                  "日本" * 41 + "a.npy"],
+                         ids=["short", "255-ascii", "255-2-byte", "252-3-byte"])
 def test_temporary_names_fit_the_name_limit_and_say_whose_they_are(tmp_path, name):
     assert len(os.fsencode(name)) <= 255
     for _ in range(20):
