@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 import warnings
 from importlib import resources
@@ -42,7 +43,8 @@ def _build_parser():
                     "named goes to OUTDIR/<name>.npy, each file found in a folder (recursively) "
                     "to the same relative path under OUTDIR. Outputs are written atomically; "
                     "a re-run skips outputs that exist unless --overwrite. Exit status: 0, 1 when "
-                    "a file failed, 2 on bad arguments, 130 when interrupted (Ctrl-C).")
+                    "a file failed or a folder could not be searched, 2 on bad arguments, 130 "
+                    "when interrupted (Ctrl-C), 143 when terminated (SIGTERM).")
     inv.add_argument("inputs", nargs="+", metavar="PATH", help=".npy/.npz files or folders")
     inv.add_argument("-o", "--output", default=None, metavar="OUT",
                      help="output file (one input file) or folder; may be left out with one "
@@ -152,17 +154,20 @@ def invert_one(args, settings):
     path = args.inputs[0]
     wav = (str(args.wav) if args.wav is not True else
            str(Path(args.output).with_suffix(".wav"))) if args.wav else None
+    if args.report is not None:
+        _bulk.check_writable(args.report, "--report")
+    if args.output is not None:
+        _bulk.remove_stale_temporaries([str(Path(args.output).parent)])
     try:
-        mel = _bulk.load_mel(path, args.key, args.n_mels)
+        mel = _bulk.load_mel(path, args.key, args.n_mels, settings.n_stft)
         transform = _bulk.transform_for(settings, int(mel.shape[-2]))
         S, info = transform(mel, return_info=True)
         if args.output is not None:
             _bulk.save_npy(args.output, S)
-    except (ValueError, TypeError, RuntimeError, OSError) as exc:
+    except Exception as exc:             # a row in the report too, then the error (exit 2)
         if args.report is not None:
-            _bulk.write_report(args.report, [_bulk.Result(path, args.output, "failed",
-                                                          error=str(exc))],
-                               0.0, False, shlex.join(["cumel", *args.argv]))
+            _bulk.write_report(args.report, [_bulk.failure(_bulk.Job(path, args.output), exc)],
+                               0.0, None, shlex.join(["cumel", *args.argv]))
         raise
     _report(path, mel, S, info, transform)
     if args.output is not None:
@@ -172,7 +177,7 @@ def invert_one(args, settings):
     if args.report is not None:
         row = _bulk.Result(path, args.output, "written", _bulk.frames_of(mel.shape), info.seconds,
                            info.total_mel_residual)
-        _bulk.write_report(args.report, [row], info.seconds, False, shlex.join(["cumel", *args.argv]))
+        _bulk.write_report(args.report, [row], info.seconds, None, shlex.join(["cumel", *args.argv]))
     return 0
 
 
@@ -196,6 +201,8 @@ def invert_many(args, settings):
                          "(each OUTDIR/<name>.wav beside its .npy)")
     if args.wav:
         settings.audio = dict(hop_length=args.hop_length, seed=args.seed)
+    if args.report is not None:
+        _bulk.check_writable(args.report, "--report")        # before any work, not after it
     jobs, problems = _bulk.collect_inputs(args.inputs, args.output)
     n_workers = 1 if _uses_gpu(args.device) else args.jobs
     return _bulk.run(jobs, problems, settings, overwrite=args.overwrite, n_workers=n_workers,
@@ -244,13 +251,17 @@ def main(argv=None):
     args = _build_parser().parse_args(argv)
     args.argv = argv
     try:
-        return {"invert": cmd_invert, "demo": cmd_demo}[args.command](args) or 0
-    except (ValueError, TypeError, RuntimeError, OSError) as exc:
+        with _bulk.stop_signals():                 # SIGINT and SIGTERM: a clean stop
+            return {"invert": cmd_invert, "demo": cmd_demo}[args.command](args) or 0
+    except (ValueError, TypeError, RuntimeError, OSError, ArithmeticError) as exc:
         print(f"cumel: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("cumel: interrupted", file=sys.stderr)
-        return 130
+    except MemoryError as exc:
+        print(f"cumel: error: out of memory{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print(f"cumel: interrupted ({signal.Signals(_bulk.signal_of(exc)).name})", file=sys.stderr)
+        return _bulk.exit_status(exc)
 
 
 if __name__ == "__main__":
