@@ -7,6 +7,7 @@ progress, the report) lives in ``cumel._bulk``; this module wires it to the argu
 from __future__ import annotations
 
 import argparse
+import copy
 import shlex
 import signal
 import sys
@@ -29,6 +30,9 @@ def _solver_args(p):
     p.add_argument("--seed", type=int, default=None,
                    help="start of the SGD solvers and of Griffin-Lim (--wav)")
     p.add_argument("--device", default=None, choices=("cpu", "cuda", "auto"))
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="threads of the CPU nnls solve in each process (default: every core "
+                        "with --jobs 1, one thread a process with --jobs N > 1)")
 
 
 def _build_parser():
@@ -111,11 +115,21 @@ def _to_wav(args, path, S, sample_rate, hop_default=None):
     return sc
 
 
+def _workers(args):
+    """Threads a process solves with: --workers, else every core for one process and one a
+    process for several (--jobs N processes already use N cores: no oversubscription)."""
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ValueError(f"--workers must be a positive integer, got {args.workers}")
+        return args.workers
+    return 1 if getattr(args, "jobs", 1) > 1 else None
+
+
 def _transform(args, n_stft, n_mels, **fb):
     return InverseMelScale(n_stft, n_mels, max_iter=args.max_iter,
                            tolerance_loss=args.tolerance_loss,
                            tolerance_change=args.tolerance_change, solver=args.solver,
-                           seed=args.seed, device=args.device, **fb)
+                           seed=args.seed, device=args.device, workers=_workers(args), **fb)
 
 
 def _report(name, mel, S, info, transform):
@@ -130,7 +144,8 @@ def _settings(args):
     transform = dict(sample_rate=args.sample_rate, f_min=args.f_min, f_max=args.f_max,
                      norm=args.norm, mel_type=args.mel_type, max_iter=args.max_iter,
                      tolerance_loss=args.tolerance_loss, tolerance_change=args.tolerance_change,
-                     solver=args.solver, seed=args.seed, device=args.device)
+                     solver=args.solver, seed=args.seed, device=args.device,
+                     workers=_workers(args))
     settings = _bulk.Settings(args.n_stft, args.n_mels, args.key, transform)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -161,6 +176,9 @@ def invert_one(args, settings):
     try:
         mel = _bulk.load_mel(path, args.key, args.n_mels, settings.n_stft)
         transform = _bulk.transform_for(settings, int(mel.shape[-2]))
+        if not args.no_progress:
+            transform = copy.copy(transform)
+            transform.progress = "auto"              # a bar once the solve takes over 2 s
         S, info = transform(mel, return_info=True)
         if args.output is not None:
             _bulk.save_npy(args.output, S)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 
@@ -15,6 +16,9 @@ class Progress:
         self.done = self.frames = 0
         self.t0 = time.perf_counter()
         self.bar = None
+        self.lock = threading.Lock()
+        self.moved = 0.0            # the bar's advance within the files in hand
+        self.partial_frames = 0     # their frames solved so far
         if enabled and not plain:
             try:
                 from tqdm import tqdm
@@ -22,18 +26,44 @@ class Progress:
                 tqdm = None
             if tqdm is not None:
                 self.bar = tqdm(total=total, unit="file", file=self.stream, dynamic_ncols=True,
-                                desc="cumel invert", mininterval=0.2)
+                                desc="cumel invert", mininterval=0.2,
+                                bar_format="{l_bar}{bar}| {n:g}/{total_fmt} "
+                                           "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+
+    def within(self, frames, files=1):
+        """A callback ``advance(n)`` for the solve of ``files`` files holding ``frames`` frames:
+        the bar moves as their frames are solved (None without a bar). :meth:`update` then adds
+        what is left of each file."""
+        if self.bar is None or frames <= 0:
+            return None
+
+        def advance(n):
+            with self.lock:
+                step = files * n / frames
+                self.moved += step
+                self.partial_frames += n
+                self.bar.set_postfix_str(f"{self.frames_per_second():,.0f} frames/s", refresh=False)
+                self.bar.update(step)
+
+        return advance
 
     def frames_per_second(self):
-        return self.frames / max(time.perf_counter() - self.t0, 1e-9)
+        frames = self.frames + self.partial_frames
+        return frames / max(time.perf_counter() - self.t0, 1e-9)
 
     def update(self, result):
         self.done += 1
-        if result.status == "written":
-            self.frames += result.frames or 0
+        with self.lock:
+            if result.status == "written":
+                self.frames += result.frames or 0
+                self.partial_frames = max(0, self.partial_frames - (result.frames or 0))
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{self.frames_per_second():,.0f} frames/s", refresh=False)
-            self.bar.update(1)
+            with self.lock:
+                step = max(0.0, 1.0 - self.moved) if self.moved else 1.0
+                self.moved = max(0.0, self.moved - 1.0)
+                self.bar.set_postfix_str(f"{self.frames_per_second():,.0f} frames/s",
+                                         refresh=False)
+                self.bar.update(step)
         elif self.enabled:
             elapsed = max(time.perf_counter() - self.t0, 1e-9)
             print(f"cumel: [{self.done}/{self.total}] {result.status} {result.input} "

@@ -2,6 +2,7 @@
 many files in one solve (:func:`solve_batch`, the GPU's way), and writing what comes out."""
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -90,14 +91,27 @@ def save_outputs(output, S, settings):
     save_npy(output, S)              # last: an existing .npy means every output is complete
 
 
-def solve_file(job, settings):
+def with_progress(transform, progress, frames, files=1):
+    """``transform`` reporting its solved frames to ``progress(frames, files)`` (the folder
+    CLI's :meth:`Progress.within`), or itself when there is no bar."""
+    advance = progress(frames, files) if progress is not None else None
+    if advance is None:
+        return transform
+    transform = copy.copy(transform)          # the plan is shared, not copied
+    transform.progress = advance
+    return transform
+
+
+def solve_file(job, settings, progress=None):
     """Read, invert and write one file; returns its :class:`Result` (status "written" or
     "failed"). Any exception (a bad file, a reader's, a solver's, MemoryError, a failed write)
-    fails this file alone; interrupts propagate; nothing partial is left behind."""
+    fails this file alone; interrupts propagate; nothing partial is left behind.
+    ``progress(frames, files)``, when given, makes the callback the solve reports to."""
     t0 = time.perf_counter()
     try:
         mel = load_mel(job.input, settings.key, settings.n_mels, settings.n_stft)
         transform = transform_for(settings, int(mel.shape[-2]))
+        transform = with_progress(transform, progress, frames_of(mel.shape))
         S = transform(mel)
         residual = mel_residual(transform, mel, S)
         save_outputs(job.output, S, settings)
@@ -107,7 +121,7 @@ def solve_file(job, settings):
                   time.perf_counter() - t0, residual)
 
 
-def solve_batch(jobs, settings, frame_budget):
+def solve_batch(jobs, settings, frame_budget, progress=None):
     """Frames of many files in one solve (per-frame solvers, the GPU's way): yields a
     :class:`Result` per job. Files are read in order and concatenated along time (as columns of
     one (n_mels, frames) array) until ``frame_budget`` frames; each file's part is split back
@@ -133,8 +147,10 @@ def solve_batch(jobs, settings, frame_budget):
         pending.clear()
         try:
             transform = transform_for(settings, batch[0][1].shape[0])
+            columns = np.concatenate([cols for _, cols, _ in batch], axis=1)
+            transform = with_progress(transform, progress, columns.shape[1], len(batch))
             t0 = time.perf_counter()
-            S = transform(np.concatenate([cols for _, cols, _ in batch], axis=1))
+            S = transform(columns)
         except Exception:  # noqa: BLE001 - retried file by file below, each failing on its own
             return [one(job, cols, shape) for job, cols, shape in batch]
         per_frame = (time.perf_counter() - t0) / max(S.shape[-1], 1)
