@@ -374,33 +374,60 @@ class Frontend:
                 at_floor = xp.zeros(f.shape, bool)
             return at_floor.reshape(tuple(features.shape))
 
-    def mel(self, features):
+    def mel(self, features, *, length=None):
         """Undo the compression: features (..., n_mels, T) -> the linear mel (power or
         magnitude, as ``power``), non-negative, with values at the floor set to 0.
 
         With ``ref="max"`` the result is relative to each item's peak (which is 1): the absolute
-        level is not in the features.
+        level is not in the features. ``length`` (samples) keeps only the frames that cover
+        that many samples of audio (see :meth:`audio`).
         """
         with _backend.foreign_scope(features, "features") as (features, back):
             xp, f = self._packed(features)
-            mel = self._mel_packed(f, xp)
-            return back(mel.reshape(tuple(features.shape)))
+            mel = self._mel_packed(f, xp, length)
+            return back(mel.reshape(tuple(features.shape[:-1]) + mel.shape[-1:]))
 
-    def _mel_packed(self, f, xp):
+    def _mel_packed(self, f, xp, length=None):
+        """(B, n_mels, T) features -> (B, n_mels, T') linear mel, T' the frames ``length``
+        samples need (all T without ``length``); the floor is judged on all T frames."""
+        needed = self._frames_for(length, f.shape[-1])
         c, at_floor = self._uncompressed(f, xp)
         if self.log is None:
-            return xp.array(c, copy=True) if c is f else c
+            mel = xp.array(c, copy=True) if c is f else c
+            return mel[..., :needed]
+        c = c[..., :needed]
         unit = c / self.multiplier
         mel = xp.exp(unit) if self.log == "ln" else 10.0 ** unit
         if self.ref != "max" and self.ref != 1.0:
             mel *= max(self.floor, self.ref)
         if at_floor is not None:
-            mel[at_floor] = 0
+            mel[at_floor[..., :needed]] = 0
         return mel.astype(f.dtype, copy=False)
 
-    def spectrogram(self, features, *, solver="nnls", device=None, workers=None):
+    def _frames_for(self, length, n_frames):
+        """Frames of ``n_frames`` that cover ``length`` samples (all without ``length``), or a
+        clear error when the features describe fewer samples."""
+        if length is None:
+            return n_frames
+        length = _validate.check_positive_int(length, "length")
+        longest = self.longest(n_frames)
+        if length > longest:
+            raise ValueError(f"length={length} is longer than the features allow: {n_frames} "
+                             f"frames of the {self.name!r} front end (hop_length="
+                             f"{self.hop_length}) describe at most {longest} samples")
+        return min(n_frames, _stft.frame_count(length, self.n_fft, self.hop_length, self.framing))
+
+    def spectrogram(self, features, *, length=None, solver="nnls", device=None, workers=None):
         """The linear spectrogram the features came from: :meth:`mel`, then
         :class:`cumel.InverseMelScale` (nnls by default) on the front end's filterbank.
+
+        Parameters
+        ----------
+        features : array, shape (..., n_mels, T)
+        length : int, optional
+            Only the frames covering ``length`` samples (see :meth:`audio`).
+        solver, device, workers :
+            As for :class:`cumel.InverseMelScale`.
 
         Returns
         -------
@@ -409,18 +436,58 @@ class Frontend:
             same array kind as ``features``.
         """
         with _backend.foreign_scope(features, "features") as (features, back):
-            xp, f = self._packed(features)
-            S = self._inverse(solver, device, workers)(self._mel_packed(f, xp))
-            return back(S.reshape(tuple(features.shape[:-2]) + S.shape[-2:]))
+            lead = tuple(getattr(features, "shape", ())[:-2])
+            xp, f, to_caller = _backend.select(features, device)
+            xp, f = self._packed(f)
+            S = self._spectrogram_packed(f, xp, length, solver, workers)
+            return back(to_caller(S.reshape(lead + S.shape[-2:])))
+
+    def _spectrogram_packed(self, f, xp, length, solver, workers):
+        return self._inverse(solver, "cpu" if xp is np else None, workers)(
+            self._mel_packed(f, xp, length))
 
     def _inverse(self, solver, device, workers):
         return _inverse_mel_scale(self, solver, device, workers)
 
+    def griffin_lim(self, spectrogram, *, length=None, n_iter=32, seed=None, device=None,
+                    momentum=0.99):
+        """Sound from the front end's spectrogram (:meth:`spectrogram`): fast Griffin-Lim on its
+        frame grid and padding, magnitudes ``sqrt(|X|^2)`` (``magnitude_eps`` taken off), peak
+        scaled to 1 with ``ref="max"``.
+
+        Parameters
+        ----------
+        spectrogram : array, shape (..., n_stft, T)
+        length, n_iter, seed, device, momentum :
+            As for :meth:`audio` (``length`` is not checked against the frames here: a longer
+            one is padded with zeros, as :class:`cumel.GriffinLim` does).
+
+        Returns
+        -------
+        array, shape (..., length)
+        """
+        with _backend.foreign_scope(spectrogram, "spectrogram") as (spectrogram, back):
+            xp, S, to_caller = _backend.select(spectrogram, device)
+            return back(to_caller(self._griffin_lim_xp(S, xp, length, n_iter, seed, momentum)))
+
+    def _griffin_lim_xp(self, S, xp, length, n_iter, seed, momentum):
+        power = self.power
+        if self.magnitude_eps:               # the magnitude under the front end's + eps
+            S = S ** (2.0 / power) if power != 2.0 else S.copy()
+            S -= self.magnitude_eps
+            xp.maximum(S, 0, out=S)
+            power = 2.0
+        y = _griffin_lim(self, n_iter, power, momentum, length, seed)(S)
+        if self.ref == "max":
+            peak = xp.abs(y).max(axis=-1, keepdims=True)
+            y = y / xp.where(peak > 0, peak, 1)
+        return y
+
     def audio(self, features, *, length=None, n_iter=32, seed=None, device=None, workers=None,
               momentum=0.99, solver="nnls"):
-        """Sound from features: :meth:`spectrogram`, then fast Griffin-Lim on the front end's
-        own frame grid and padding, so sample ``i`` of the result lines up with sample ``i`` of
-        the audio the features came from.
+        """Sound from features: :meth:`spectrogram`, then :meth:`griffin_lim`: fast Griffin-Lim
+        on the front end's own frame grid and padding, so sample ``i`` of the result lines up
+        with sample ``i`` of the audio the features came from.
 
         Parameters
         ----------
@@ -453,31 +520,8 @@ class Frontend:
             lead = tuple(getattr(features, "shape", ())[:-2])
             xp, f, to_caller = _backend.select(features, device)
             xp, f = self._packed(f)
-            T = f.shape[-1]
-            if length is not None:
-                length = _validate.check_positive_int(length, "length")
-                longest = self.longest(T)
-                if length > longest:
-                    raise ValueError(
-                        f"length={length} is longer than the features allow: {T} frames of the "
-                        f"{self.name!r} front end (hop_length={self.hop_length}) describe at "
-                        f"most {longest} samples")
-            mel = self._mel_packed(f, xp)
-            if length is not None:
-                needed = _stft.frame_count(length, self.n_fft, self.hop_length, self.framing)
-                mel = mel[..., :min(T, needed)]
-            S = self._inverse(solver, "cpu" if xp is np else None, workers)(mel)
-            power = self.power
-            if self.magnitude_eps:       # the magnitude under the front end's + eps
-                S = S ** (2.0 / power) if power != 2.0 else S
-                S -= self.magnitude_eps
-                xp.maximum(S, 0, out=S)
-                power = 2.0
-            gl = _griffin_lim(self, n_iter, power, momentum, length, seed, workers)
-            y = gl(S)
-            if self.ref == "max":
-                peak = xp.abs(y).max(axis=-1, keepdims=True)
-                y = y / xp.where(peak > 0, peak, 1)
+            S = self._spectrogram_packed(f, xp, length, solver, workers)
+            y = self._griffin_lim_xp(S, xp, length, n_iter, seed, momentum)
             return back(to_caller(y.reshape(lead + (y.shape[-1],))))
 
     # -- description -----------------------------------------------------------------------------
@@ -568,7 +612,7 @@ def _inverse_mel_scale(fe, solver, device, workers):
                                **extra)
 
 
-def _griffin_lim(fe, n_iter, power, momentum, length, seed, workers):
+def _griffin_lim(fe, n_iter, power, momentum, length, seed):
     from .griffin_lim import GriffinLim
     return GriffinLim(fe.n_fft, n_iter, fe.win_length, fe.hop_length, power=power,
                       momentum=momentum, length=length, center=fe.center, pad=fe.pad,

@@ -501,3 +501,16 @@ def test_fb_transform_in_a_dask_graph():
     assert lazy.name == again.name                       # the matrix tokenizes by its digest
     with dask.config.set(scheduler="processes", num_workers=1):   # the transform pickles
         np.testing.assert_array_equal(lazy.compute(), inv(mel))
+
+
+def test_audio_is_spectrogram_then_griffin_lim():
+    for name in ("whisper", "hifigan", "librosa"):
+        fe = cumel.frontend(name, ref=np.max) if name == "librosa" else cumel.frontend(name)
+        x = clip_for(fe, 0.5)
+        F = fe.features(x)
+        S = fe.spectrogram(F, length=len(x))
+        assert S.shape == (fe.n_stft, min(F.shape[-1], cstft.frame_count(len(x), fe.n_fft,
+                                                                          fe.hop_length, fe.framing)))
+        assert fe.mel(F, length=len(x)).shape == (fe.n_mels, S.shape[-1])
+        y = fe.griffin_lim(S, length=len(x), n_iter=3, seed=1)
+        np.testing.assert_array_equal(y, fe.audio(F, length=len(x), n_iter=3, seed=1))
