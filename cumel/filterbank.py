@@ -389,8 +389,12 @@ class UserFilterbank:
             Naming ``name``: not a finite non-negative 2-D matrix, or of the wrong size. (Its
             structure is checked where the plan is built: :func:`sparse_of_key`.)
         """
-        if isinstance(fb, cls):
-            matrix = fb.fb
+        if isinstance(fb, cls):               # already checked and hashed: only its size
+            if (n_stft is not None and fb.shape[0] != n_stft) or (
+                    n_mels is not None and fb.shape[1] != n_mels):
+                raise ValueError(f"{name} has shape {fb.shape}, but n_stft={n_stft} and "
+                                 f"n_mels={n_mels}")
+            return fb
         else:
             from ._backend import is_torch_tensor, to_numpy
             if is_torch_tensor(fb):
