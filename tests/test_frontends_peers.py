@@ -30,8 +30,9 @@ SEEDS = (0, 1, 2)
 
 
 def _need(module, why):
+    how = "pip install torch==2.13.0" if module == "torch" else "pip install -e '.[test-peers]'"
     return pytest.importorskip(module, reason=f"{module} not installed ({why}; CI installs it in "
-                                              "the front-end step: pip install -e '.[test-peers]')")
+                                              f"the torch and front-end step: {how})")
 
 
 def speech(rate, seconds=None):
