@@ -5,6 +5,10 @@
 >>> S = inv(mel)                                                 # (..., 128, T) -> (..., 201, T)
 
 >>> y = cumel.mel_to_audio(mel, n_fft=400, hop_length=160)      # (..., 128, T) -> (..., 160 (T-1))
+>>> y = cumel.mel_to_audio(features, frontend="whisper", length=n)  # a model's log-mel features
+
+``cumel.frontends()`` lists the front ends (Whisper, HiFi-GAN, Tacotron 2, librosa, torchaudio);
+``cumel.frontend(name)`` gives one (``features``, ``spectrogram``, ``audio``).
 
 See ``cumel.InverseMelScale`` for the solvers (``nnls``, ``lstsq``, ``torchaudio``,
 ``mindspore``) and how they relate to torchaudio and MindSpore.
