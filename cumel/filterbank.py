@@ -176,7 +176,9 @@ class SparseMel:
         for j in range(n_freqs):
             ks = np.flatnonzero(nz[j])
             if ks.size > 2 or (ks.size == 2 and ks[1] != ks[0] + 1):
-                raise ValueError(f"fb: bin {j} lies in triangles {ks.tolist()}; a mel filterbank "
+                which = (str(ks.tolist()) if ks.size <= 6 else
+                         f"[{', '.join(map(str, ks[:3]))}, ...] ({ks.size} of them)")
+                raise ValueError(f"fb: bin {j} lies in triangles {which}; a mel filterbank "
                                  "has each bin in at most two adjacent triangles")
             k = int(ks[0]) if ks.size else prev
             if k < prev:
