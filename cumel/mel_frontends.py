@@ -42,6 +42,7 @@ Presets (``cumel.frontends()``), each read from the project's own code:
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -442,8 +443,12 @@ class Frontend:
             S = self._spectrogram_packed(f, xp, length, solver, workers)
             return back(to_caller(S.reshape(lead + S.shape[-2:])))
 
-    def _spectrogram_packed(self, f, xp, length, solver, workers):
-        return self._inverse(solver, "cpu" if xp is np else None, workers)(
+    def _spectrogram_packed(self, f, xp, length, solver, workers, progress=False):
+        inverse = self._inverse(solver, "cpu" if xp is np else None, workers)
+        if progress:
+            inverse = copy.copy(inverse)            # the cached transform is shared
+            inverse.progress = progress
+        return inverse(
             self._mel_packed(f, xp, length))
 
     def _inverse(self, solver, device, workers):
@@ -470,21 +475,22 @@ class Frontend:
             xp, S, to_caller = _backend.select(spectrogram, device)
             return back(to_caller(self._griffin_lim_xp(S, xp, length, n_iter, seed, momentum)))
 
-    def _griffin_lim_xp(self, S, xp, length, n_iter, seed, momentum):
+    def _griffin_lim_xp(self, S, xp, length, n_iter, seed, momentum, workers=None,
+                        progress=False):
         power = self.power
         if self.magnitude_eps:               # the magnitude under the front end's + eps
             S = S ** (2.0 / power) if power != 2.0 else S.copy()
             S -= self.magnitude_eps
             xp.maximum(S, 0, out=S)
             power = 2.0
-        y = _griffin_lim(self, n_iter, power, momentum, length, seed)(S)
+        y = _griffin_lim(self, n_iter, power, momentum, length, seed, workers, progress)(S)
         if self.ref == "max":
             peak = xp.abs(y).max(axis=-1, keepdims=True)
             y = y / xp.where(peak > 0, peak, 1)
         return y
 
     def audio(self, features, *, length=None, n_iter=32, seed=None, device=None, workers=None,
-              momentum=0.99, solver="nnls"):
+              momentum=0.99, solver="nnls", progress=False):
         """Sound from features: :meth:`spectrogram`, then :meth:`griffin_lim`: fast Griffin-Lim
         on the front end's own frame grid and padding, so sample ``i`` of the result lines up
         with sample ``i`` of the audio the features came from.
@@ -508,6 +514,8 @@ class Frontend:
         momentum : float, default 0.99
         solver : str, default "nnls"
             Of :class:`cumel.InverseMelScale`.
+        progress : bool, "auto" or callable
+            Progress bars on stderr (see :class:`cumel.InverseMelScale`).
 
         Returns
         -------
@@ -520,8 +528,8 @@ class Frontend:
             lead = tuple(getattr(features, "shape", ())[:-2])
             xp, f, to_caller = _backend.select(features, device)
             xp, f = self._packed(f)
-            S = self._spectrogram_packed(f, xp, length, solver, workers)
-            y = self._griffin_lim_xp(S, xp, length, n_iter, seed, momentum)
+            S = self._spectrogram_packed(f, xp, length, solver, workers, progress)
+            y = self._griffin_lim_xp(S, xp, length, n_iter, seed, momentum, workers, progress)
             return back(to_caller(y.reshape(lead + (y.shape[-1],))))
 
     # -- description -----------------------------------------------------------------------------
@@ -612,11 +620,11 @@ def _inverse_mel_scale(fe, solver, device, workers):
                                **extra)
 
 
-def _griffin_lim(fe, n_iter, power, momentum, length, seed):
+def _griffin_lim(fe, n_iter, power, momentum, length, seed, workers=None, progress=False):
     from .griffin_lim import GriffinLim
     return GriffinLim(fe.n_fft, n_iter, fe.win_length, fe.hop_length, power=power,
                       momentum=momentum, length=length, center=fe.center, pad=fe.pad,
-                      pad_mode=fe.pad_mode, seed=seed)
+                      pad_mode=fe.pad_mode, seed=seed, workers=workers, progress=progress)
 
 
 # -- presets ---------------------------------------------------------------------------------------
