@@ -455,7 +455,7 @@ class Frontend:
         return _inverse_mel_scale(self, solver, device, workers)
 
     def griffin_lim(self, spectrogram, *, length=None, n_iter=32, seed=None, device=None,
-                    momentum=0.99):
+                    momentum=0.99, workers=None):
         """Sound from the front end's spectrogram (:meth:`spectrogram`): fast Griffin-Lim on its
         frame grid and padding, magnitudes ``sqrt(|X|^2)`` (``magnitude_eps`` taken off), peak
         scaled to 1 with ``ref="max"``.
@@ -463,7 +463,7 @@ class Frontend:
         Parameters
         ----------
         spectrogram : array, shape (..., n_stft, T)
-        length, n_iter, seed, device, momentum :
+        length, n_iter, seed, device, momentum, workers :
             As for :meth:`audio` (``length`` is not checked against the frames here: a longer
             one is padded with zeros, as :class:`cumel.GriffinLim` does).
 
@@ -473,7 +473,8 @@ class Frontend:
         """
         with _backend.foreign_scope(spectrogram, "spectrogram") as (spectrogram, back):
             xp, S, to_caller = _backend.select(spectrogram, device)
-            return back(to_caller(self._griffin_lim_xp(S, xp, length, n_iter, seed, momentum)))
+            return back(to_caller(self._griffin_lim_xp(S, xp, length, n_iter, seed, momentum,
+                                                       workers)))
 
     def _griffin_lim_xp(self, S, xp, length, n_iter, seed, momentum, workers=None,
                         progress=False):
