@@ -11,12 +11,16 @@ Two tables per workload, both at the defaults a user gets:
   whether the bits equal the one-thread answer.
 
 Times are medians of ``--repeats`` runs after a warm-up, the rows of a table interleaved round by
-round (a change of load on a shared machine hits every row alike). Writes ``results.json`` and
-``results.md`` into ``--out``.
+round (a change of load on a shared machine hits every row alike). Each round of the thread table
+also measures the machine's own ceiling: W threads of a plain NumPy multiply (2 MB arrays, no
+Python in between) against one, the most any threaded code can gain at that moment (a virtual
+machine's cores may be shared with its neighbours). Writes ``results.json`` and ``results.md``
+into ``--out``.
 """
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -32,7 +36,7 @@ from .batches import load_clips, quiet_empty_filters, workload_filterbank
 CLIP_COLUMNS = ("workload", "clip", "frames", "nnls (s)", "lstsq + relu (s)", "nnls / lstsq",
                 "Newton steps mean / max", "max mel residual")
 THREAD_COLUMNS = ("workload", "frames", "workers", "time (s)", "frames/s", "speed-up vs 1",
-                  "same bits as 1")
+                  "machine's ceiling", "same bits as 1")
 DEFAULT_FRAMES = 24000
 
 
@@ -46,17 +50,53 @@ def parse_threads(text):
     return counts
 
 
-def interleaved(runs, repeats):
+def interleaved(runs, repeats, each_round=None):
     """``{name: (median seconds, last result)}`` of ``[(name, run)]``: a warm-up each, then
-    ``repeats`` rounds running each once in turn."""
+    ``repeats`` rounds running each once in turn (and ``each_round()`` first, if given)."""
     last = {name: run() for name, run in runs}
     times = {name: [] for name, _ in runs}
     for _ in range(repeats):
+        if each_round is not None:
+            each_round()
         for name, run in runs:
             t0 = time.perf_counter()
             last[name] = run()
             times[name].append(time.perf_counter() - t0)
     return {name: (statistics.median(times[name]), last[name]) for name, _ in runs}
+
+
+def parallel_ceiling(workers, seconds=0.2):
+    """Speed-up of ``workers`` threads over one on plain NumPy work (each thread its own 2 MB
+    arrays, a multiply at a time): what the machine gives threads right now."""
+    if workers <= 1:
+        return 1.0
+    arrays = [(np.random.default_rng(k).random((1025, 255)), np.empty((1025, 255)))
+              for k in range(workers)]
+    reps = 1
+    while True:                               # about ``seconds`` of work for one thread
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            np.multiply(arrays[0][0], 1.5, out=arrays[0][1])
+        if time.perf_counter() - t0 > seconds / 4 or reps > 1 << 16:
+            break
+        reps *= 2
+
+    def work(k):
+        a, out = arrays[k]
+        for _ in range(reps):
+            np.multiply(a, 1.5, out=out)
+
+    t0 = time.perf_counter()
+    for k in range(workers):
+        work(k)
+    serial = time.perf_counter() - t0
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(workers)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return serial / (time.perf_counter() - t0)
 
 
 def lstsq_relu(A):
@@ -93,12 +133,19 @@ def thread_rows(workload, clips, counts, frames, repeats, log):
     runs = [(w, (lambda t: lambda: t(M))(cumel.InverseMelScale(**kwargs, workers=w)))
             for w in counts]
     log(f"[threads] {workload.name}: {M.shape[1]} frames, workers {counts}")
-    timed = interleaved(runs, repeats)
+    ceilings = {w: [] for w in counts}
+
+    def probe():
+        for w in counts:
+            ceilings[w].append(parallel_ceiling(w))
+
+    timed = interleaved(runs, repeats, probe)
     reference = cumel.InverseMelScale(**kwargs, workers=1)(M)
     one = timed[1][0] if 1 in timed else None
     return [{"workload": workload.name, "frames": int(M.shape[1]), "workers": w,
              "seconds": seconds, "frames_per_second": M.shape[1] / seconds,
              "speedup_vs_1": None if one is None else one / seconds,
+             "machine_ceiling": statistics.median(ceilings[w]),
              "same_bits": bool(np.array_equal(S, reference))}
             for w, (seconds, S) in timed.items()]
 
@@ -122,12 +169,14 @@ def markdown(results):
         lines.append(f"| {r['workload']} | {r['clip']} | {r['frames']} | {r['nnls_seconds']:.4f} | "
                      f"{r['lstsq_seconds']:.4f} | {r['ratio']:.2f} | "
                      f"{r['steps_mean']:.2f} / {r['steps_max']} | {r['max_mel_residual']:.1e} |")
-    lines += ["", "Worker threads (`InverseMelScale(workers=W)`), the clips tiled into one batch:",
+    lines += ["", "Worker threads (`InverseMelScale(workers=W)`), the clips tiled into one batch; the "
+              "machine's ceiling is W threads of a plain NumPy multiply against one, measured in "
+              "the same rounds (median):",
               "", "| " + " | ".join(THREAD_COLUMNS) + " |", "|" + "---|" * len(THREAD_COLUMNS)]
     for r in results["threads"]:
         speed = "-" if r["speedup_vs_1"] is None else f"{r['speedup_vs_1']:.2f}x"
         lines.append(f"| {r['workload']} | {r['frames']} | {r['workers']} | {r['seconds']:.3f} | "
-                     f"{r['frames_per_second']:,.0f} | {speed} | "
+                     f"{r['frames_per_second']:,.0f} | {speed} | {r['machine_ceiling']:.2f}x | "
                      f"{'yes' if r['same_bits'] else 'NO'} |")
     return "\n".join(lines) + "\n"
 
