@@ -138,6 +138,30 @@ class GriffinLim:
     def __call__(self, specgram):
         """Waveform (..., length) of ``specgram`` (..., n_fft // 2 + 1, T); see the class."""
         xp, S, to_caller = _backend.select(specgram, self.device)
+        prepared = self.magnitudes(xp, S)
+        if prepared is None:        # an empty batch
+            return to_caller(xp.zeros(self._lead(S) + (self._n_out(S.shape[-1]),),
+                                      self._real(S)))
+        mag, lead, n_out = prepared
+        y = self._iterate(xp, mag, n_out)
+        return to_caller(y.reshape(lead + (n_out,)))
+
+    @staticmethod
+    def _lead(S):
+        return tuple(S.shape[:-2])
+
+    @staticmethod
+    def _real(S):
+        return np.dtype(np.float64) if S.dtype == np.float64 else np.dtype(np.float32)
+
+    def _n_out(self, T):
+        return self.length if self.length is not None else _stft.default_length(
+            T, self.n_fft, self.hop_length)
+
+    def magnitudes(self, xp, S):
+        """Validated magnitudes of a spectrogram already on ``xp``: ``(mag, lead, n_out)`` with
+        ``mag`` (B, T, n_freqs) frames-major, a fresh array (float64 for float64 input, float32
+        otherwise), or None for an empty batch."""
         if S.ndim < 2 or S.shape[-2] != self.n_freqs:
             raise ValueError(f"specgram must have shape (..., n_fft // 2 + 1 = {self.n_freqs}, "
                              f"time), got {tuple(S.shape)}")
@@ -149,13 +173,12 @@ class GriffinLim:
             raise ValueError("specgram contains NaN or Inf values")
         if S.size and bool((S < 0).any()):
             raise ValueError("specgram must be non-negative (a magnitude or power spectrogram)")
-        dtype = np.dtype(np.float64) if S.dtype == np.float64 else np.dtype(np.float32)
-        lead, T = tuple(S.shape[:-2]), S.shape[-1]
+        dtype = self._real(S)
+        lead, T = self._lead(S), S.shape[-1]
         B = int(np.prod(lead, dtype=np.int64))
-        n_out = self.length if self.length is not None else _stft.default_length(
-            T, self.n_fft, self.hop_length)
+        n_out = self._n_out(T)
         if B == 0:
-            return to_caller(xp.zeros(lead + (n_out,), dtype))
+            return None
         # magnitudes, frames-major (B, T, F), a fresh array: the caller's is never touched
         mag = xp.ascontiguousarray(xp.swapaxes(S.reshape((B, self.n_freqs, T)), 1, 2)).astype(
             dtype, copy=True)
@@ -163,39 +186,49 @@ class GriffinLim:
             xp.sqrt(mag, out=mag)
         elif self.power != 1.0:
             mag **= 1.0 / self.power
-        y = self._iterate(xp, mag, n_out)
-        return to_caller(y.reshape(lead + (n_out,)))
+        return mag, lead, n_out
 
     # -- the iteration -----------------------------------------------------------------------
 
-    def _iterate(self, xp, mag, n_out):
-        B, T, F = mag.shape
-        real = mag.dtype
-        cplx = np.complex64 if real == np.float32 else np.complex128
-        n_fft, hop, win = self.n_fft, self.hop_length, self.win_length
-        # inner ISTFTs use ``length`` when it gives T frames back (torchaudio's loop); otherwise
-        # the natural length hop * (T - 1), and ``length`` only for the output
+    def inner_length(self, T, n_out, n_iter):
+        """Length of the inner ISTFTs of ``T`` frames: ``n_out`` when it gives ``T`` frames back
+        (torchaudio's loop), else None (the natural ``hop * (T - 1)``; ``n_out`` is then only
+        the output's). Raises when ``T`` frames make no signal longer than ``n_fft // 2`` and
+        ``n_iter`` iterations would need one."""
+        n_fft, hop = self.n_fft, self.hop_length
         inner = n_out if _stft.frame_count(n_out, n_fft, hop) == T else None
         if inner is not None and inner <= n_fft // 2:
             inner = None
-        if _stft.default_length(T, n_fft, hop) <= n_fft // 2 and self.n_iter > 0:
+        if _stft.default_length(T, n_fft, hop) <= n_fft // 2 and n_iter > 0:
             raise ValueError(f"specgram has too few frames (T={T}) for n_fft={n_fft} and "
                              f"hop_length={hop}: the signal would not be longer than n_fft // 2")
+        return inner
 
-        def istft(X, length):
-            return _stft.frames_istft(X, n_fft, hop, win, length, xp)
+    def istft(self, X, length, xp):
+        """Frames-major ISTFT (:func:`cumel.stft.frames_istft`) with this transform's STFT."""
+        return _stft.frames_istft(X, self.n_fft, self.hop_length, self.win_length, length, xp)
 
-        def stft(y):
-            return _stft.frames_stft(y, n_fft, hop, win, xp)
+    def stft(self, y, xp):
+        """Frames-major STFT (:func:`cumel.stft.frames_stft`) with this transform's STFT."""
+        return _stft.frames_stft(y, self.n_fft, self.hop_length, self.win_length, xp)
 
+    def phases(self, xp, mag, n_iter, inner):
+        """``n_iter`` fast Griffin-Lim iterations on ``mag`` (B, T, F) from :meth:`start`: the
+        last ``X`` (B, T, F), complex (the loop of the module docstring)."""
+        B, T, F = mag.shape
+        cplx = np.complex64 if mag.dtype == np.float32 else np.complex128
         X = mag * xp.asarray(self.start((B, T, F)).astype(cplx))
         alpha = self.momentum / (1.0 + self.momentum)
         tprev = None
-        for _ in range(self.n_iter):
-            rebuilt = stft(istft(X, inner))
+        for _ in range(n_iter):
+            rebuilt = self.stft(self.istft(X, inner, xp), xp)
             X = update(rebuilt, tprev, mag, alpha, xp)
             tprev = rebuilt
-        return istft(X, n_out)
+        return X
+
+    def _iterate(self, xp, mag, n_out):
+        inner = self.inner_length(mag.shape[1], n_out, self.n_iter)
+        return self.istft(self.phases(xp, mag, self.n_iter, inner), n_out, xp)
 
 
 def update(rebuilt, tprev, mag, alpha, xp):
@@ -238,10 +271,16 @@ def griffinlim(specgram, n_fft=400, n_iter=32, win_length=None, hop_length=None,
                       rand_init, seed=seed, device=device)(specgram)
 
 
+METHODS = ("griffinlim", "admm")
+
+
 def mel_to_audio(mel, n_fft, *, sample_rate=16000, hop_length=None, win_length=None, power=2.0,
-                 n_iter=32, momentum=0.99, length=None, f_min=0.0, f_max=None, norm=None,
-                 mel_type="htk", solver="nnls", seed=None, device=None):
-    """Waveform from a mel spectrogram: :class:`cumel.InverseMelScale`, then :class:`GriffinLim`.
+                 n_iter=None, momentum=0.99, length=None, f_min=0.0, f_max=None, norm=None,
+                 mel_type="htk", solver="nnls", seed=None, device=None, method="griffinlim",
+                 rho=None, sigma=None, inner_steps=None, start_iter=None):
+    """Waveform from a mel spectrogram: :class:`cumel.InverseMelScale`, then :class:`GriffinLim`
+    (``method="griffinlim"``, the cascade), or magnitude and phase jointly by ADMM
+    (``method="admm"``, :mod:`cumel.admm`) from the cascade's answer.
 
     The mel spectrogram is of ``|STFT|**power`` (power 2: a power spectrogram, as
     ``torchaudio.transforms.MelSpectrogram`` and ``librosa.feature.melspectrogram`` make by
@@ -260,8 +299,11 @@ def mel_to_audio(mel, n_fft, *, sample_rate=16000, hop_length=None, win_length=N
     hop_length, win_length : int, optional
         Samples; defaults ``win_length = n_fft``, ``hop_length = win_length // 4``.
     power : float, default 2.0
-    n_iter : int, default 32
+    n_iter : int, optional
+        Griffin-Lim iterations (default 32), or ADMM outer iterations (default
+        ``cumel.admm.DEFAULTS["n_iter"]``).
     momentum : float, default 0.99
+        Fast Griffin-Lim momentum (of the ADMM start, too).
     length : int, optional
         Output samples; default ``hop_length * (T - 1)``.
     f_min, f_max, norm, mel_type, solver :
@@ -270,21 +312,47 @@ def mel_to_audio(mel, n_fft, *, sample_rate=16000, hop_length=None, win_length=N
         Seeds the Griffin-Lim start (and the SGD solvers' start).
     device : {None, "cpu", "cuda", "auto"}
         Where a NumPy input is computed; both stages run there, the result comes back as NumPy.
+    method : {"griffinlim", "admm"}, default "griffinlim"
+        "griffinlim": nnls magnitude, then fast Griffin-Lim. "admm": the same start, then
+        ``n_iter`` iterations of the joint magnitude-and-phase ADMM (:mod:`cumel.admm`).
+    rho, sigma : float > 0, optional
+        ADMM penalties of the consistency split (``Z = X``) and the mel split (``W = Y``);
+        defaults in ``cumel.admm.DEFAULTS``. ``method="admm"`` only.
+    inner_steps : int >= 0, optional
+        ADMM: Newton steps of each mel step after its weighted projection (0: the projection
+        alone). ``method="admm"`` only.
+    start_iter : int >= 0, optional
+        ADMM: fast Griffin-Lim iterations of the start. ``method="admm"`` only.
 
     Returns
     -------
     array, shape (..., length)
         float64 for float64 input, else float32; same array type as ``mel``.
     """
+    if not isinstance(method, str) or method.lower() not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}, "
+                         f"got {method!r}")
+    method = method.lower()
+    extra = {"rho": rho, "sigma": sigma, "inner_steps": inner_steps, "start_iter": start_iter}
+    if method == "admm":
+        from . import admm
+        settings = admm.check_settings(n_iter, **extra)
+    else:
+        given = [k for k, v in extra.items() if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to method='admm' only (method="
+                             f"{method!r})")
     if getattr(mel, "ndim", 0) < 2:
         raise ValueError(f"mel must have at least 2 dims (..., n_mels, time), got shape "
                          f"{tuple(getattr(mel, 'shape', ()))}")
-    gl = GriffinLim(n_fft, n_iter, win_length, hop_length, power=power, momentum=momentum,
-                    length=length, seed=seed)
+    gl = GriffinLim(n_fft, 32 if n_iter is None else n_iter, win_length, hop_length,
+                    power=power, momentum=momentum, length=length, seed=seed)
     inverse = InverseMelScale(gl.n_freqs, mel.shape[-2], sample_rate, f_min, f_max, norm=norm,
                               mel_type=mel_type, solver=solver, seed=seed)
     xp, mel_x, to_caller = _backend.select(mel, device)
     S = inverse(mel_x)
+    if method == "admm":
+        return to_caller(admm.run(gl, inverse, mel_x, S, settings, xp))
     return to_caller(gl(S))
 
 
