@@ -24,4 +24,12 @@ audio
     Griffin-Lim, cumel against librosa and torchaudio (spectral convergence and time).
 torch_sgd
     torchaudio 0.8's ``InverseMelScale`` loop written in PyTorch (removed from torchaudio in 2.1).
+gpu
+    ``python -m bench gpu``: every GPU number in one call within a time budget (pytest -m gpu,
+    the kernel table, every GPU path and peer timed against the device's bound);
+    ``gpu_report`` writes its files, ``png`` draws the plot where matplotlib is missing.
+kernels
+    ``python -m bench kernels``: ptxas figures and occupancy of every kernel, no GPU needed.
+bound
+    The kernels' stated cost models (``// cost`` lines) against a device: frames/s it allows.
 """

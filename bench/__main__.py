@@ -1,11 +1,16 @@
-"""``python -m bench``: see :func:`bench.cli.main`; ``python -m bench audio ...`` runs the
-mel-to-audio table (:mod:`bench.audio`)."""
+"""``python -m bench``: see :func:`bench.cli.main`. Sub-commands: ``python -m bench gpu`` (every
+GPU number in one call, :mod:`bench.gpu`), ``python -m bench kernels`` (ptxas and occupancy of
+every kernel, no GPU needed, :mod:`bench.kernels`), ``python -m bench audio ...`` (the
+mel-to-audio table, :mod:`bench.audio`)."""
+import importlib
 import sys
 
-if sys.argv[1:2] == ["audio"]:
-    from .audio import main
-    raise SystemExit(main(sys.argv[2:]))
+COMMANDS = {"audio": "bench.audio", "gpu": "bench.gpu", "kernels": "bench.kernels"}
 
-from .cli import main
+if sys.argv[1:2] and sys.argv[1] in COMMANDS:
+    module = importlib.import_module(COMMANDS[sys.argv[1]])
+    if sys.argv[1] == "gpu":             # the command line: a watchdog ends a hung run
+        raise SystemExit(module.main(sys.argv[2:], hard_exit=True))
+    raise SystemExit(module.main(sys.argv[2:]))
 
-raise SystemExit(main())
+raise SystemExit(importlib.import_module("bench.cli").main())

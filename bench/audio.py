@@ -1,4 +1,5 @@
-"""``python -m bench audio`` (= ``python -m bench.audio``): mel spectrogram -> audio, cumel against librosa and torchaudio.
+"""``python -m bench audio`` (= ``python -m bench.audio``): mel spectrogram -> audio, cumel
+against librosa and torchaudio.
 
 For each standard workload and clip: the clip's power mel spectrogram (the workload's STFT and
 filterbank, float32) is turned back into audio of the clip's length by
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import shlex
 import statistics
 import sys
 import time
@@ -45,7 +45,7 @@ FIELDS = ("workload", "clip", "implementation", "version", "backend", "status", 
 
 def _librosa(w, mel, n_samples, n_iter, seed):
     if importlib.util.find_spec("librosa") is None:
-        raise Unavailable(f"not installed: librosa (in {sys.executable})")
+        raise Unavailable(f"not installed: librosa (in {environment.portable_path(sys.executable)})")
     import librosa
 
     def run(seed=seed):
@@ -63,7 +63,8 @@ def _librosa(w, mel, n_samples, n_iter, seed):
 def _torchaudio(w, mel, n_samples, n_iter, seed, backend):
     missing = [m for m in ("torch", "torchaudio") if importlib.util.find_spec(m) is None]
     if missing:
-        raise Unavailable(f"not installed: {', '.join(missing)} (in {sys.executable})")
+        raise Unavailable(f"not installed: {', '.join(missing)} "
+                          f"(in {environment.portable_path(sys.executable)})")
     import torch
     import torchaudio
     device = torch.device(backend)
@@ -189,7 +190,7 @@ def markdown(results):
              f"- command: `{env['command']}`", f"- when: {env['timestamp']}",
              f"- CPU: {env['cpu']} ({env['cores']} cores); GPU: "
              f"{env['gpu']['name'] if env['gpu'] else 'none'}",
-             f"- Python {env['python']} ({env['executable']}): "
+             f"- Python {env['python']} (`{env['executable']}`): "
              + ", ".join(f"{k} {v}" for k, v in sorted(env["versions"].items())),
              f"- cumel source: commit {(env.get('cumel_source') or {}).get('commit', '?')[:10]}",
              f"- load average (1, 5, 15 min) at start {_loads(env.get('load_average'))}, at end "
@@ -269,12 +270,13 @@ def main(argv=None):
     def log(line):
         print(line, file=sys.stderr, flush=True)
 
-    env = environment.collect(shlex.join(["python", "-m", "bench", "audio", *argv]))
+    env = environment.collect(["python", "-m", "bench", "audio", *argv])
     results = {"environment": env,
                "settings": {"n_iter": args.n_iter, "repeats": args.repeats, "seed": args.seed,
                             "seeds": args.seeds,
                             "workloads": list(workloads), "backends": list(backends),
-                            "peers": list(peers), "audio": args.audio, "clips": args.clips},
+                            "peers": list(peers), "audio": environment.portable_path(args.audio),
+                            "clips": args.clips},
                "rows": []}
     for name in workloads:
         w = WORKLOADS[name]

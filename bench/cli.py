@@ -9,7 +9,6 @@ into ``--out``. The Markdown tables are also printed; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -99,7 +98,7 @@ def build_parser():
     p.add_argument("--python-for", action="append", default=[], metavar="PEER=PYTHON",
                    type=lambda t: _key_value(t, "--python-for"),
                    help="measure PEER's rows with another interpreter, e.g. "
-                        "mindspore=/work/venvs/ms/bin/python (repeatable)")
+                        "mindspore=<ms-venv>/bin/python (repeatable)")
     p.add_argument("--frames-for", action="append", default=[], metavar="PEER=N",
                    type=lambda t: _key_value(t, "--frames-for", int),
                    help="measure PEER on only about N frames of the batch, for a slow peer "
@@ -116,6 +115,13 @@ def build_parser():
                          help="files the folder CLI inverts (default 50)")
     scaling.add_argument("--chunk-frames", type=int, default=None, metavar="N",
                          help="Dask time chunk (default: 4 chunks per worker of the largest count)")
+    threads = p.add_argument_group(
+        "threads", "--threads: frames/s of the CPU nnls against worker threads, and nnls against "
+                   "numpy.linalg.lstsq + relu on every clip, both at their defaults, instead of "
+                   "the solver tables (see bench/threads.py)")
+    threads.add_argument("--threads", nargs="?", const="", default=None, metavar="W,W",
+                         help="thread counts of the sweep (default: 1 and every usable core); "
+                              "--frames sets the sweep's batch (default 24000)")
     p.add_argument("--mel-sweep", action="store_true",
                    help="also time cumel nnls at n_mels 64, 128, 256, 512 (n_stft 1025) on the "
                         "cpu/cuda backends: the shared-memory cliff of the kernel")
@@ -142,6 +148,12 @@ def parse_args(argv=None):
             parser.error(f"--workers must be a comma list of positive integers, got {args.workers!r}")
         if args.pieces < 1:
             parser.error("--pieces must be >= 1")
+    if args.threads is not None:
+        from .threads import parse_threads
+        try:
+            parse_threads(args.threads or None)
+        except ValueError as exc:
+            parser.error(str(exc))
     if parse_row_name(args.baseline)[0] not in BY_ID:
         parser.error(f"--baseline: unknown row {args.baseline!r}; choose from {', '.join(BY_ID)}")
     return args
@@ -170,7 +182,7 @@ def measure_workload(batch, pairs, settings, python_for, scratch, env, log):
         worker_rows, worker_env = run_rows_in(python, batch, group, settings, scratch, log)
         rows.update(zip(group, worker_rows))
         if worker_env is not None:
-            env["workers"][python] = worker_env
+            env["workers"][environment.portable_path(python)] = worker_env
     return [rows[pair] for pair in pairs]
 
 
@@ -186,18 +198,24 @@ def main(argv=None):
     if args.scaling:
         from . import scaling
         return scaling.run(args, argv, log)
+    if args.threads is not None:
+        from . import threads
+        args.threads = args.threads or None
+        return threads.run(args, argv, log)
 
     settings = Settings(max_iter=args.max_iter, tolerance_zero=args.tolerance_zero,
                         repeats=args.repeats, seed=args.seed, frames_for=dict(args.frames_for))
     python_for = dict(args.python_for)
     pairs = select(args.solvers, args.peers, args.backend)
-    env = environment.collect(shlex.join(["python", "-m", "bench", *argv]))
+    env = environment.collect(["python", "-m", "bench", *argv])
     results = {"environment": env,
                "settings": {**settings.to_json(), "baseline": args.baseline,
                             "workloads": list(args.workload), "backends": list(args.backend),
                             "solvers": list(args.solvers), "peers": list(args.peers),
-                            "audio": args.audio, "frames": args.frames, "clips": args.clips,
-                            "python_for": python_for},
+                            "audio": environment.portable_path(args.audio), "frames": args.frames,
+                            "clips": args.clips,
+                            "python_for": {k: environment.portable_path(v)
+                                           for k, v in python_for.items()}},
                "workloads": {}, "rows": []}
     with tempfile.TemporaryDirectory(prefix="cumel-bench-") as scratch:
         for name in args.workload:

@@ -12,9 +12,11 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 # distribution names per library, first installed one wins
 LIBRARIES = {
@@ -29,6 +31,51 @@ LIBRARIES = {
 }
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def portable_path(path):
+    """``path`` as a results file records it: never an absolute path of the machine that ran.
+
+    In or beside the checkout: relative to the repository root (``bench/out``,
+    ``../shared/audio``); inside a virtual environment elsewhere: ``<NAME-venv>/...`` (the
+    folder holding ``pyvenv.cfg`` named NAME); anywhere else ``<outside>/`` and the file name.
+    Relative paths are taken from the current directory. Symbolic links are not followed
+    (a venv's ``bin/python`` stays itself).
+    """
+    if path is None:
+        return None
+    absolute = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(REPOSITORY)
+    if _inside(absolute, REPOSITORY):
+        return Path(os.path.relpath(absolute, REPOSITORY)).as_posix()
+    folder = absolute
+    while os.path.dirname(folder) != folder:
+        if os.path.isfile(os.path.join(folder, "pyvenv.cfg")):
+            rest = Path(os.path.relpath(absolute, folder)).as_posix()
+            return f"<{os.path.basename(folder)}-venv>/{rest}"
+        folder = os.path.dirname(folder)
+    if _inside(absolute, parent) and parent != os.path.dirname(parent):
+        return Path(os.path.relpath(absolute, REPOSITORY)).as_posix()
+    return f"<outside>/{os.path.basename(absolute)}"
+
+
+def _inside(path, folder):
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def portable_command(argv):
+    """A command line (list of words) with every absolute path in it made portable
+    (:func:`portable_path`), as one shell-quoted string."""
+    words = []
+    for word in argv:
+        key, sep, value = word.partition("=")
+        if word.startswith(os.sep):
+            word = portable_path(word)
+        elif sep and value.startswith(os.sep):
+            word = f"{key}={portable_path(value)}"
+        words.append(word)
+    return shlex.join(words)
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,13 +111,23 @@ def library_versions():
 
 def interpreter():
     """This interpreter: executable, Python version, library versions."""
-    return {"executable": sys.executable, "python": platform.python_version(),
+    return {"executable": portable_path(sys.executable), "python": platform.python_version(),
             "versions": library_versions()}
+
+
+def _importable(name):
+    """Whether ``name`` is imported or importable (a stand-in module without a spec counts)."""
+    if name in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def gpu():
     """The first CUDA device as ``{name, driver, cuda, via}``, or None when there is none usable."""
-    if importlib.util.find_spec("cupy") is not None:
+    if _importable("cupy"):
         try:
             import cupy
             if cupy.cuda.runtime.getDeviceCount() > 0:
@@ -81,7 +138,7 @@ def gpu():
                         "driver_version": _nvidia_smi_driver(), "via": "cupy"}
         except Exception:
             pass
-    if importlib.util.find_spec("torch") is not None:
+    if _importable("torch"):
         try:
             import torch
             if torch.cuda.is_available():
@@ -93,11 +150,14 @@ def gpu():
     return None
 
 
-def collect(command_line):
-    """The report's ``environment`` block."""
+def collect(command):
+    """The report's ``environment`` block; ``command`` is the command line as a list of words
+    (its paths recorded portably) or a string."""
+    if not isinstance(command, str):
+        command = portable_command(command)
     return {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": command_line,
+        "command": command,
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .batches import workload_filterbank
-from .environment import cpu_model
+from .environment import cpu_model, portable_path
 
 # cumel's GPU rows: "cuda" is device-resident (a CuPy batch, transfers not timed), "cuda-host"
 # a NumPy batch in and out with device="cuda" (streamed through the device in chunks, transfers
@@ -150,7 +150,8 @@ class Implementation:
         """Raise :class:`Unavailable` naming the missing modules."""
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
         if missing:
-            raise Unavailable(f"not installed: {', '.join(missing)} (in {sys.executable})")
+            raise Unavailable(f"not installed: {', '.join(missing)} "
+                              f"(in {portable_path(sys.executable)})")
 
     def matches(self, key):
         """Whether a ``--python-for``/``--frames-for`` key names this implementation: its id,
@@ -222,7 +223,7 @@ def _prepare_cumel(solver, batch, settings, backend):
     elif backend == "cuda-torch":
         _cupy_backend()
         if importlib.util.find_spec("torch") is None:
-            raise Unavailable(f"not installed: torch (in {sys.executable})")
+            raise Unavailable(f"not installed: torch (in {portable_path(sys.executable)})")
         torch, torch_device, synchronize, device = _torch_backend("cuda")
         mel = torch.from_numpy(batch.mel).to(torch_device)     # resident, like the "cuda" row
         to_numpy = _torch_to_numpy

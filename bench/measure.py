@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .batches import workload_filterbank
+from .environment import portable_path
 from .implementations import Unavailable, first_line
 
 ROW_FIELDS = ("workload", "implementation", "label", "peer", "version", "backend", "device",
@@ -86,7 +87,7 @@ def build_row(impl, backend, batch, settings, *, version=None, device=None, timi
     B, T = batch.shape
     row.update(workload=batch.workload.name, implementation=impl.id, label=impl.label,
                peer=impl.peer or "cumel", version=version, backend=backend, device=device,
-               python=sys.executable, status=status, error=error, batch=[B, T],
+               python=portable_path(sys.executable), status=status, error=error, batch=[B, T],
                frames=batch.frames, dtype="float32",
                max_iter=settings.max_iter if impl.iteration_cap else None)
     if timing is not None:

@@ -96,13 +96,13 @@ def _environment_lines(report):
     lines = [f"- command: `{env['command']}`",
              f"- when: {env['timestamp']}",
              f"- CPU: {env['cpu']} ({env['cores']} cores); GPU: {_gpu(env['gpu'])}",
-             f"- Python {env['python']} ({env['executable']}): {versions}",
+             f"- Python {env['python']} (`{env['executable']}`): {versions}",
              f"- cumel source: {_revision(env.get('cumel_source'))}",
              f"- load average (1, 5, 15 min) at start {_loads(env['load_average'])}, at end "
              f"{_loads(env.get('load_average_after'))}"]
     for python, worker in env["workers"].items():
         worker_versions = ", ".join(f"{k} {v}" for k, v in sorted(worker["versions"].items()))
-        lines.append(f"- worker Python {worker['python']} ({python}): {worker_versions}")
+        lines.append(f"- worker Python {worker['python']} (`{python}`): {worker_versions}")
     tolerances = "0 (every iteration runs)" if settings["tolerance_zero"] else \
         "defaults (loss 1e-5, change 1e-8)"
     lines.append(f"- float32; fixed-iteration solvers: max_iter {settings['max_iter']}, tolerances "

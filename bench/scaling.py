@@ -12,9 +12,9 @@ One workload's clips are concatenated along time into one mel spectrogram (n_mel
   reading and atomic writing included).
 
 Each row is the median of ``--repeats`` runs after one warm-up; the runs of all rows are
-interleaved (round by round), so that the load of a shared machine hits every row alike. Every row's output is checked
-bit-equal to the in-memory answer (nnls solves each frame on its own). Writes ``results.json``
-and ``results.md`` into ``--out``.
+interleaved (round by round), so that the load of a shared machine hits every row alike. Every
+row's output is checked bit-equal to the in-memory answer (nnls solves each frame on its own).
+Writes ``results.json`` and ``results.md`` into ``--out``.
 """
 from __future__ import annotations
 
@@ -151,11 +151,11 @@ def run(args, argv, log):
     mel, clips = concatenated_mel(workload, args.audio, args.clips)
     kwargs = workload.inverse_kwargs()
     workers = [int(w) for w in args.workers.split(",")]
-    env = environment.collect(" ".join(["python", "-m", "bench", *argv]))
+    env = environment.collect(["python", "-m", "bench", *argv])
     results = {"environment": env,
                "settings": {"workload": name, "clips": clips, "frames": int(mel.shape[1]),
                             "repeats": args.repeats, "workers": workers, "pieces": args.pieces,
-                            "audio": args.audio},
+                            "audio": environment.portable_path(args.audio)},
                "rows": []}
     log(f"[scaling] {name}: {mel.shape[1]} frames from {len(clips)} clip(s)")
     inv = cumel.InverseMelScale(**kwargs)

@@ -202,7 +202,7 @@ def out_view(out, xp):
     if is_torch_tensor(out):
         if out.requires_grad:
             raise ValueError("out must not require grad (cumel writes into it in place), "
-                             f"got a tensor with requires_grad=True")
+                             "got a tensor with requires_grad=True")
         t = _plain_tensor(out, "out")
         if t.device.type == "cpu" and xp is np:
             return t.numpy()

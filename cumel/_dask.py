@@ -18,6 +18,18 @@ def is_dask_array(x):
     return type(x).__module__.startswith("dask.") and hasattr(x, "map_blocks") and hasattr(x, "chunks")
 
 
+def _one_thread_per_task(transform):
+    """The transform a task runs: Dask already runs one task per core, so a block solves in its
+    task's thread unless ``workers`` was given, and draws no progress bar."""
+    if transform.workers is not None and not transform.progress:
+        return transform
+    import copy
+    transform = copy.copy(transform)
+    transform.workers = 1 if transform.workers is None else transform.workers
+    transform.progress = False
+    return transform
+
+
 def _solve_block(block, transform, lead_shape=None, block_info=None):
     if lead_shape is not None and block_info is not None:
         transform = _with_batch_offset(transform, lead_shape, block_info[0]["array-location"])
@@ -123,5 +135,6 @@ def invert(transform, mel, return_info=False):
     if transform.solver == "mindspore" and transform.seed is not None and \
             int(np.prod(mel.numblocks[:-2])) > 1:
         lead_shape = tuple(int(n) for n in mel.shape[:-2])   # start drawn for the whole batch
+    transform = _one_thread_per_task(transform)
     return mel.map_blocks(_solve_block, transform, lead_shape, dtype=out_dtype, chunks=chunks,
                           meta=meta, name=f"cumel-inverse-mel-{token}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _backend, _random, _validate
+from . import _backend, _progress, _random, _threads, _validate
 from .filterbank import melscale_fbanks, sparse_mel
 from .solvers import lstsq as _lstsq
 from .solvers import mindspore_gd as _mindspore
@@ -181,6 +181,16 @@ class InverseMelScale:
     max_device_bytes : int or None, keyword only
         Cap on the device memory one call may take (None: a fraction of what is free). nnls and
         lstsq stream larger batches through in chunks; the SGD solvers raise when above it.
+    workers : int or None, keyword only
+        Threads of the CPU "nnls" solver (``scipy.fft``'s spelling): None (default) uses every
+        core this process may run on, 1 the calling thread only. The frames are independent,
+        so the result's bits do not depend on it. ("lstsq" is one matrix product, threaded by
+        NumPy's BLAS; the SGD solvers run in the calling thread.) Inside a Dask graph each
+        block uses one thread unless ``workers`` is given.
+    progress : bool, "auto" or callable, keyword only
+        A progress bar on stderr in frames per second (tqdm, ``pip install 'cumel[progress]'``)
+        for CPU "nnls" calls: True always, "auto" once a call has run for 2 s, False (default)
+        never; a callable is called with the number of frames of each chunk solved.
 
     Call with ``mel`` of shape (..., n_mels, time): returns (..., n_stft, time) of the same array
     type (for "mindspore", a 2-D input gives (1, n_stft, time), as MindSpore does).
@@ -189,7 +199,7 @@ class InverseMelScale:
     def __init__(self, n_stft, n_mels=128, sample_rate=16000, f_min=0.0, f_max=None,
                  max_iter=100000, tolerance_loss=1e-5, tolerance_change=1e-8, sgdargs=None,
                  norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None,
-                 max_device_bytes=None):
+                 max_device_bytes=None, workers=None, progress=False):
         self.solver = _validate.canonical_solver(solver)
         self.key = _filterbank_key(n_stft, n_mels, sample_rate, f_min, f_max, norm, mel_type,
                                    "mel_type")
@@ -202,6 +212,8 @@ class InverseMelScale:
         self.device = _backend.check_device(device)
         self.max_device_bytes = (None if max_device_bytes is None else
                                  _validate.check_positive_int(max_device_bytes, "max_device_bytes"))
+        self.workers = _threads.check_workers(workers)
+        self.progress = _progress.check_progress(progress)
         self.plan = get_plan(self.key)
 
     @property
@@ -347,9 +359,11 @@ class InverseMelScale:
             _lstsq.solve(packed.astype(S.dtype, copy=False), self.plan.pinv(S.dtype), out=S)
             return np.zeros((B, T), np.int64), None
         if self.solver == "nnls":
-            return _nnls.solve_into(
-                self.plan.nnls(), packed, S, max_iter=self.max_iter,
-                tolerance_loss=self.tolerance_loss, tolerance_change=self.tolerance_change)
+            with _progress.bar(self.progress, B * T, "frame", "cumel nnls") as update:
+                return _nnls.solve_into(
+                    self.plan.nnls(), packed, S, max_iter=self.max_iter,
+                    tolerance_loss=self.tolerance_loss, tolerance_change=self.tolerance_change,
+                    workers=_threads.resolve_workers(self.workers), progress=update)
         packed = packed.astype(S.dtype, copy=False)
         fb = self.plan.fb(S.dtype)
         if self.solver == "torchaudio":
@@ -458,7 +472,8 @@ def _all_finite(xp, S):
 def inverse_mel_scale(mel, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_max=None,
                       max_iter=100000, tolerance_loss=1e-5, tolerance_change=1e-8, sgdargs=None,
                       norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None,
-                      out=None, return_info=False, max_device_bytes=None):
+                      out=None, return_info=False, max_device_bytes=None, workers=None,
+                      progress=False):
     """Functional form of :class:`InverseMelScale`; ``n_mels`` defaults to ``mel.shape[-2]``.
 
     The per-filterbank work is cached across calls with the same filterbank arguments.
@@ -471,5 +486,6 @@ def inverse_mel_scale(mel, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_
     transform = InverseMelScale(n_stft, n_mels, sample_rate, f_min, f_max, max_iter,
                                 tolerance_loss, tolerance_change, sgdargs, norm, mel_type,
                                 solver=solver, seed=seed, device=device,
-                                max_device_bytes=max_device_bytes)
+                                max_device_bytes=max_device_bytes, workers=workers,
+                                progress=progress)
     return transform(mel, out=out, return_info=return_info)

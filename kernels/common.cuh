@@ -12,6 +12,14 @@
 // __syncthreads, only __syncwarp and shuffles, and the per-frame vectors live in the warp's slice
 // of shared memory. Reductions run in a fixed order (lane-strided partial sums, then a butterfly),
 // so a frame's arithmetic does not depend on which warp, block or batch it lands in.
+//
+// Cost models. Every kernel header states its cost on fixed lines, read by the benchmark
+// (bench/bound.py) to hold the kernel against a device's bandwidth and FLOP rate:
+//   // cost <kernel>: frame_bytes = <expr>; frame_flops = <expr>; step_bytes = <expr>; ...
+// frame_* once per frame, step_* once per frame and iteration; bytes of DRAM traffic (what stays
+// in L1/L2, like the filterbank, is not counted), floating-point operations; math = fp64, fp32 or
+// item (the instantiation's type). Expressions use n_mels, n_freqs, n_fft, hop, item (bytes of a
+// value of the kernel's type), + - * / ** and log2().
 #pragma once
 
 #define CUMEL_FULL_MASK 0xffffffffu

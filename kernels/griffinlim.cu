@@ -11,6 +11,14 @@
 // a zero array.
 //
 // Launch design and cost model.
+// cost griffinlim_update: step_bytes = 7 * n_freqs * item; step_flops = 12 * n_freqs; math = item
+// The whole Griffin-Lim iteration per frame, this kernel and the cupy calls around it (irfft,
+// window, overlap-add, envelope, reflect pad, framing, window, rfft), counted from the arrays
+// each reads and writes; FFT flops as 2.5 n log2 n per real transform (approximate):
+// cost griffinlim_iteration: frame_bytes = (4 * n_freqs + 2 * n_fft) * item
+// cost griffinlim_iteration: step_bytes = (11 * n_freqs + 11 * n_fft + 6 * hop) * item
+// cost griffinlim_iteration: step_flops = 5 * n_fft * log2(n_fft) + 3 * n_fft + 12 * n_freqs
+// cost griffinlim_iteration: math = item
 //   * One thread per complex element (bin of a frame of a batch item), grid-stride loop, so any
 //     grid covers any size; complex arrays are passed as their interleaved (re, im) real views.
 //     Elements are independent: no shared memory, no synchronisation, no atomics.

@@ -8,6 +8,8 @@
 // same bits alone, in any batch and in any chunk.
 //
 // Launch design and cost model.
+// cost lstsq_apply: frame_bytes = (n_mels + n_freqs) * item; frame_flops = 2 * n_mels * n_freqs
+// cost lstsq_apply: math = fp64
 //   * One block per frame (grid-stride): the frame's mel column is staged in shared memory as
 //     float64 (n_mels doubles), then thread j computes bin j (strided by blockDim.x).
 //   * pinvT is pinv transposed, (n_mels, n_freqs) C order, so the threads of a warp read

@@ -26,6 +26,12 @@
 // nothing leaves the chip between iterations and the host never synchronises.
 //
 // Launch design and cost model.
+// cost nnls_solve: frame_bytes = (n_mels + n_freqs) * item + 16; frame_flops = 4 * (n_mels + n_freqs)
+// cost nnls_solve: step_bytes = 0; step_flops = 32 * n_freqs + 24 * n_mels; math = fp64
+//   (a step: a Newton step with a full step taken; each line-search pass adds ~12 n_freqs flops.
+//   Per frame the mel in, the spectrum, step count and KKT residual out; the state never leaves
+//   the chip. By this count an H100 would allow ~1e9 frames/s: the kernel is latency bound,
+//   see the Thomas sweep below, and the benchmark's measured / bound says by how much.)
 //   * One warp per frame, frames independent: a frame's work never waits for another frame and a
 //     converged frame's warp simply exits (grid-stride over frames, so it picks up the next one).
 //   * On-chip state per warp, all float64: m, mu, F, delta, diag, upper, upper_scaled
@@ -39,10 +45,15 @@
 //     Thomas sweep: 2 n_mels dependent steps on one lane (~40 cycles each) -- the latency-bound
 //     part, hidden by the other warps resident on the SM. At 201 x 128, ~10 steps worst case and
 //     ~2-3 typical: about 2 * 128 * 40 * 3 = 30k cycles of sweep latency per frame plus the bin
-//     passes, call it ~50k cycles (~30 us at 1.7 GHz). ptxas (sm_90) reports 96 registers and no
-//     spills, so registers cap residency at 5 blocks = 20 warps per SM (shared memory, 30 KB a
-//     block at 128 mels, would allow 7): 132 SMs x 20 frames / ~30 us is ~1e8 frames/s as a
-//     latency-bound ceiling; 1e7 frames/s leaves a 10x margin for what this model misses.
+//     passes, call it ~50k cycles (~30 us at 1.7 GHz).
+//   * Occupancy is low on purpose (python -m bench kernels): a warp holds a whole frame's
+//     state, in 112 registers a thread on sm_90 and 117 on sm_80 (no spills, no stack frame) and
+//     ~7 KB of shared memory at 128 mels. Registers cap residency at 16 of 64 warps per SM on
+//     both (4 blocks of 4 warps; shared memory, 28 KB a block, would allow 7 on sm_90 and 5 on
+//     sm_80). 20 warps need <= 96 registers: __launch_bounds__(128, 5) gets there without spills
+//     on sm_80 but spills 4 bytes (8-byte stack frame) on sm_90, so it is not set. 132 SMs x 16
+//     frames / ~30 us is ~7e7 frames/s as a latency-bound ceiling; 1e7 frames/s leaves a 7x
+//     margin for what this model misses.
 //   * float64 on purpose: the dual is ill-conditioned by design (eps ~ 1e-9 of ||A||^2); Hopper's
 //     FP64 rate is half its FP32 rate and this kernel is latency bound, not FLOP bound.
 //   * Input mel and output S are addressed through strides (B, rows, T), so any layout works and
@@ -315,7 +326,7 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
 }  // namespace cumel
 
 // Dynamic shared memory: warps_per_block * (7 * (n_mels + 1) doubles + 2 * ceil(n_freqs / 32)
-// unsigned), laid out warp by warp (see cumel/cuda.py: nnls_shared_bytes).
+// unsigned), laid out warp by warp (see cumel/cuda/launch.py: nnls_shared_bytes).
 template <typename T>
 __global__ void nnls_solve(const T* __restrict__ mel, long long n_frames, int n_time,
                            long long mel_sb, long long mel_sk, long long mel_st,

@@ -22,12 +22,23 @@
 // in global memory, so K launches compute exactly what one launch would.
 //
 // Launch design and cost model.
+// cost torchaudio_sgd: frame_bytes = 3 * n_freqs * item; step_bytes = (4 * n_freqs + n_mels) * item
+// cost torchaudio_sgd: step_flops = 14 * n_freqs + 3 * n_mels; math = item
+// cost mindspore_gd: frame_bytes = 3 * n_freqs * item; step_bytes = (2 * n_freqs + n_mels) * item
+// cost mindspore_gd: step_flops = 9 * n_freqs + 3 * n_mels; math = item
+//   (per frame: the start's copy in and the answer out; per step: the mel read again, the state
+//   read and written: torchaudio S and the momentum buffer, MindSpore x read and x_next written)
 //   * One warp per frame (see common.cuh). Per iteration and frame: one pass over the bins for
 //     A S (lane per mel over its bin runs) and one for A.T diff + momentum + clamp: ~8 flops and
 //     12-16 bytes of state traffic per bin (S, buf read and written, float32); the filterbank
 //     (20 bytes a bin) stays in L1/L2. So an iteration over N frames moves ~16 N n_freqs bytes:
 //     memory bound at large N (32 clips x 1000 frames x 201 bins: ~100 MB/iter, ~40 us at
 //     ~3 TB/s on an H100) and latency bound at small N.
+//   * Occupancy (python -m bench kernels): torchaudio_sgd takes 80 registers a thread on sm_90
+//     and 72 on sm_80 (no spills, no stack frame), so 24 and 28 of 64 warps an SM, by registers;
+//     mindspore_gd 64 registers, 32 warps. Enough to keep the state streaming at large N (each
+//     warp has a frame's bins in flight); the cooperative grid is exactly the resident blocks
+//     (6 an SM on sm_90), so a batch of fewer frames than that leaves warps idle.
 //   * torchaudio's loss couples every frame, so iteration i+1 cannot start before all of
 //     iteration i's loss is known: a COOPERATIVE launch (grid = resident blocks only) with one
 //     grid.sync() per iteration (~1-2 us). Block partial sums go to a double-buffered array

@@ -5,12 +5,16 @@ never a timing. Peers missing from this interpreter must appear as "not installe
 """
 import json
 import math
+import os
+import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench import cli
+from bench.environment import REPOSITORY, portable_command, portable_path
 from bench.batches import build_batch
 from bench.implementations import CUMEL_SOLVERS, IMPLEMENTATIONS, PEERS
 from cumel.workloads import WORKLOADS
@@ -117,7 +121,7 @@ def test_worker_subprocess_measures_a_peer(tmp_path):
                        "--out", str(tmp_path)])
     assert status == 0
     report = json.loads((tmp_path / "results.json").read_text())
-    assert sys.executable in report["environment"]["workers"]
+    assert portable_path(sys.executable) in report["environment"]["workers"]
     (row,) = report["rows"]
     assert row["implementation"] == "numpy-lstsq" and row["status"] == "ok", row["error"]
     assert _finite(row["mel_residual"])
@@ -174,3 +178,47 @@ def test_scaling_mode(tmp_path):
 def test_scaling_rejects_bad_workers():
     with pytest.raises(SystemExit):
         cli.parse_args(["--scaling", "--workers", "0,2"])
+
+
+# An absolute path: "/name/name" not preceded by what makes it part of a URL, a relative path or a
+# placeholder ("https://a/b", "../shared/audio", "<peers-venv>/bin/python", "frames/s").
+ABSOLUTE_PATH = re.compile(r"(?<![\w.<>~:/\-)\]*])/[A-Za-z][\w.-]*/[\w.-]+")
+
+
+def test_committed_results_and_readmes_name_no_path_of_the_machine_that_made_them():
+    root = Path(REPOSITORY)
+    files = [root / "README.md", *sorted((root / "bench" / "results").rglob("*.md")),
+             *sorted((root / "bench" / "results").rglob("*.json"))]
+    found = [f"{path.relative_to(root)}:{number}: {match.group(0)}"
+             for path in files
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             for match in ABSOLUTE_PATH.finditer(line)]
+    assert not found, "absolute paths (use ../shared/..., <name-venv>/...):\n" + "\n".join(found)
+
+
+def test_paths_are_recorded_relative_to_the_repository_or_as_placeholders(tmp_path):
+    assert portable_path(os.path.join(REPOSITORY, "bench", "out")) == "bench/out"
+    parent = os.path.dirname(REPOSITORY)
+    if parent != os.path.dirname(parent):
+        assert portable_path(os.path.join(parent, "shared", "audio")) == "../shared/audio"
+    venv = tmp_path / "peers"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    assert portable_path(venv / "bin" / "python") == "<peers-venv>/bin/python"
+    elsewhere = tmp_path / "data" / "audio"
+    if not str(elsewhere).startswith(parent + os.sep):
+        assert portable_path(elsewhere) == "<outside>/audio"
+    command = portable_command(["python", "-m", "bench", "--audio", str(venv / "x"),
+                                f"mindspore={venv}/bin/python", "--quick"])
+    assert command == ("python -m bench --audio '<peers-venv>/x' "
+                       "'mindspore=<peers-venv>/bin/python' --quick")
+    assert portable_path(None) is None
+
+
+def test_report_records_no_absolute_path(quick):
+    report, out = quick
+    for name in ("results.json", "results.md"):
+        text = (out / name).read_text()
+        assert REPOSITORY not in text and os.path.abspath(sys.executable) not in text
+        assert not ABSOLUTE_PATH.search(text.replace(str(out), "")), name
+

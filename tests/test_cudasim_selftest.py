@@ -405,3 +405,35 @@ def test_memory_figures_and_out_of_memory_injection(emulated_cupy):
     assert pool.used_bytes() == before
     buf = np.frombuffer(cp.cuda.alloc_pinned_memory(64), np.float32, 16)
     assert buf.shape == (16,)
+
+
+def test_device_description_and_events_are_as_strict_as_cuda(emulated_cupy):
+    cp = emulated_cupy
+    rt = cp.cuda.runtime
+    props = rt.getDeviceProperties(0)
+    # CuPy 14 under CUDA 13: cudaDeviceProp no longer has the clocks; the attributes do
+    assert "clockRate" not in props and "memoryClockRate" not in props
+    attributes = cp.cuda.Device().attributes
+    assert props["multiProcessorCount"] == attributes["MultiProcessorCount"] \
+        == rt.deviceGetAttribute(rt.cudaDevAttrMultiProcessorCount, 0)
+    assert rt.deviceGetAttribute(rt.cudaDevAttrClockRate, 0) == attributes["ClockRate"] > 0
+    assert rt.deviceGetAttribute(rt.cudaDevAttrMemoryClockRate, 0) == attributes["MemoryClockRate"]
+    assert props["memoryBusWidth"] == attributes["GlobalMemoryBusWidth"] > 0
+    assert (props["major"], props["minor"]) == (9, 0) and isinstance(props["name"], bytes)
+    with pytest.raises(fakecupy.CUDARuntimeError, match="invalid device ordinal"):
+        rt.getDeviceProperties(1)
+    with pytest.raises(fakecupy.CUDARuntimeError, match="cudaErrorInvalidValue"):
+        rt.deviceGetAttribute(12345, 0)
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    with pytest.raises(fakecupy.CUDARuntimeError, match="invalid resource handle"):
+        cp.cuda.get_elapsed_time(start, end)                 # never recorded
+    start.record()
+    end.record()
+    end.synchronize()
+    assert cp.cuda.get_elapsed_time(start, end) >= 0.0
+    untimed = cp.cuda.Event(disable_timing=True)
+    untimed.record()
+    with pytest.raises(fakecupy.CUDARuntimeError, match="invalid resource handle"):
+        cp.cuda.get_elapsed_time(start, untimed)
+    with pytest.raises(fakecupy.CUDARuntimeError, match="interprocess"):
+        cp.cuda.Event(interprocess=True)

@@ -241,13 +241,13 @@ def test_long_sgd_run_in_bounded_launches_equals_one_launch(solver, monkeypatch)
     _, M = audio_pair("speech-201x128", "speech_00")
     batch = np.stack([M[:, :300], M[:, 300:600]])
     kw = dict(solver=solver, seed=5, max_iter=3000, tolerance_change=0, device="cuda")
-    monkeypatch.setattr(cuda, "ITERATIONS_PER_LAUNCH", 10 ** 9)
+    monkeypatch.setattr(cuda.sgd, "ITERATIONS_PER_LAUNCH", 10 ** 9)
     one, one_info = cumel.InverseMelScale(201, 128, **kw)(batch, return_info=True)
-    monkeypatch.setattr(cuda, "ITERATIONS_PER_LAUNCH", None)       # the watchdog-safe budget
+    monkeypatch.setattr(cuda.sgd, "ITERATIONS_PER_LAUNCH", None)       # the watchdog-safe budget
     many, many_info = cumel.InverseMelScale(201, 128, **kw)(batch, return_info=True)
     np.testing.assert_array_equal(many, one)
     np.testing.assert_array_equal(many_info.iterations, one_info.iterations)
-    monkeypatch.setattr(cuda, "ITERATIONS_PER_LAUNCH", 7)
+    monkeypatch.setattr(cuda.sgd, "ITERATIONS_PER_LAUNCH", 7)
     np.testing.assert_array_equal(cumel.InverseMelScale(201, 128, **kw)(batch), one)
 
 
@@ -256,7 +256,7 @@ def test_torchaudio_launch_per_iteration_fallback_equals_cooperative(monkeypatch
     _, M = audio_pair("speech-201x128", "speech_00")
     kw = dict(solver="torchaudio", seed=6, max_iter=200, device="cuda")
     coop = cumel.InverseMelScale(201, 128, **kw)(M[:, :400])
-    monkeypatch.setattr(cuda, "_cooperative_ok", lambda: False)
+    monkeypatch.setattr(cuda.launch, "cooperative_ok", lambda: False)
     np.testing.assert_array_equal(cumel.InverseMelScale(201, 128, **kw)(M[:, :400]), coop)
 
 

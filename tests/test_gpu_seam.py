@@ -27,7 +27,7 @@ def test_module_code_inlines_every_local_include(tmp_path, monkeypatch):
         if f.name.endswith((".cu", ".cuh")):
             shutil.copy(f, tmp_path / f.name)
     before = {name: cuda.module_code(name) for name, _ in cuda.KERNELS}
-    monkeypatch.setattr(cuda, "kernel_dir", lambda: tmp_path)
+    monkeypatch.setattr(cuda.compile, "kernel_dir", lambda: tmp_path)
     assert {name: cuda.module_code(name) for name, _ in cuda.KERNELS} == before
     header = tmp_path / "common.cuh"
     header.write_text(header.read_text() + "\n// a header-only change\n")
@@ -62,9 +62,9 @@ def test_launch_budget_is_bounded_by_the_work(monkeypatch):
     small = cuda.iterations_per_launch(inv, 10, 4)
     large = cuda.iterations_per_launch(inv, 10_000_000, 4)
     assert small > large >= 1
-    seconds = cuda.LAUNCH_OVERHEAD + 4.0 * 10_000 * 201 * 4 / cuda.BANDWIDTH_FLOOR
-    assert cuda.iterations_per_launch(inv, 10_000, 4) * seconds <= cuda.LAUNCH_SECONDS
-    monkeypatch.setattr(cuda, "ITERATIONS_PER_LAUNCH", 3)
+    seconds = cuda.sgd.LAUNCH_OVERHEAD + 4.0 * 10_000 * 201 * 4 / cuda.sgd.BANDWIDTH_FLOOR
+    assert cuda.iterations_per_launch(inv, 10_000, 4) * seconds <= cuda.sgd.LAUNCH_SECONDS
+    monkeypatch.setattr(cuda.sgd, "ITERATIONS_PER_LAUNCH", 3)
     assert cuda.iterations_per_launch(inv, 10, 4) == 3
 
 

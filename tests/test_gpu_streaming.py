@@ -142,11 +142,11 @@ def test_sgd_in_bounded_launches_equals_one_launch(emulated_cupy, monkeypatch, s
     mel = _pair(33, 12, (2, 5), seed=4)
     kw = dict(solver=solver, seed=1, max_iter=40, tolerance_change=0, device="cuda")
     inv = cumel.InverseMelScale(33, 12, **kw)
-    monkeypatch.setattr(cuda, "ITERATIONS_PER_LAUNCH", 10 ** 6)
+    monkeypatch.setattr(cuda.sgd, "ITERATIONS_PER_LAUNCH", 10 ** 6)
     launches = cp.cudasim.launches
     one, one_info = inv(mel, return_info=True)
     assert cp.cudasim.launches - launches == 1
-    monkeypatch.setattr(cuda, "ITERATIONS_PER_LAUNCH", 7)
+    monkeypatch.setattr(cuda.sgd, "ITERATIONS_PER_LAUNCH", 7)
     launches = cp.cudasim.launches
     many, many_info = inv(mel, return_info=True)
     assert cp.cudasim.launches - launches == 6              # ceil(40 / 7)
@@ -160,7 +160,7 @@ def test_sgd_in_bounded_launches_equals_one_launch(emulated_cupy, monkeypatch, s
 def test_sgd_stops_early_across_launches(emulated_cupy, monkeypatch):
     mel = _pair(33, 12, (1, 6), seed=5)
     kw = dict(solver="torchaudio", seed=2, max_iter=200, tolerance_change=1e-3)
-    monkeypatch.setattr(cuda, "ITERATIONS_PER_LAUNCH", 4)
+    monkeypatch.setattr(cuda.sgd, "ITERATIONS_PER_LAUNCH", 4)
     S, info = cumel.InverseMelScale(33, 12, device="cuda", **kw)(mel, return_info=True)
     cpu, cpu_info = cumel.InverseMelScale(33, 12, **kw)(mel, return_info=True)
     assert 1 < info.iterations.max() < 200
@@ -238,7 +238,7 @@ def test_new_kernels_under_every_fiber_order(emulated_cupy_order, monkeypatch):
     (the emulator's barrier checks fire on a race; results must not move by a bit)."""
     cp = emulated_cupy_order
     mel = _pair(33, 12, (2, 5), seed=9)
-    monkeypatch.setattr(cuda, "ITERATIONS_PER_LAUNCH", 4)
+    monkeypatch.setattr(cuda.sgd, "ITERATIONS_PER_LAUNCH", 4)
     results = {}
     for solver in ("torchaudio", "mindspore", "lstsq"):
         kw = dict(solver=solver, seed=1, max_iter=10, tolerance_change=0)

@@ -198,24 +198,32 @@ def test_out_is_checked():
         inv(mel, out=[[0.0] * 5] * 201)
 
 
-def test_work_memory_does_not_grow_with_the_batch():
-    # NumPy reports its allocations to tracemalloc. A (12, 128, 1000) float32 batch: 6 MB in,
-    # 9.6 MB out; the old path copied the input three times in float64 and kept every chunk's
-    # float64 result (~60 MB). Now: one chunk's work arrays (CHUNK_ELEMENTS float64 each).
+def test_cpu_work_memory_does_not_grow_with_the_batch():
+    # NumPy reports its allocations to tracemalloc. Each worker thread keeps one chunk's work
+    # arrays for the whole call (measured: about 15 x CHUNK_ELEMENTS float64 a thread at
+    # 201 x 128), whatever the batch; the old path copied the input three times in float64 and
+    # kept every chunk's float64 result. Twice the batch (both large enough to fill every
+    # thread's chunks) may not take more memory.
     _, M = audio_pair("speech-201x128", "speech_00")
-    mel = np.stack([M[:, i:i + 1000] for i in range(0, 108, 9)]).astype(np.float32)
-    inv = cumel.InverseMelScale(201, 128)
-    out = np.empty((12, 201, 1000), np.float32)
-    inv(mel[:1], out=out[:1])                     # plan built outside the measurement
-    tracemalloc.start()
-    try:
-        inv(mel, out=out)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    frames = np.stack([M[:, i:i + 500] for i in range(0, 108, 9)]).astype(np.float32)
     chunk_bytes = nnls.CHUNK_ELEMENTS * 8
-    assert peak <= 40 * chunk_bytes               # measured ~12 chunks' worth; the batch is 60
-    np.testing.assert_array_equal(out, inv(mel))
+    for workers in (1, 2):
+        inv = cumel.InverseMelScale(201, 128, workers=workers)
+        peaks = []
+        for copies in (2, 4):                       # 24 and 48 clips: 10 and 19 MB of output
+            mel = np.concatenate([frames] * copies)
+            out = np.empty((mel.shape[0], 201, 500), np.float32)
+            inv(mel[:1], out=out[:1])               # plan built outside the measurement
+            tracemalloc.start()
+            try:
+                inv(mel, out=out)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            peaks.append(peak)
+            np.testing.assert_array_equal(out[:12], inv(mel[:12]))
+        assert peaks[1] <= 1.25 * peaks[0] + chunk_bytes, peaks
+        assert peaks[1] <= workers * 80 * chunk_bytes, peaks   # 5x the measured per-thread size
 
 
 # -- properties ---------------------------------------------------------------------------------

@@ -246,14 +246,24 @@ def _thomas_solve(inv_pivot, upper_scaled, upper, rhs, out=None):
 class _CyclicReduction:
     """Solve ``T_i x_i = rhs_i`` for a stack of symmetric tridiagonal ``T_i`` (n_rows, N each).
 
-    Cyclic (odd-even) reduction: eliminating the even rows leaves a tridiagonal system in the
-    odd rows, half the size; solve that one the same way, then recover the even rows.  About
-    ``2 log2(n_rows)`` levels of vectorised steps where the Thomas algorithm takes ``2 n_rows``
-    steps, which is what costs in NumPy (the kernel's lane 0 runs Thomas: one thread, no step
-    overhead).  Both are Gaussian elimination without pivoting, stable because every ``T_i`` is
-    symmetric positive definite, and they give the same solution up to rounding.  The reduced
-    systems live in arrays allocated once per chunk, viewed at the number of frames still
-    running.
+    Cyclic (odd-even) reduction: eliminating the even rows leaves a symmetric tridiagonal system
+    in the odd rows, half the size; solve that one the same way, then recover the even rows.
+    About ``2 log2(n_rows)`` levels of vectorised steps where the Thomas algorithm takes
+    ``2 n_rows`` steps, which is what costs in NumPy (the kernel's lane 0 runs Thomas: one
+    thread, no step overhead).  Both are Gaussian elimination without pivoting, stable because
+    every ``T_i`` is symmetric positive definite, and they give the same solution up to
+    rounding.  The reduced systems live in arrays allocated once per chunk, viewed at the number
+    of frames still running.
+
+    With ``d`` the diagonal and ``e`` the super-diagonal (``e[-1] = 0``), odd row ``i = 2j + 1``
+    keeps ``x_{i-2}``, ``x_i``, ``x_{i+2}`` after subtracting ``e[i-1] / d[i-1]`` times row
+    ``i - 1`` and ``e[i] / d[i+1]`` times row ``i + 1``::
+
+        d'[j] = d[i] - e[i-1]^2 / d[i-1] - e[i]^2 / d[i+1]
+        e'[j] = -e[i] e[i+1] / d[i+1]
+        r'[j] = r[i] - e[i-1] / d[i-1] r[i-1] - e[i] / d[i+1] r[i+1]
+
+    and then ``x[2j] = (r[2j] - e[2j-1] x[2j-1] - e[2j] x[2j+1]) / d[2j]``.
     """
 
     def __init__(self, n_rows, capacity):
@@ -262,11 +272,9 @@ class _CyclicReduction:
         while rows > 1:
             self.levels.append((rows, rows // 2))
             rows //= 2
-        self.capacity = capacity
-        self.lower0 = np.empty(n_rows * capacity)
-        # per level: lower, diag, upper, rhs and x of the reduced system; three scratch arrays of
-        # the first level's size serve every level
-        self.buffers = [[np.empty(half * capacity) for _ in range(5)] for _, half in self.levels]
+        # per level: diagonal, super-diagonal, right-hand side and solution of the reduced
+        # system; three scratch arrays of the first level's size serve every level
+        self.buffers = [[np.empty(half * capacity) for _ in range(4)] for _, half in self.levels]
         scratch = [np.empty((n_rows // 2) * capacity) for _ in range(3)]
         for level in self.buffers:
             level.extend(scratch)
@@ -274,46 +282,42 @@ class _CyclicReduction:
     def solve(self, diag, upper, rhs, out):
         """``out`` (n_rows, N) <- solution; ``upper[-1]`` must be 0.  Inputs are not modified."""
         N = diag.shape[1]
-        lower = self.lower0[:diag.size].reshape(diag.shape)
-        lower[0] = 0.0
-        lower[1:] = upper[:-1]
-        systems = [(lower, diag, upper, rhs)]
+        systems = [(diag, upper, rhs)]
         for (rows, half), flat in zip(self.levels, self.buffers):
-            L, D, U, R = systems[-1]
-            L1, D1, U1, R1, _, a_left, a_right, tmp = (b[:half * N].reshape(half, N) for b in flat)
+            D, E, R = systems[-1]
+            D1, E1, R1, _, a_left, a_right, tmp = (b[:half * N].reshape(half, N) for b in flat)
             right = (rows - 1) // 2           # odd rows that have a right neighbour
-            # a_left = -L[odd] / D[left], a_right = -U[odd] / D[right] (0 when there is none)
-            np.negative(L[1::2], out=a_left)
-            np.divide(a_left, D[0:2 * half:2], out=a_left)
-            np.negative(U[1::2], out=a_right)
-            np.divide(a_right[:right], D[2:2 * right + 1:2], out=a_right[:right])
-            np.multiply(a_left, L[0:2 * half:2], out=L1)
-            np.multiply(a_left, U[0:2 * half:2], out=tmp)
+            # a_left = -e[i-1] / d[i-1], a_right = -e[i] / d[i+1] (0 when there is none)
+            np.divide(E[0:2 * half:2], D[0:2 * half:2], out=a_left)
+            np.negative(a_left, out=a_left)
+            np.divide(E[1:2 * right:2], D[2:2 * right + 1:2], out=a_right[:right])
+            np.negative(a_right[:right], out=a_right[:right])
+            np.multiply(a_left, E[0:2 * half:2], out=tmp)
             np.add(D[1::2], tmp, out=D1)
-            np.multiply(a_right[:right], L[2:2 * right + 1:2], out=tmp[:right])
+            np.multiply(a_right[:right], E[1:2 * right:2], out=tmp[:right])
             D1[:right] += tmp[:right]
-            np.multiply(a_right[:right], U[2:2 * right + 1:2], out=U1[:right])
-            U1[right:] = 0.0
+            np.multiply(a_right[:right], E[2:2 * right + 1:2], out=E1[:right])
+            E1[right:] = 0.0
             np.multiply(a_left, R[0:2 * half:2], out=tmp)
             np.add(R[1::2], tmp, out=R1)
             np.multiply(a_right[:right], R[2:2 * right + 1:2], out=tmp[:right])
             R1[:right] += tmp[:right]
-            systems.append((L1, D1, U1, R1))
+            systems.append((D1, E1, R1))
         # the last system has one row; back up, recovering the even rows of each level
-        _, D, _, R = systems[-1]
-        x_odd = self.buffers[-1][4][:N].reshape(1, N) if self.levels else out
+        D, _, R = systems[-1]
+        x_odd = self.buffers[-1][3][:N].reshape(1, N) if self.levels else out
         np.divide(R, D, out=x_odd)
         for level in range(len(self.levels) - 1, -1, -1):
             rows, half = self.levels[level]
-            L, D, U, R = systems[level]
-            x = out if level == 0 else self.buffers[level - 1][4][:rows * N].reshape(rows, N)
-            tmp = self.buffers[level][7][:half * N].reshape(half, N)
+            D, E, R = systems[level]
+            x = out if level == 0 else self.buffers[level - 1][3][:rows * N].reshape(rows, N)
+            tmp = self.buffers[level][6][:half * N].reshape(half, N)
             x[1::2] = x_odd
             np.copyto(x[0::2], R[0::2])
             evens = (rows + 1) // 2
-            np.multiply(L[2::2], x_odd[:evens - 1], out=tmp[:evens - 1])
+            np.multiply(E[1:2 * (evens - 1):2], x_odd[:evens - 1], out=tmp[:evens - 1])
             x[2::2] -= tmp[:evens - 1]
-            np.multiply(U[0:2 * half:2], x_odd, out=tmp)
+            np.multiply(E[0:2 * half:2], x_odd, out=tmp)
             x[0:2 * half:2] -= tmp
             np.divide(x[0::2], D[0::2], out=x[0::2])
             x_odd = x
@@ -392,8 +396,13 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
         return iterations, kkt
     capacity = max(b - a for a, b in chunks)
     local = threading.local()
+    errors = np.geterr()          # the caller's floating-point error handling, for every thread
 
     def run(bounds):
+        with np.errstate(**errors):
+            solve_chunk(bounds)
+
+    def solve_chunk(bounds):
         work = getattr(local, "work", None)
         if work is None:
             work = local.work = _Work(plan, capacity, prior is not None)

@@ -12,6 +12,11 @@ Strict where CuPy is strict (that is the point of it):
   configuration (block size, grid, dynamic shared memory and its opt-in, cooperative grid size
   against occupancy) and the device every array lives on.
 
+The device describes itself with made-up H100-like figures (``getDeviceProperties`` with the
+fields CuPy 14 reports under CUDA 13, ``deviceGetAttribute``, ``Device.attributes``), and CUDA
+events time on the host clock (launches are synchronous), with ``get_elapsed_time`` as strict as
+``cudaEventElapsedTime`` about unrecorded and non-timing events.
+
 Settings live on :data:`sim` (also ``cupy.cudasim``): device count, SM count, memory figures, an
 allocation hook (raise ``OutOfMemoryError`` from it to inject OOM) and the fiber resume order.
 """
@@ -23,6 +28,7 @@ import functools
 import math
 import os
 import sys
+import time
 import types
 import weakref
 
@@ -41,6 +47,15 @@ MAX_BLOCKS_PER_SM = 32
 REGISTERS_PER_SM = 65536
 REGISTERS_PER_THREAD = 64             # assumed for every kernel (no ptxas here)
 ORDERS = ("forward", "reverse", "random:<seed>")
+# Made-up figures in the range of an H100 SXM, for code that reads the device's description
+# (cumel's benchmark computes its bound from them). Kernels do not run faster for them.
+DEVICE_NAME = "cudasim emulated GPU (H100-like figures)"
+COMPUTE_CAPABILITY = (9, 0)
+CLOCK_RATE_KHZ = 1980000              # cudaDevAttrClockRate
+MEMORY_CLOCK_RATE_KHZ = 2619000       # cudaDevAttrMemoryClockRate
+MEMORY_BUS_WIDTH = 5120               # bits
+L2_CACHE_SIZE = 50 * 2 ** 20
+CUDA_VERSION = 13000                  # driverGetVersion, runtimeGetVersion
 
 
 class Simulator:
@@ -148,8 +163,18 @@ class Device:
         self._saved = []
 
     @property
+    def compute_capability(self):
+        return f"{COMPUTE_CAPABILITY[0]}{COMPUTE_CAPABILITY[1]}"
+
+    @property
     def attributes(self):
         return {"MultiProcessorCount": sim.multiprocessor_count,
+                "ClockRate": CLOCK_RATE_KHZ, "MemoryClockRate": MEMORY_CLOCK_RATE_KHZ,
+                "GlobalMemoryBusWidth": MEMORY_BUS_WIDTH, "L2CacheSize": L2_CACHE_SIZE,
+                "ComputeCapabilityMajor": COMPUTE_CAPABILITY[0],
+                "ComputeCapabilityMinor": COMPUTE_CAPABILITY[1],
+                "MaxRegistersPerMultiprocessor": REGISTERS_PER_SM,
+                "MaxBlocksPerMultiprocessor": MAX_BLOCKS_PER_SM,
                 "MaxSharedMemoryPerBlock": MAX_SHARED_PER_BLOCK,
                 "MaxSharedMemoryPerBlockOptin": MAX_SHARED_PER_BLOCK_OPTIN,
                 "MaxSharedMemoryPerMultiprocessor": SHARED_PER_SM,
@@ -221,11 +246,20 @@ class ExternalStream(Stream):
 
 
 class Event:
+    """A CUDA event. Launches run synchronously here, so an event is complete when recorded and
+    its time stamp is the host clock at :meth:`record` (what :func:`get_elapsed_time` reads)."""
+
     def __init__(self, block=False, disable_timing=False, interprocess=False):
+        if interprocess and not disable_timing:
+            raise CUDARuntimeError("cudaErrorInvalidValue: an interprocess event needs "
+                                   "disable_timing=True")
+        self.disable_timing = disable_timing
         self.recorded = False
+        self._stamp = None
 
     def record(self, stream=None):
         self.recorded = True
+        self._stamp = time.perf_counter()
 
     def synchronize(self):
         pass
@@ -236,6 +270,64 @@ class Event:
 
 
 Stream.null = Stream(null=True)
+
+
+def get_elapsed_time(start_event, end_event):
+    """Milliseconds between two recorded events (``cupy.cuda.get_elapsed_time``); like
+    ``cudaEventElapsedTime``, an event never recorded or made with ``disable_timing=True`` is
+    an invalid resource handle."""
+    for event in (start_event, end_event):
+        if not isinstance(event, Event):
+            raise TypeError(f"get_elapsed_time: a cupy.cuda.Event is required, got "
+                            f"{type(event).__name__}")
+        if event.disable_timing or not event.recorded:
+            raise CUDARuntimeError("cudaErrorInvalidResourceHandle: invalid resource handle")
+    return (end_event._stamp - start_event._stamp) * 1e3
+
+
+# cudaDeviceAttr values (driver_types.h) of the attributes deviceGetAttribute answers
+_DEVICE_ATTRIBUTES = {
+    "cudaDevAttrMaxThreadsPerBlock": (1, lambda: 1024),
+    "cudaDevAttrWarpSize": (10, lambda: 32),
+    "cudaDevAttrClockRate": (13, lambda: CLOCK_RATE_KHZ),
+    "cudaDevAttrMultiProcessorCount": (16, lambda: sim.multiprocessor_count),
+    "cudaDevAttrMemoryClockRate": (36, lambda: MEMORY_CLOCK_RATE_KHZ),
+    "cudaDevAttrGlobalMemoryBusWidth": (37, lambda: MEMORY_BUS_WIDTH),
+    "cudaDevAttrL2CacheSize": (38, lambda: L2_CACHE_SIZE),
+    "cudaDevAttrMaxThreadsPerMultiProcessor": (39, lambda: MAX_THREADS_PER_SM),
+    "cudaDevAttrComputeCapabilityMajor": (75, lambda: COMPUTE_CAPABILITY[0]),
+    "cudaDevAttrComputeCapabilityMinor": (76, lambda: COMPUTE_CAPABILITY[1]),
+    "cudaDevAttrMaxSharedMemoryPerMultiprocessor": (81, lambda: SHARED_PER_SM),
+    "cudaDevAttrMaxRegistersPerMultiprocessor": (82, lambda: REGISTERS_PER_SM),
+    "cudaDevAttrCooperativeLaunch": (95, lambda: sim.cooperative_launch),
+    "cudaDevAttrMaxSharedMemoryPerBlockOptin": (97, lambda: MAX_SHARED_PER_BLOCK_OPTIN),
+}
+
+
+def device_get_attribute(attrib, device):
+    """``cupy.cuda.runtime.deviceGetAttribute(attrib, device)`` for the attributes above."""
+    Device(device)                                   # an invalid ordinal raises, as CUDA does
+    for number, value in _DEVICE_ATTRIBUTES.values():
+        if number == attrib:
+            return int(value())
+    raise CUDARuntimeError(f"cudaErrorInvalidValue: device attribute {attrib} is not emulated")
+
+
+def get_device_properties(device):
+    """``cupy.cuda.runtime.getDeviceProperties(device)``: the fields CuPy 14 reports under
+    CUDA 13, which dropped ``clockRate`` and ``memoryClockRate`` from ``cudaDeviceProp`` (read
+    them with ``deviceGetAttribute``)."""
+    Device(device)
+    return {"name": DEVICE_NAME.encode(), "totalGlobalMem": sim.mem_total,
+            "sharedMemPerBlock": MAX_SHARED_PER_BLOCK, "regsPerBlock": REGISTERS_PER_SM,
+            "warpSize": 32, "maxThreadsPerBlock": 1024, "maxThreadsDim": (1024, 1024, 64),
+            "maxGridSize": (2 ** 31 - 1, 65535, 65535), "totalConstMem": 65536,
+            "major": COMPUTE_CAPABILITY[0], "minor": COMPUTE_CAPABILITY[1],
+            "multiProcessorCount": sim.multiprocessor_count, "l2CacheSize": L2_CACHE_SIZE,
+            "maxThreadsPerMultiProcessor": MAX_THREADS_PER_SM, "memoryBusWidth": MEMORY_BUS_WIDTH,
+            "sharedMemPerMultiprocessor": SHARED_PER_SM, "regsPerMultiprocessor": REGISTERS_PER_SM,
+            "sharedMemPerBlockOptin": MAX_SHARED_PER_BLOCK_OPTIN,
+            "cooperativeLaunch": sim.cooperative_launch, "pciBusID": 0, "pciDeviceID": 0}
 
 
 def get_current_stream():
@@ -836,6 +928,12 @@ def _build_modules():
     driver.occupancyMaxActiveBlocksPerMultiprocessor = occupancyMaxActiveBlocksPerMultiprocessor
     runtime.CUDARuntimeError = CUDARuntimeError
     runtime.getDeviceCount = lambda: sim.device_count
+    runtime.getDeviceProperties = get_device_properties
+    runtime.deviceGetAttribute = device_get_attribute
+    for attribute_name, (number, _) in _DEVICE_ATTRIBUTES.items():
+        setattr(runtime, attribute_name, number)
+    runtime.driverGetVersion = lambda: CUDA_VERSION
+    runtime.runtimeGetVersion = lambda: CUDA_VERSION
     runtime.getDevice = lambda: sim.current_device
     runtime.setDevice = lambda i: Device(i).use()
 
@@ -848,6 +946,7 @@ def _build_modules():
     memory.OutOfMemoryError = OutOfMemoryError
     cuda.Device, cuda.Stream, cuda.get_current_stream = Device, Stream, get_current_stream
     cuda.ExternalStream, cuda.Event = ExternalStream, Event
+    cuda.get_elapsed_time = get_elapsed_time
     cuda.alloc_pinned_memory = alloc_pinned_memory
     cuda.driver, cuda.runtime, cuda.memory = driver, runtime, memory
     cuda.OutOfMemoryError = OutOfMemoryError

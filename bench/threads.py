@@ -1,0 +1,166 @@
+"""``python -m bench --threads``: cumel's CPU nnls against worker threads, and against lstsq.
+
+Two tables per workload, both at the defaults a user gets:
+
+- clips: for every clip of the workload (``--audio DIR``, its ``speech_*``/``music_*`` files;
+  synthetic signals without it), nnls with ``workers=None`` (every usable core) against
+  ``numpy.linalg.lstsq`` + relu (NumPy's BLAS, its own threads), float32: times, their ratio,
+  Newton steps per frame and the largest per-frame mel residual of nnls;
+- threads: the clips side by side, tiled to at least ``--frames`` frames (default 24000), solved
+  with ``workers`` = each count of ``--threads``: frames/s, speed-up over one thread, and
+  whether the bits equal the one-thread answer.
+
+Times are medians of ``--repeats`` runs after a warm-up, the rows of a table interleaved round by
+round (a change of load on a shared machine hits every row alike). Writes ``results.json`` and
+``results.md`` into ``--out``.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+import cumel
+from cumel import _threads
+from cumel.workloads import WORKLOADS
+
+from . import environment, report
+from .batches import load_clips, quiet_empty_filters, workload_filterbank
+
+CLIP_COLUMNS = ("workload", "clip", "frames", "nnls (s)", "lstsq + relu (s)", "nnls / lstsq",
+                "Newton steps mean / max", "max mel residual")
+THREAD_COLUMNS = ("workload", "frames", "workers", "time (s)", "frames/s", "speed-up vs 1",
+                  "same bits as 1")
+DEFAULT_FRAMES = 24000
+
+
+def parse_threads(text):
+    """``"1,2"`` -> ``[1, 2]``; None -> 1 and every usable core."""
+    if text is None:
+        return sorted({1, _threads.usable_cpus()})
+    counts = [int(w) for w in text.split(",") if w.strip()]
+    if not counts or min(counts) < 1:
+        raise ValueError(f"--threads must be a comma list of positive integers, got {text!r}")
+    return counts
+
+
+def interleaved(runs, repeats):
+    """``{name: (median seconds, last result)}`` of ``[(name, run)]``: a warm-up each, then
+    ``repeats`` rounds running each once in turn."""
+    last = {name: run() for name, run in runs}
+    times = {name: [] for name, _ in runs}
+    for _ in range(repeats):
+        for name, run in runs:
+            t0 = time.perf_counter()
+            last[name] = run()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(times[name]), last[name]) for name, _ in runs}
+
+
+def lstsq_relu(A):
+    """The baseline of ``python -m bench`` (``numpy.linalg.lstsq`` + relu) as a function of M."""
+    def run(M):
+        S = np.linalg.lstsq(A, M, rcond=None)[0]
+        return np.maximum(S, 0, out=S)
+    return run
+
+
+def clip_rows(workload, clips, repeats, log):
+    inv = cumel.InverseMelScale(**workload.inverse_kwargs())          # workers=None: every core
+    lstsq = lstsq_relu(np.ascontiguousarray(workload_filterbank(workload, np.float32).T))
+    rows = []
+    for name, audio in clips:
+        M = np.ascontiguousarray(workload.pair(audio)[1], np.float32)
+        timed = interleaved([("nnls", lambda: inv(M, return_info=True)),
+                             ("lstsq", lambda: lstsq(M))], repeats)
+        (t_nnls, (_, info)), (t_lstsq, _) = timed["nnls"], timed["lstsq"]
+        rows.append({"workload": workload.name, "clip": name, "frames": int(M.shape[1]),
+                     "nnls_seconds": t_nnls, "lstsq_seconds": t_lstsq, "ratio": t_nnls / t_lstsq,
+                     "steps_mean": float(info.iterations.mean()),
+                     "steps_max": int(info.iterations.max()),
+                     "max_mel_residual": float(info.mel_residual.max()),
+                     "converged": bool(info.converged.all())})
+        log(f"[threads] {workload.name} {name}: nnls/lstsq {rows[-1]['ratio']:.2f}")
+    return rows
+
+
+def thread_rows(workload, clips, counts, frames, repeats, log):
+    M = np.concatenate([workload.pair(audio)[1] for _, audio in clips], axis=1)
+    M = np.ascontiguousarray(np.tile(M, (1, -(-frames // M.shape[1]))), np.float32)
+    kwargs = workload.inverse_kwargs()
+    runs = [(w, (lambda t: lambda: t(M))(cumel.InverseMelScale(**kwargs, workers=w)))
+            for w in counts]
+    log(f"[threads] {workload.name}: {M.shape[1]} frames, workers {counts}")
+    timed = interleaved(runs, repeats)
+    reference = cumel.InverseMelScale(**kwargs, workers=1)(M)
+    one = timed[1][0] if 1 in timed else None
+    return [{"workload": workload.name, "frames": int(M.shape[1]), "workers": w,
+             "seconds": seconds, "frames_per_second": M.shape[1] / seconds,
+             "speedup_vs_1": None if one is None else one / seconds,
+             "same_bits": bool(np.array_equal(S, reference))}
+            for w, (seconds, S) in timed.items()]
+
+
+def markdown(results):
+    env, s = results["environment"], results["settings"]
+    lines = ["# cumel CPU nnls: worker threads and the lstsq baseline", "",
+             f"- command: `{env['command']}`", f"- when: {env['timestamp']}",
+             f"- CPU: {env['cpu']} ({env['cores']} cores, {env.get('cores_usable')} usable); "
+             f"Python {env['python']}; "
+             + ", ".join(f"{k} {v}" for k, v in sorted(env["versions"].items())),
+             f"- cumel source: {report._revision(env.get('cumel_source'))}",
+             f"- load average (1, 5, 15 min) at start {report._loads(env['load_average'])}, at end "
+             f"{report._loads(env.get('load_average_after'))}",
+             f"- audio: {s['audio'] or 'synthetic signals'}; float32; default tolerances; time: "
+             f"median of {s['repeats']} interleaved runs after one warm-up", "",
+             "Every clip, both at their defaults (nnls `workers=None`: "
+             f"{s['usable_cores']} threads here; lstsq: NumPy's BLAS threads):", "",
+             "| " + " | ".join(CLIP_COLUMNS) + " |", "|" + "---|" * len(CLIP_COLUMNS)]
+    for r in results["clips"]:
+        lines.append(f"| {r['workload']} | {r['clip']} | {r['frames']} | {r['nnls_seconds']:.4f} | "
+                     f"{r['lstsq_seconds']:.4f} | {r['ratio']:.2f} | "
+                     f"{r['steps_mean']:.2f} / {r['steps_max']} | {r['max_mel_residual']:.1e} |")
+    lines += ["", "Worker threads (`InverseMelScale(workers=W)`), the clips tiled into one batch:",
+              "", "| " + " | ".join(THREAD_COLUMNS) + " |", "|" + "---|" * len(THREAD_COLUMNS)]
+    for r in results["threads"]:
+        speed = "-" if r["speedup_vs_1"] is None else f"{r['speedup_vs_1']:.2f}x"
+        lines.append(f"| {r['workload']} | {r['frames']} | {r['workers']} | {r['seconds']:.3f} | "
+                     f"{r['frames_per_second']:,.0f} | {speed} | "
+                     f"{'yes' if r['same_bits'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args, argv, log):
+    """The ``--threads`` mode of ``python -m bench``; returns the exit status."""
+    quiet_empty_filters()
+    counts = parse_threads(args.threads)
+    frames = args.frames or DEFAULT_FRAMES
+    env = environment.collect(["python", "-m", "bench", *argv])
+    results = {"environment": env,
+               "settings": {"workloads": list(args.workload), "threads": counts, "frames": frames,
+                            "repeats": args.repeats,
+                            "audio": environment.portable_path(args.audio),
+                            "usable_cores": _threads.usable_cpus()},
+               "clips": [], "threads": []}
+    for name in args.workload:
+        workload = WORKLOADS[name]
+        clips = load_clips(workload, args.audio, count=len(_clip_paths(workload, args.audio)) or 2)
+        results["clips"] += clip_rows(workload, clips, args.repeats, log)
+        results["threads"] += thread_rows(workload, clips, counts, frames, args.repeats, log)
+    env["load_average_after"] = environment.load_average()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = report.write_json(results, out)
+    md_path = out / report.MARKDOWN_NAME
+    md_path.write_text(markdown(results))
+    print(markdown(results))
+    log(f"wrote {json_path}, {md_path}")
+    ok = all(r["same_bits"] for r in results["threads"]) and all(r["converged"]
+                                                                  for r in results["clips"])
+    return 0 if ok else 1
+
+
+def _clip_paths(workload, audio_dir):
+    return [] if audio_dir is None else sorted(Path(audio_dir).glob(workload.clips + "*.wav"))

@@ -1,0 +1,142 @@
+"""Worker threads of the CPU path (``workers=``) and progress reports (``progress=``).
+
+The frames are independent and every chunk is solved by the same arithmetic, so the result's
+bits may depend neither on the number of threads nor on how the batch is cut into chunks.
+"""
+import io
+import threading
+
+import numpy as np
+import pytest
+
+import cumel
+from cumel import _threads
+from cumel.solvers import nnls
+
+from conftest import audio_pair
+
+
+@pytest.fixture(scope="module")
+def music_batch():
+    _, M = audio_pair("music-1025x128", "music_00")
+    return np.stack([M[:, :90], M[:, 90:180], M[:, 169:259]]).astype(np.float32)
+
+
+MUSIC = dict(n_stft=1025, n_mels=128, sample_rate=22050, norm="slaney", mel_type="slaney")
+
+
+@pytest.mark.parametrize("workers", [2, 3, 7])
+def test_bits_do_not_depend_on_workers_or_chunks(music_batch, workers, monkeypatch):
+    reference, info = cumel.InverseMelScale(**MUSIC, workers=1)(music_batch, return_info=True)
+    for chunk_elements in (nnls.CHUNK_ELEMENTS, 40 * 1025, 1025):   # several chunks, one frame
+        monkeypatch.setattr(nnls, "CHUNK_ELEMENTS", chunk_elements)
+        monkeypatch.setattr(nnls, "MIN_CHUNK_ELEMENTS", min(chunk_elements, nnls.MIN_CHUNK_ELEMENTS))
+        S, other = cumel.InverseMelScale(**MUSIC, workers=workers)(music_batch, return_info=True)
+        np.testing.assert_array_equal(S, reference)
+        np.testing.assert_array_equal(other.iterations, info.iterations)
+    assert info.converged.all()
+    # a frame alone gives the bits it has in the batch
+    alone = cumel.InverseMelScale(**MUSIC, workers=workers)(music_batch[1, :, 17:18])
+    np.testing.assert_array_equal(alone, reference[1, :, 17:18])
+
+
+def test_several_threads_really_run(music_batch, monkeypatch):
+    seen = set()
+    solve_frames = nnls._solve_frames
+
+    def record(*args, **kwargs):
+        seen.add(threading.get_ident())
+        return solve_frames(*args, **kwargs)
+
+    monkeypatch.setattr(nnls, "_solve_frames", record)
+    monkeypatch.setattr(nnls, "MIN_CHUNK_ELEMENTS", 1025)
+    cumel.InverseMelScale(**MUSIC, workers=3)(music_batch)
+    assert len(seen) >= 2
+    seen.clear()
+    cumel.InverseMelScale(**MUSIC, workers=1)(music_batch)
+    assert seen == {threading.get_ident()}
+
+
+def test_chunks_cover_the_batch_once():
+    for n_frames in (1, 5, 63, 64, 1000, 24000, 100003):
+        for n_freqs in (201, 1025, 4097):
+            for workers in (1, 2, 5, 64):
+                chunks = nnls.chunk_bounds(n_frames, n_freqs, workers)
+                starts, stops = zip(*chunks)
+                assert starts[0] == 0 and stops[-1] == n_frames
+                assert list(starts[1:]) == list(stops[:-1])
+                assert max(b - a for a, b in chunks) * n_freqs <= max(nnls.CHUNK_ELEMENTS, n_freqs)
+                if workers > 1 and n_frames * n_freqs >= 4 * workers * nnls.CHUNK_ELEMENTS:
+                    assert len(chunks) >= 4 * workers     # every thread gets several
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", 2.0])
+def test_bad_workers_raise_naming_the_parameter(bad):
+    with pytest.raises(ValueError, match=r"workers must be None .* got " + repr(bad).replace(".", r"\.")):
+        cumel.InverseMelScale(201, 128, workers=bad)
+    with pytest.raises(ValueError, match="workers"):
+        cumel.inverse_mel_scale(np.ones((128, 3), np.float32), 201, workers=bad)
+
+
+def test_none_means_every_usable_core():
+    assert _threads.resolve_workers(None) == _threads.usable_cpus() >= 1
+    assert _threads.resolve_workers(3) == 3
+
+
+def test_progress_callable_counts_every_frame(music_batch):
+    counts = []
+    lock = threading.Lock()
+
+    def tell(n):
+        with lock:
+            counts.append(n)
+
+    cumel.InverseMelScale(**MUSIC, workers=2, progress=tell)(music_batch)
+    assert sum(counts) == music_batch.shape[0] * music_batch.shape[2]
+
+
+def test_progress_bar_on_stderr(music_batch, monkeypatch):
+    tqdm = pytest.importorskip("tqdm")
+    stream = io.StringIO()
+    original = tqdm.tqdm
+
+    def to_stream(*args, **kwargs):
+        return original(*args, file=stream, **kwargs)
+
+    monkeypatch.setattr("tqdm.auto.tqdm", to_stream)
+    cumel.InverseMelScale(**MUSIC, progress=True)(music_batch)
+    assert "frame" in stream.getvalue()
+    stream.truncate(0)
+    cumel.InverseMelScale(**MUSIC, progress="auto")(music_batch[:, :, :5])   # well under 2 s
+    assert stream.getvalue() == ""
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, 0.5])
+def test_bad_progress_raises(bad):
+    with pytest.raises(ValueError, match="progress must be True, False, 'auto' or a callable"):
+        cumel.InverseMelScale(201, 128, progress=bad)
+
+
+def test_dask_blocks_use_one_thread_unless_asked(monkeypatch):
+    da = pytest.importorskip("dask.array")
+    import dask
+    seen = []
+    solve_into = nnls.solve_into
+
+    def record(*args, workers=1, **kwargs):
+        seen.append(workers)
+        return solve_into(*args, workers=workers, **kwargs)
+
+    monkeypatch.setattr(nnls, "solve_into", record)
+    _, M = audio_pair("speech-201x128", "speech_00")
+    mel = da.from_array(M[:, :400].astype(np.float32), chunks=(128, 100))
+    expected = cumel.InverseMelScale(201, 128, workers=1)(M[:, :400].astype(np.float32))
+    seen.clear()
+    with dask.config.set(scheduler="threads"):
+        S = cumel.InverseMelScale(201, 128)(mel).compute()
+    np.testing.assert_array_equal(S, expected)
+    assert seen == [1, 1, 1, 1]
+    seen.clear()
+    with dask.config.set(scheduler="threads"):
+        cumel.InverseMelScale(201, 128, workers=2)(mel).compute()
+    assert seen == [2, 2, 2, 2]
