@@ -71,20 +71,39 @@ import numbers
 
 import numpy as np
 
+from . import _threads
 from .solvers import nnls as _nnls
 
 __all__ = ["DEFAULTS", "run"]
 
-# Measured defaults (bench/audio.py --method admm; tuning clips speech_00-03 and music_00, the
-# acceptance figures on speech_04-07 and music_01)
-DEFAULTS = {"n_iter": 48, "rho": 0.1, "sigma": 1.0, "inner_steps": 0, "start_iter": 8}
+# Measured defaults (tuned on speech_00-03 and music_00 of the standard workloads; the figures
+# in the README are on speech_04-07 and music_01). rho and sigma: see default_penalties.
+DEFAULTS = {"n_iter": 48, "inner_steps": 0, "start_iter": 32}
+RHO_SCALE = 0.75           # rho = RHO_SCALE (n_mels / n_freqs)^2, clipped to RHO_RANGE
+RHO_RANGE = (0.005, 1.0)
+SIGMA_PER_RHO = 10.0       # sigma = SIGMA_PER_RHO rho
 WEIGHT_FLOOR = 1e-5        # v_j floor in (6), relative to the frame's largest spread
 MEL_TOLERANCE = 1e-6       # the mel step's relative KKT tolerance (inner_steps > 0)
 EPS = 1e-16                # the phase guard of Griffin-Lim: B / (|B| + 1e-16)
 
 
-def check_settings(n_iter, rho, sigma, inner_steps, start_iter):
-    """The ADMM settings with defaults filled in; a ValueError names a bad one."""
+def default_penalties(n_mels, n_freqs):
+    """``(rho, sigma)`` for a filterbank of ``n_mels`` triangles over ``n_freqs`` bins.
+
+    Measured: the fewer mels a bin, the smaller the best ``rho`` (the magnitude is then less
+    determined by the mel and ``|X|`` should follow the mel-feasible ``Y`` more than the
+    consistent ``|Z|``). Over ``rho`` in 0.003-1 and ``sigma`` in 0.03-10 on the tuning clips,
+    the best were about 0.02 / 0.2 at 80 mels over 513 bins, 0.01-0.03 / 0.1-0.3 at 128 over
+    1025, 0.3 / 3 at 128 over 201: ``rho = 0.75 (n_mels / n_freqs)^2``, ``sigma = 10 rho``.
+    """
+    rho = min(max(RHO_SCALE * (n_mels / n_freqs) ** 2, RHO_RANGE[0]), RHO_RANGE[1])
+    return rho, SIGMA_PER_RHO * rho
+
+
+def check_settings(n_iter, rho, sigma, inner_steps, start_iter, n_mels, n_freqs):
+    """The ADMM settings with defaults filled in; a ValueError names a bad one.
+
+    ``rho`` None: :func:`default_penalties`; ``sigma`` None: ``SIGMA_PER_RHO * rho``."""
     out = {}
     for name, value in (("n_iter", n_iter), ("inner_steps", inner_steps),
                         ("start_iter", start_iter)):
@@ -93,16 +112,21 @@ def check_settings(n_iter, rho, sigma, inner_steps, start_iter):
             raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         out[name] = int(value)
     for name, value in (("rho", rho), ("sigma", sigma)):
-        value = DEFAULTS[name] if value is None else value
+        if value is None:
+            continue
         ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
               and np.isfinite(value) and value > 0)
         if not ok:
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         out[name] = float(value)
+    if "rho" not in out:
+        out["rho"] = default_penalties(n_mels, n_freqs)[0]
+    if "sigma" not in out:
+        out["sigma"] = SIGMA_PER_RHO * out["rho"]
     return out
 
 
-def run(gl, inverse, mel, S, settings, xp, workers=1):
+def run(gl, inverse, mel, S, settings, xp, workers=None):
     """The iteration of the module docstring.
 
     Parameters
@@ -120,8 +144,9 @@ def run(gl, inverse, mel, S, settings, xp, workers=1):
         :func:`check_settings`' output.
     xp : module
         numpy or cupy.
-    workers : int
-        Threads of the NumPy mel step (nnls chunks).
+    workers : int or None
+        Threads of the NumPy mel step (nnls chunks); None: ``inverse.workers``, whose None is
+        every usable core.
 
     Returns
     -------
@@ -138,16 +163,20 @@ def run(gl, inverse, mel, S, settings, xp, workers=1):
     packed = mel.reshape((B, n_mels, T)).astype(real, copy=False)
     inner = gl.inner_length(T, n_out, settings["n_iter"] + settings["start_iter"])
     # start: the cascade's answer (module docstring, "Start")
-    Z = gl.stft(gl.istft(gl.phases(xp, mag, settings["start_iter"], inner), inner, xp), xp)
+    # C order for the fused pass (the FFT of a gathered frame array need not be)
+    Z = xp.ascontiguousarray(
+        gl.stft(gl.istft(gl.phases(xp, mag, settings["start_iter"], inner), inner, xp), xp))
     XU = Z.copy()                          # X + U, with U_0 = 0
     b = mag                                # Y + V, with V_0 = 0 (W_0 = mag)
     P = xp.ascontiguousarray(xp.swapaxes(S.reshape((B, F, T)), 1, 2)).astype(real, copy=True)
     center = xp.empty_like(P)
     spread = center if gl.power == 2.0 else xp.empty_like(P)
+    if workers is None:
+        workers = _threads.resolve_workers(getattr(inverse, "workers", None))
     step = _MelStep(inverse, packed, P, center, spread, settings["inner_steps"], xp, workers)
     for _ in range(settings["n_iter"]):
         update(Z, XU, P, b, center, spread, settings["rho"], settings["sigma"], gl.power, xp)
-        Z = gl.stft(gl.istft(XU, inner, xp), xp)                       # (4)
+        Z = xp.ascontiguousarray(gl.stft(gl.istft(XU, inner, xp), xp))          # (4)
         step()                                                          # (5), (6): P
     return gl.istft(Z, n_out, xp).reshape(lead + (n_out,))
 

@@ -317,7 +317,8 @@ def mel_to_audio(mel, n_fft, *, sample_rate=16000, hop_length=None, win_length=N
         ``n_iter`` iterations of the joint magnitude-and-phase ADMM (:mod:`cumel.admm`).
     rho, sigma : float > 0, optional
         ADMM penalties of the consistency split (``Z = X``) and the mel split (``W = Y``);
-        defaults in ``cumel.admm.DEFAULTS``. ``method="admm"`` only.
+        default ``rho = 0.75 (n_mels / n_freqs)^2`` and ``sigma = 10 rho``
+        (``cumel.admm.default_penalties``). ``method="admm"`` only.
     inner_steps : int >= 0, optional
         ADMM: Newton steps of each mel step after its weighted projection (0: the projection
         alone). ``method="admm"`` only.
@@ -334,19 +335,17 @@ def mel_to_audio(mel, n_fft, *, sample_rate=16000, hop_length=None, win_length=N
                          f"got {method!r}")
     method = method.lower()
     extra = {"rho": rho, "sigma": sigma, "inner_steps": inner_steps, "start_iter": start_iter}
-    if method == "admm":
-        from . import admm
-        settings = admm.check_settings(n_iter, **extra)
-    else:
-        given = [k for k, v in extra.items() if v is not None]
-        if given:
-            raise ValueError(f"{', '.join(given)} apply to method='admm' only (method="
-                             f"{method!r})")
+    given = [k for k, v in extra.items() if v is not None]
+    if method != "admm" and given:
+        raise ValueError(f"{', '.join(given)} apply to method='admm' only (method={method!r})")
     if getattr(mel, "ndim", 0) < 2:
         raise ValueError(f"mel must have at least 2 dims (..., n_mels, time), got shape "
                          f"{tuple(getattr(mel, 'shape', ()))}")
     gl = GriffinLim(n_fft, 32 if n_iter is None else n_iter, win_length, hop_length,
                     power=power, momentum=momentum, length=length, seed=seed)
+    if method == "admm":
+        from . import admm
+        settings = admm.check_settings(n_iter, n_mels=mel.shape[-2], n_freqs=gl.n_freqs, **extra)
     inverse = InverseMelScale(gl.n_freqs, mel.shape[-2], sample_rate, f_min, f_max, norm=norm,
                               mel_type=mel_type, solver=solver, seed=seed)
     xp, mel_x, to_caller = _backend.select(mel, device)

@@ -412,8 +412,13 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
         for frames, b_index, t0, t1 in _slabs(a, b, T):
             np.copyto(m[:, frames], mel[b_index, :, t0:t1], casting="unsafe")
             if prior is not None:       # bins in the plan's run-major order
-                work.bin_view("c", n)[:, frames] = prior.center[b_index, :, t0:t1][plan.order]
-                work.bin_view("v", n)[:, frames] = prior.spread[b_index, :, t0:t1][plan.order]
+                c = work.bin_view("c", n)
+                c[:, frames] = prior.center[b_index, :, t0:t1][plan.order]
+                v = work.bin_view("v", n)
+                if prior.spread is prior.center:
+                    np.copyto(v[:, frames], c[:, frames])
+                else:
+                    v[:, frames] = prior.spread[b_index, :, t0:t1][plan.order]
         s, it, kk = _solve_frames(plan, work, n, cap, tolerance_loss, tolerance_change,
                                   None if prior is None else prior.floor)
         for frames, b_index, t0, t1 in _slabs(a, b, T):
