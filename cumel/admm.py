@@ -78,7 +78,7 @@ __all__ = ["DEFAULTS", "run"]
 
 # Measured defaults (tuned on speech_00-03 and music_00 of the standard workloads; the figures
 # in the README are on speech_04-07 and music_01). rho and sigma: see default_penalties.
-DEFAULTS = {"n_iter": 48, "inner_steps": 0, "start_iter": 32}
+DEFAULTS = {"n_iter": 32, "inner_steps": 0, "start_iter": 32}
 RHO_SCALE = 0.75           # rho = RHO_SCALE (n_mels / n_freqs)^2, clipped to RHO_RANGE
 RHO_RANGE = (0.005, 1.0)
 SIGMA_PER_RHO = 10.0       # sigma = SIGMA_PER_RHO rho
@@ -226,6 +226,7 @@ class _MelStep:
         self.inverse, self.packed, self.P = inverse, packed, P
         self.center, self.spread = center, spread
         self.inner_steps, self.xp, self.workers = inner_steps, xp, workers
+        self.scratch = {}             # nnls work arrays, kept from one iteration to the next
 
     def __call__(self):
         t = (0, 2, 1)         # (B, T, F) arrays seen as (B, F, T): frames as columns
@@ -239,4 +240,5 @@ class _MelStep:
             _nnls.solve_into(self.inverse.plan.nnls(), self.packed, P,
                              max_iter=self.inner_steps, tolerance_loss=MEL_TOLERANCE,
                              tolerance_change=1e-12, workers=self.workers,
-                             prior=_nnls.Prior(center, spread, WEIGHT_FLOOR))
+                             prior=_nnls.Prior(center, spread, WEIGHT_FLOOR),
+                             scratch=self.scratch)

@@ -275,7 +275,7 @@ METHODS = ("griffinlim", "admm")
 
 
 def mel_to_audio(mel, n_fft, *, sample_rate=16000, hop_length=None, win_length=None, power=2.0,
-                 n_iter=None, momentum=0.99, length=None, f_min=0.0, f_max=None, norm=None,
+                 n_iter=32, momentum=0.99, length=None, f_min=0.0, f_max=None, norm=None,
                  mel_type="htk", solver="nnls", seed=None, device=None, method="griffinlim",
                  rho=None, sigma=None, inner_steps=None, start_iter=None):
     """Waveform from a mel spectrogram: :class:`cumel.InverseMelScale`, then :class:`GriffinLim`
@@ -299,9 +299,8 @@ def mel_to_audio(mel, n_fft, *, sample_rate=16000, hop_length=None, win_length=N
     hop_length, win_length : int, optional
         Samples; defaults ``win_length = n_fft``, ``hop_length = win_length // 4``.
     power : float, default 2.0
-    n_iter : int, optional
-        Griffin-Lim iterations (default 32), or ADMM outer iterations (default
-        ``cumel.admm.DEFAULTS["n_iter"]``).
+    n_iter : int, default 32
+        Griffin-Lim iterations, or ADMM outer iterations (``method="admm"``).
     momentum : float, default 0.99
         Fast Griffin-Lim momentum (of the ADMM start, too).
     length : int, optional
@@ -341,8 +340,8 @@ def mel_to_audio(mel, n_fft, *, sample_rate=16000, hop_length=None, win_length=N
     if getattr(mel, "ndim", 0) < 2:
         raise ValueError(f"mel must have at least 2 dims (..., n_mels, time), got shape "
                          f"{tuple(getattr(mel, 'shape', ()))}")
-    gl = GriffinLim(n_fft, 32 if n_iter is None else n_iter, win_length, hop_length,
-                    power=power, momentum=momentum, length=length, seed=seed)
+    gl = GriffinLim(n_fft, n_iter, win_length, hop_length, power=power, momentum=momentum,
+                    length=length, seed=seed)
     if method == "admm":
         from . import admm
         settings = admm.check_settings(n_iter, n_mels=mel.shape[-2], n_freqs=gl.n_freqs, **extra)

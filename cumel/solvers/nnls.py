@@ -93,7 +93,7 @@ in any chunk and on any worker thread, and a converged frame drops out of the wo
 """
 from __future__ import annotations
 
-import threading
+import queue
 
 import numpy as np
 
@@ -347,14 +347,15 @@ def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
 
 
 def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, workers=1,
-               progress=None, prior=None):
+               progress=None, prior=None, scratch=None):
     """Solve every frame of ``mel`` into ``out``, a cache-sized chunk of frames at a time.
 
     Memory: ``out`` is the only array that grows with the batch (besides two numbers a frame);
-    each worker thread has one chunk's work arrays, allocated once per call, into which it
-    gathers its frames (in float64), solves them and from which it writes them into ``out`` in
-    ``out.dtype``.  Chunks cannot change a result, since no operation mixes frames, so neither
-    can the number of threads that solve them.
+    each chunk being solved has one set of work arrays (at most ``workers`` sets, allocated once
+    per call, or kept in ``scratch`` between calls), into which it gathers its frames (in
+    float64), solves them and from which it writes them into ``out`` in ``out.dtype``.  Chunks
+    cannot change a result, since no operation mixes frames, so neither can the number of
+    threads that solve them, nor which set of work arrays a chunk gets.
 
     Parameters
     ----------
@@ -379,6 +380,10 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
     prior : Prior or None
         Solve the proximal variant (module docstring, "Prior") with this centre and spread,
         gathered chunk by chunk like ``mel``; None: the plain problem.
+    scratch : dict or None
+        Keeps the work arrays between calls of the same plan and shapes (a caller that solves
+        again and again, as the ADMM's mel step, holds one dict): fresh multi-megabyte arrays
+        cost their page faults on every call.  None: allocated for this call only.
 
     Returns
     -------
@@ -391,11 +396,11 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
     cap = min(int(max_iter), step_bound(plan.n_mels))
     iterations = np.zeros((B, T), dtype=np.int64)
     kkt = np.zeros((B, T))
-    chunks = chunk_bounds(B * T, plan.sparse.n_freqs, workers)
+    chunks = chunk_bounds(B * T, plan.sparse.n_freqs, workers, uniform=cap == 0)
     if not chunks:
         return iterations, kkt
     capacity = max(b - a for a, b in chunks)
-    local = threading.local()
+    works = _work_sets(scratch, plan, capacity, prior is not None)
     errors = np.geterr()          # the caller's floating-point error handling, for every thread
 
     def run(bounds):
@@ -403,9 +408,13 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
             solve_chunk(bounds)
 
     def solve_chunk(bounds):
-        work = getattr(local, "work", None)
-        if work is None:
-            work = local.work = _Work(plan, capacity, prior is not None)
+        work = works.take()
+        try:
+            _solve_chunk(work, bounds)
+        finally:
+            works.give_back(work)
+
+    def _solve_chunk(work, bounds):
         a, b = bounds
         n = b - a
         m = work.mel_view("m", n)
@@ -432,6 +441,35 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
     return iterations, kkt
 
 
+class _WorkSets:
+    """Sets of work arrays for chunks of up to ``capacity`` frames: a chunk takes a free one (or
+    a new one: at most as many as chunks run at once) and gives it back."""
+
+    def __init__(self, plan, capacity, prior):
+        self.key = (plan, capacity, prior)
+        self.free = queue.SimpleQueue()
+
+    def take(self):
+        try:
+            return self.free.get_nowait()
+        except queue.Empty:
+            return _Work(*self.key)
+
+    def give_back(self, work):
+        self.free.put(work)
+
+
+def _work_sets(scratch, plan, capacity, prior):
+    """The caller's kept :class:`_WorkSets` when it fits (same plan and prior, enough capacity),
+    else a new one (kept in ``scratch`` if given)."""
+    if scratch is None:
+        return _WorkSets(plan, capacity, prior)
+    kept = scratch.get("nnls")
+    if kept is None or kept.key[0] is not plan or kept.key[2] != prior or kept.key[1] < capacity:
+        kept = scratch["nnls"] = _WorkSets(plan, capacity, prior)
+    return kept
+
+
 def _slabs(a, b, T):
     """Frames ``a <= f < b`` of a (B, ., T) batch (f = b T + t) as runs within one batch item:
     ``(slice of the chunk's columns, b, t0, t1)``."""
@@ -443,15 +481,18 @@ def _slabs(a, b, T):
         f += t1 - t0
 
 
-def chunk_bounds(n_frames, n_freqs, workers):
+def chunk_bounds(n_frames, n_freqs, workers, uniform=False):
     """``[(start, stop), ...]``: near-equal runs of frames, at most ``CHUNK_ELEMENTS // n_freqs``
     a chunk; with several threads, at least ``CHUNKS_PER_WORKER`` chunks a thread where that
     leaves ``MIN_CHUNK_ELEMENTS`` a chunk (frames differ in cost: several chunks a thread even
-    out the load, and much smaller chunks would spend their time in per-call overhead)."""
+    out the load, and much smaller chunks would spend their time in per-call overhead).
+    ``uniform``: every frame costs the same (no Newton step, ``max_iter = 0``), so one chunk a
+    thread is enough."""
     chunk = max(1, CHUNK_ELEMENTS // n_freqs)
     if workers > 1:
         smallest = max(1, MIN_CHUNK_ELEMENTS // n_freqs)
-        chunk = min(chunk, max(smallest, -(-n_frames // (CHUNKS_PER_WORKER * workers))),
+        per_worker = 1 if uniform else CHUNKS_PER_WORKER
+        chunk = min(chunk, max(smallest, -(-n_frames // (per_worker * workers))),
                     max(1, -(-n_frames // workers)))
     n_chunks = -(-n_frames // chunk)
     edges = np.linspace(0, n_frames, n_chunks + 1).astype(np.int64)
