@@ -30,7 +30,7 @@ the alternating direction method of multipliers", Sec. 3.1.1, eqs. 3.5-3.7; pena
     Z = argmin_{Z in C} |Z - (X + U)|^2 = STFT(ISTFT(X + U))                                 (4)
     W = argmin_{W in Omega} |W - (Y + V)|^2            the mel step, (6)                      (5)
     U <- U + X - Z,  V <- V + Y - W
-    output: ISTFT(Z)
+    output: ISTFT(W Z / |Z|)      the mel-feasible magnitude with the consistent phase        (7)
 
 (3) is exact: for a fixed ``|X| = r`` the phase of ``B`` is best, and the remaining quadratic in
 ``(r, Y)`` has the stationary point above, with ``r >= 0`` whenever ``Y >= 0``.  Only ``X + U``
@@ -56,6 +56,9 @@ exact non-negative answer.  ``WEIGHT_FLOOR`` keeps bins with ``b = 0`` free to t
 Start (the cascade's answer): ``S`` = nnls inverse mel scale, ``W_0 = S^(1/p)``, ``X_GL`` =
 ``start_iter`` fast Griffin-Lim iterations on ``W_0`` from :meth:`GriffinLim.start` (the seed gives
 the same start on NumPy and CuPy), ``Z_0 = STFT(ISTFT(X_GL))``, ``U_0 = 0``, ``V_0 = 0``.
+
+(7) is the signal nearest (least squares) to the two halves of the answer; measured on the tuning
+clips it is 0.1-1.2% below ``ISTFT(Z)`` in spectral convergence, at the cost of one ISTFT.
 
 Stopping: ``n_iter`` outer iterations, no other rule (like Griffin-Lim; the spectral convergence
 against the original is what matters and it has no in-loop estimate).  Measured on the standard
@@ -178,7 +181,14 @@ def run(gl, inverse, mel, S, settings, xp, workers=None):
         update(Z, XU, P, b, center, spread, settings["rho"], settings["sigma"], gl.power, xp)
         Z = xp.ascontiguousarray(gl.stft(gl.istft(XU, inner, xp), xp))          # (4)
         step()                                                          # (5), (6): P
-    return gl.istft(Z, n_out, xp).reshape(lead + (n_out,))
+    return gl.istft(output_coefficients(Z, P, gl.power, xp), n_out, xp).reshape(lead + (n_out,))
+
+
+def output_coefficients(Z, P, power, xp):
+    """(7): ``W Z / (|Z| + 1e-16)`` with ``W = P^(1/power)`` (a new array)."""
+    W = xp.sqrt(P) if power == 2.0 else (P if power == 1.0 else P ** (1.0 / power))
+    real = P.dtype.type
+    return Z * (W / (xp.abs(Z) + real(EPS)))
 
 
 def update(Z, XU, P, b, center, spread, rho, sigma, power, xp):
