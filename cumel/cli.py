@@ -7,7 +7,9 @@ progress, the report) lives in ``cumel._bulk``; this module wires it to the argu
 from __future__ import annotations
 
 import argparse
+import copy
 import shlex
+import signal
 import sys
 import warnings
 from importlib import resources
@@ -28,6 +30,9 @@ def _solver_args(p):
     p.add_argument("--seed", type=int, default=None,
                    help="start of the SGD solvers and of Griffin-Lim (--wav)")
     p.add_argument("--device", default=None, choices=("cpu", "cuda", "auto"))
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="threads of the CPU nnls solve in each process (default: every core "
+                        "with --jobs 1, one thread a process with --jobs N > 1)")
 
 
 def _build_parser():
@@ -42,7 +47,8 @@ def _build_parser():
                     "named goes to OUTDIR/<name>.npy, each file found in a folder (recursively) "
                     "to the same relative path under OUTDIR. Outputs are written atomically; "
                     "a re-run skips outputs that exist unless --overwrite. Exit status: 0, 1 when "
-                    "a file failed, 2 on bad arguments, 130 when interrupted (Ctrl-C).")
+                    "a file failed or a folder could not be searched, 2 on bad arguments, 130 "
+                    "when interrupted (Ctrl-C), 143 when terminated (SIGTERM).")
     inv.add_argument("inputs", nargs="+", metavar="PATH", help=".npy/.npz files or folders")
     inv.add_argument("-o", "--output", default=None, metavar="OUT",
                      help="output file (one input file) or folder; may be left out with one "
@@ -109,11 +115,21 @@ def _to_wav(args, path, S, sample_rate, hop_default=None):
     return sc
 
 
+def _workers(args):
+    """Threads a process solves with: --workers, else every core for one process and one a
+    process for several (--jobs N processes already use N cores: no oversubscription)."""
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ValueError(f"--workers must be a positive integer, got {args.workers}")
+        return args.workers
+    return 1 if getattr(args, "jobs", 1) > 1 else None
+
+
 def _transform(args, n_stft, n_mels, **fb):
     return InverseMelScale(n_stft, n_mels, max_iter=args.max_iter,
                            tolerance_loss=args.tolerance_loss,
                            tolerance_change=args.tolerance_change, solver=args.solver,
-                           seed=args.seed, device=args.device, **fb)
+                           seed=args.seed, device=args.device, workers=_workers(args), **fb)
 
 
 def _report(name, mel, S, info, transform):
@@ -128,7 +144,8 @@ def _settings(args):
     transform = dict(sample_rate=args.sample_rate, f_min=args.f_min, f_max=args.f_max,
                      norm=args.norm, mel_type=args.mel_type, max_iter=args.max_iter,
                      tolerance_loss=args.tolerance_loss, tolerance_change=args.tolerance_change,
-                     solver=args.solver, seed=args.seed, device=args.device)
+                     solver=args.solver, seed=args.seed, device=args.device,
+                     workers=_workers(args))
     settings = _bulk.Settings(args.n_stft, args.n_mels, args.key, transform)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -152,17 +169,23 @@ def invert_one(args, settings):
     path = args.inputs[0]
     wav = (str(args.wav) if args.wav is not True else
            str(Path(args.output).with_suffix(".wav"))) if args.wav else None
+    if args.report is not None:
+        _bulk.check_writable(args.report, "--report")
+    if args.output is not None:
+        _bulk.remove_stale_temporaries([str(Path(args.output).parent)])
     try:
-        mel = _bulk.load_mel(path, args.key, args.n_mels)
+        mel = _bulk.load_mel(path, args.key, args.n_mels, settings.n_stft)
         transform = _bulk.transform_for(settings, int(mel.shape[-2]))
+        if not args.no_progress:
+            transform = copy.copy(transform)
+            transform.progress = "auto"              # a bar once the solve takes over 2 s
         S, info = transform(mel, return_info=True)
         if args.output is not None:
             _bulk.save_npy(args.output, S)
-    except (ValueError, TypeError, RuntimeError, OSError) as exc:
+    except Exception as exc:             # a row in the report too, then the error (exit 2)
         if args.report is not None:
-            _bulk.write_report(args.report, [_bulk.Result(path, args.output, "failed",
-                                                          error=str(exc))],
-                               0.0, False, shlex.join(["cumel", *args.argv]))
+            _bulk.write_report(args.report, [_bulk.failure(_bulk.Job(path, args.output), exc)],
+                               0.0, None, shlex.join(["cumel", *args.argv]))
         raise
     _report(path, mel, S, info, transform)
     if args.output is not None:
@@ -172,7 +195,7 @@ def invert_one(args, settings):
     if args.report is not None:
         row = _bulk.Result(path, args.output, "written", _bulk.frames_of(mel.shape), info.seconds,
                            info.total_mel_residual)
-        _bulk.write_report(args.report, [row], info.seconds, False, shlex.join(["cumel", *args.argv]))
+        _bulk.write_report(args.report, [row], info.seconds, None, shlex.join(["cumel", *args.argv]))
     return 0
 
 
@@ -196,6 +219,8 @@ def invert_many(args, settings):
                          "(each OUTDIR/<name>.wav beside its .npy)")
     if args.wav:
         settings.audio = dict(hop_length=args.hop_length, seed=args.seed)
+    if args.report is not None:
+        _bulk.check_writable(args.report, "--report")        # before any work, not after it
     jobs, problems = _bulk.collect_inputs(args.inputs, args.output)
     n_workers = 1 if _uses_gpu(args.device) else args.jobs
     return _bulk.run(jobs, problems, settings, overwrite=args.overwrite, n_workers=n_workers,
@@ -244,13 +269,17 @@ def main(argv=None):
     args = _build_parser().parse_args(argv)
     args.argv = argv
     try:
-        return {"invert": cmd_invert, "demo": cmd_demo}[args.command](args) or 0
-    except (ValueError, TypeError, RuntimeError, OSError) as exc:
+        with _bulk.stop_signals():                 # SIGINT and SIGTERM: a clean stop
+            return {"invert": cmd_invert, "demo": cmd_demo}[args.command](args) or 0
+    except (ValueError, TypeError, RuntimeError, OSError, ArithmeticError) as exc:
         print(f"cumel: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("cumel: interrupted", file=sys.stderr)
-        return 130
+    except MemoryError as exc:
+        print(f"cumel: error: out of memory{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print(f"cumel: interrupted ({signal.Signals(_bulk.signal_of(exc)).name})", file=sys.stderr)
+        return _bulk.exit_status(exc)
 
 
 if __name__ == "__main__":

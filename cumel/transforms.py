@@ -426,47 +426,94 @@ class InverseMelScale:
         return start.copy()
 
     def _info(self, xp, packed, S, iterations, converged, lead, T, seconds, device):
-        """Per-frame mel residuals in float64, a few batch items at a time (bounded memory).
-
-        Each frame is rescaled by a power of two (its largest |m| in [0.5, 1)) before squaring,
-        so no norm under- or overflows at any scale; the total weighs the frames back.
-        """
-        A = self.plan.forward(np.float64, xp)
-        B = packed.shape[0]
-        step = max(1, (1 << 22) // max(1, self.n_stft * T))
-        ratio, r_norms, m_norms, exponents = [], [], [], []
-        for b in range(0, B, step):
-            M = packed[b:b + step].astype(np.float64)
-            _, e = xp.frexp(xp.abs(M).max(axis=1))               # (b, T)
-            shift = -e[:, None, :]          # ldexp, not a factor 2^-e: that can overflow itself
-            M = xp.ldexp(M, shift)
-            R = xp.matmul(A, xp.ldexp(S[b:b + step].astype(np.float64), shift)) - M
-            r = xp.sqrt((R * R).sum(axis=1))
-            m = xp.sqrt((M * M).sum(axis=1))
-            ratio.append(_backend.to_numpy(xp.where(m > 0, r / xp.where(m > 0, m, 1), 0)))
-            r_norms.append(_backend.to_numpy(r))
-            m_norms.append(_backend.to_numpy(m))
-            exponents.append(_backend.to_numpy(e))
-        if B and T:
-            e = np.concatenate(exponents)
-            weight = np.ldexp(1.0, e - e.max())                    # frames back to one scale
-            r_all = np.concatenate(r_norms) * weight
-            m_all = np.concatenate(m_norms) * weight
-            total = float(np.sqrt((r_all * r_all).sum()) /
-                          max(np.sqrt((m_all * m_all).sum()), np.finfo(float).tiny))
-            per_frame = np.concatenate(ratio)
-        else:
-            total, per_frame = 0.0, np.zeros((B, T))
+        """The :class:`SolveInfo` of a call: per-frame mel residuals and the total, computed
+        chunk by chunk by :func:`residual_norms` (memory: the (B, T) results and one chunk)."""
+        r, m, e = residual_norms(self.plan, xp, packed, S)
+        per_frame = np.where(m > 0, r / np.where(m > 0, m, 1), 0.0)
         return SolveInfo(self.solver, device,
                          np.asarray(_backend.to_numpy(iterations)).reshape(lead + (T,)),
                          np.asarray(_backend.to_numpy(converged)).reshape(lead + (T,)),
-                         per_frame.reshape(lead + (T,)), total, seconds)
+                         per_frame.reshape(lead + (T,)), total_residual(r, m, e), seconds)
+
+
+INFO_CHUNK_ELEMENTS = 1 << 18      # n_stft x frames per chunk of the diagnostics: 2 MB of float64
+
+
+def residual_norms(plan, xp, mel, S):
+    """Per-frame ``||A s_t - m_t||`` and ``||m_t||``, a chunk of frames at a time.
+
+    Parameters
+    ----------
+    plan : Plan
+    xp : module
+        NumPy or CuPy: ``A s`` is one float64 matrix product per chunk (BLAS, or cuBLAS).
+    mel : array, shape (B, n_mels, T)
+    S : array, shape (B, n_stft, T)
+        float32 or float64; ``mel`` of any real dtype.
+
+    Returns
+    -------
+    r, m : ndarray of float64, shape (B, T)
+        The norms of frame t scaled by ``2^-e_t``, in float64.
+    e : ndarray of int, shape (B, T)
+        For float64 ``S``, each frame is rescaled by the power of two that puts its largest
+        ``|m|`` in [0.5, 1) before squaring, so no norm under- or overflows at any scale. A
+        float32 frame needs no rescaling (its squares and their sums are far inside the float64
+        range): ``e = 0``.
+
+    Chunks of about ``INFO_CHUNK_ELEMENTS // n_stft`` frames (whole batch items where ``T`` is
+    short, slices of time where it is long), so the float64 work never grows with the batch.
+    """
+    B, _, T = mel.shape
+    n_stft = S.shape[1]
+    rescale = S.dtype == np.float64
+    r, m = np.empty((B, T)), np.empty((B, T))
+    e = np.zeros((B, T), np.int32)
+    frames = max(1, INFO_CHUNK_ELEMENTS // max(n_stft, 1))
+    step_t = min(T, frames) if T else 1
+    step_b = max(1, frames // max(step_t, 1))
+    A = plan.forward(np.float64, xp)
+    for b in range(0, B, step_b):
+        for t in range(0, T, step_t):
+            M = mel[b:b + step_b, :, t:t + step_t].astype(np.float64)
+            s = S[b:b + step_b, :, t:t + step_t]
+            if rescale:
+                _, ec = xp.frexp(xp.abs(M).max(axis=1))                # (b, t)
+                shift = -ec[:, None, :]     # ldexp, not a factor 2^-e: that can overflow itself
+                M = xp.ldexp(M, shift)
+                s = xp.ldexp(s, shift)
+                e[b:b + step_b, t:t + step_t] = _backend.to_numpy(ec)
+            R = xp.matmul(A, s.astype(np.float64, copy=False))
+            R -= M
+            r[b:b + step_b, t:t + step_t] = _backend.to_numpy(xp.sqrt(_sum_squares(xp, R)))
+            m[b:b + step_b, t:t + step_t] = _backend.to_numpy(xp.sqrt(_sum_squares(xp, M)))
+    return r, m, e
+
+
+def _sum_squares(xp, X):
+    """``(X * X).sum(axis=1)`` of (b, n, t) without a second (b, n, t) array."""
+    return xp.einsum("bnt,bnt->bt", X, X)
+
+
+def total_residual(r, m, e):
+    """``||A S - M|| / ||M||`` over all frames from :func:`residual_norms`' scaled norms: each
+    frame weighed back by ``2^(e_t - max e)`` (0 for an all-zero mel)."""
+    if r.size == 0:
+        return 0.0
+    weight = np.ldexp(1.0, e - e.max())                       # frames back to one scale
+    r_all, m_all = r * weight, m * weight
+    return float(np.sqrt((r_all * r_all).sum()) /
+                 max(np.sqrt((m_all * m_all).sum()), np.finfo(float).tiny))
 
 
 def _all_finite(xp, S):
-    """``xp.isfinite(S).all()`` a few million elements at a time (no output-sized mask)."""
-    step = max(1, (1 << 22) // max(1, S[0].size)) if S.shape[0] else 1
-    return all(bool(xp.isfinite(S[b:b + step]).all()) for b in range(0, S.shape[0], step))
+    """``xp.isfinite(S).all()`` of (B, n, T) a few million elements at a time, in slices of
+    time where one batch item is larger than that (no output-sized mask)."""
+    B, n, T = S.shape
+    step_t = max(1, min(T, (1 << 22) // max(1, n)))
+    step_b = max(1, (1 << 22) // max(1, n * T)) if step_t == T else 1
+    return all(bool(xp.isfinite(S[b:b + step_b, :, t:t + step_t]).all())
+               for b in range(0, B, step_b) for t in range(0, T, step_t))
 
 
 def inverse_mel_scale(mel, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_max=None,

@@ -221,3 +221,27 @@ def test_numpy_input_does_not_import_dask():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=str(__import__("conftest").REPO))
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+class _Producer:
+    """A CPU DLPack producer that is not a NumPy array (what a third library would hand over)."""
+
+    def __init__(self, a):
+        self._a = a
+
+    def __dlpack__(self, **kwargs):
+        return self._a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
+def test_cpu_dlpack_producer_in_numpy_out():
+    # no torch needed: runs under the README's test command (torch tensors: test_torch_interop.py)
+    mel = _mel((24, 5))
+    producer = _Producer(mel)
+    S = cumel.InverseMelScale(65, 24)(producer)
+    assert type(S) is np.ndarray
+    np.testing.assert_array_equal(S, cumel.InverseMelScale(65, 24)(mel))
+    S, info = cumel.InverseMelScale(65, 24)(producer, return_info=True)
+    assert type(S) is np.ndarray and info.mel_residual.shape == (5,)

@@ -67,7 +67,7 @@ def test_folder_tree_mirrored_with_a_corrupt_file(tree, tmp_path, capsys):
     assert broken in text.err and broken in text.out
     assert "6 written, 0 skipped (already there), 1 failed" in text.out
     doc = json.loads(report.read_text())
-    assert doc["counts"] == {"written": 6, "skipped": 0, "failed": 1, "not run": 0}
+    assert doc["counts"] == {"written": 6, "skipped": 0, "failed": 1, "not run": 0, "not searched": 0}
     rows = {Path(r["input"]).name: r for r in doc["files"]}
     assert set(rows) == {"a.npy", "b.npy", "c.npy", "d.npy", "e.npz", "f.npz", "broken.npy"}
     assert rows["broken.npy"]["status"] == "failed" and broken in rows["broken.npy"]["error"]
@@ -194,7 +194,7 @@ def test_ctrl_c_stops_cleanly(tmp_path, jobs):
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    assert "cumel: interrupted:" in stdout
+    assert "cumel: interrupted (SIGINT):" in stdout
     names = sorted(p.name for p in out.iterdir())
     assert all(name.endswith(".npy") and not name.startswith(".") for name in names), names
     assert 0 < len(names) < n_files

@@ -69,6 +69,17 @@ def test_functional_form_takes_dask():
                                   cumel.inverse_mel_scale(mel, n_stft=N_STFT))
 
 
+@pytest.mark.parametrize("batch_chunk", [4, 2, 1])                  # 1, 2 and 4 batch blocks
+def test_seeded_mindspore_batch_blocks_bit_equal(batch_chunk):
+    # each block draws the whole batch's start and keeps its own channels (_with_batch_offset);
+    # one block uses the transform's own start, two or more the offset copy
+    mel = _mel((4, N_MELS, 9), seed=7)
+    inv = cumel.InverseMelScale(N_STFT, N_MELS, solver="mindspore", seed=11, max_iter=15)
+    x = da.from_array(mel, chunks=(batch_chunk, N_MELS, 9))
+    assert x.numblocks[0] == 4 // batch_chunk
+    np.testing.assert_array_equal(inv(x).compute(scheduler="sync"), inv(mel))
+
+
 # -- on the cluster -------------------------------------------------------------------------------
 
 CHUNKINGS = [(1, N_MELS, 40), (2, N_MELS, 7), (3, 5, 13)]     # batch, time, mel split (rechunked)

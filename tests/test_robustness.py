@@ -226,6 +226,58 @@ def test_cpu_work_memory_does_not_grow_with_the_batch():
         assert peaks[1] <= workers * 80 * chunk_bytes, peaks   # 5x the measured per-thread size
 
 
+def test_info_memory_does_not_grow_with_the_batch():
+    # return_info=True used to hold the whole batch in float64 four times over (a 1e6-frame
+    # batch peaked at 4.6 GB against 1.04 GB without it), and the finiteness check a bool mask
+    # of a whole batch item; both now go chunk by chunk: per-frame results (a few 8-byte
+    # values a frame) and one chunk's float64 work. A (128, 1e5) float32 batch into a
+    # preallocated 80 MB output (lstsq: a cheap solve into out=): measured 13 MB above it
+    # (16 %, 9 MB of it the diagnostics); the old path took 426 MB.
+    _, M = audio_pair("speech-201x128", "speech_00")
+    T = 100_000
+    mel = np.tile(M, (1, T // M.shape[1] + 1))[:, :T].astype(np.float32)
+    inv = cumel.InverseMelScale(201, 128, solver="lstsq")
+    out = np.empty((201, T), np.float32)
+    inv(mel[:, :8], out=out[:, :8])                # pseudo-inverse built outside the measurement
+    tracemalloc.start()
+    try:
+        _, info = inv(mel, out=out, return_info=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= 0.25 * out.nbytes               # the acceptance bound: output + 25 %
+    S64, M64 = out.astype(np.float64), mel.astype(np.float64)
+    r = np.linalg.norm(inv.plan.fb64.T @ S64 - M64, axis=0)
+    m = np.linalg.norm(M64, axis=0)
+    np.testing.assert_allclose(info.mel_residual, r / m, rtol=1e-9)
+    assert info.total_mel_residual == pytest.approx(np.linalg.norm(r) / np.linalg.norm(m), rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_info_chunk_seams(dtype, monkeypatch):
+    # chunks of 7 frames across 3 batch items of 20 frames, and of whole batch items where
+    # the time axis is short: every frame's residual equals the one computed at once
+    from cumel import transforms
+    rng = np.random.default_rng(3)
+    inv = cumel.InverseMelScale(65, 16)
+    for shape in [(3, 16, 20), (5, 16, 3)]:
+        mel = (rng.random(shape) * 10.0 ** rng.integers(-30, 30, shape[:1] + (1, 1))).astype(dtype)
+        whole = inv(mel, return_info=True)[1]
+        monkeypatch.setattr(transforms, "INFO_CHUNK_ELEMENTS", 65 * 7)
+        S, chunked = inv(mel, return_info=True)
+        monkeypatch.undo()
+        # A s - m cancels to ~1e-8 of |m| here: BLAS rounding (which depends on the chunk's
+        # width) moves a ratio by ~n eps, not by eps of itself
+        np.testing.assert_allclose(chunked.mel_residual, whole.mel_residual, rtol=1e-9, atol=1e-13)
+        assert chunked.total_mel_residual == pytest.approx(whole.total_mel_residual, rel=1e-9,
+                                                           abs=1e-13)
+        S64, M64 = S.astype(np.float64), mel.astype(np.float64)
+        scale = np.abs(M64).max(axis=1, keepdims=True)          # keep the squares finite
+        r = np.linalg.norm((inv.plan.fb64.T @ (S64 / scale)) - M64 / scale, axis=1)
+        np.testing.assert_allclose(chunked.mel_residual, r / np.linalg.norm(M64 / scale, axis=1),
+                                   rtol=1e-9, atol=1e-13)
+
+
 # -- properties ---------------------------------------------------------------------------------
 
 SAMPLE_RATES = (8000, 16000, 22050, 44100, 48000)

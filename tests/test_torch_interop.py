@@ -1,7 +1,8 @@
-"""torch tensors and other DLPack producers in, the same kind out (CPU builds of torch in CI).
+"""torch tensors in, torch tensors out (CPU builds of torch in CI).
 
 torch is optional: these tests skip, saying so, where it is not installed (.ci/run installs
-``torch==2.13.0``, a CPU build). CUDA tensors are covered by tests/test_gpu.py.
+``torch==2.13.0``, a CPU build). CUDA tensors are covered by tests/test_gpu.py, DLPack producers
+that are not torch by tests/test_api.py (no torch needed, so it runs in every test run).
 """
 import subprocess
 import sys
@@ -60,26 +61,6 @@ def test_unsupported_tensors_raise_naming_mel():
         inv(torch.zeros((24, 3), dtype=torch.complex64))
     with pytest.raises(ValueError, match=r"mel\.shape\[-2\] must equal n_mels=24"):
         inv(torch.zeros((23, 3)))
-
-
-class _Producer:
-    """A CPU DLPack producer that is not a NumPy array (what a third library would hand over)."""
-
-    def __init__(self, a):
-        self._a = a
-
-    def __dlpack__(self, **kwargs):
-        return self._a.__dlpack__(**kwargs)
-
-    def __dlpack_device__(self):
-        return self._a.__dlpack_device__()
-
-
-def test_cpu_dlpack_producer():
-    mel = _mel((24, 5))
-    S = cumel.InverseMelScale(65, 24)(_Producer(mel))
-    assert isinstance(S, np.ndarray)
-    np.testing.assert_array_equal(S, cumel.InverseMelScale(65, 24)(mel))
 
 
 def test_out_view_of_a_cpu_tensor_shares_memory():

@@ -1,0 +1,187 @@
+"""Solving: one file at a time (:func:`solve_file`, what each worker runs) or the frames of
+many files in one solve (:func:`solve_batch`, the GPU's way), and writing what comes out."""
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..transforms import InverseMelScale, residual_norms, total_residual
+from .atomic import save_npy, save_wav
+from .inputs import FileProblem, frames_of, load_mel
+from .report import Result
+
+PER_FRAME_SOLVERS = ("nnls", "lstsq")    # frames independent: files can share one solve
+
+
+@dataclass
+class Settings:
+    """The transform's arguments (without n_mels) and how to read inputs; small and picklable,
+    so each worker process builds its transforms from it once."""
+    n_stft: int
+    n_mels: int | None = None
+    key: str | None = None
+    transform: dict = field(default_factory=dict)
+    audio: dict | None = None        # --wav over folders: GriffinLim keywords (hop_length, seed)
+
+    def cache_key(self, n_mels):
+        return (self.n_stft, n_mels, repr(sorted(self.transform.items())))
+
+    def build(self, n_mels):
+        return InverseMelScale(self.n_stft, n_mels, **self.transform)
+
+
+_TRANSFORMS = {}     # per process: (settings, n_mels) -> InverseMelScale, built once
+
+
+def transform_for(settings, n_mels):
+    """The process's transform for ``n_mels`` (built on first use, then reused)."""
+    key = settings.cache_key(n_mels)
+    if key not in _TRANSFORMS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # empty filters: said once by the CLI
+            _TRANSFORMS[key] = settings.build(n_mels)
+    return _TRANSFORMS[key]
+
+
+def mel_residual(transform, mel, S):
+    """``||A S - M|| / ||M||`` in float64 (0 for an all-zero mel), at any scale (no square
+    overflows, even for float64 mels near 1e300): the transform's own diagnostics
+    (:func:`cumel.transforms.residual_norms`), chunk by chunk."""
+    S = np.asarray(S)
+    M = np.asarray(mel).reshape(S.shape[:-2] + mel.shape[-2:])        # mindspore: (1, ...)
+    r, m, e = residual_norms(transform.plan, np, M.reshape((-1,) + M.shape[-2:]),
+                             S.reshape((-1,) + S.shape[-2:]))
+    return total_residual(r, m, e)
+
+
+def failure(job, exc):
+    """The :class:`Result` of a file that raised ``exc``: the message starts with its path and
+    names what went wrong, also for exceptions that carry no text (``MemoryError()``)."""
+    text = str(exc)
+    if isinstance(exc, MemoryError):
+        text = f"out of memory{': ' + text if text else ''} (MemoryError)"
+    elif not text:
+        text = type(exc).__name__
+    elif not isinstance(exc, (FileProblem, OSError, ValueError, TypeError, FloatingPointError,
+                              RuntimeError)):
+        text = f"{type(exc).__name__}: {text}"
+    return Result(job.input, job.output, "failed",
+                  error=text if text.startswith(job.input) else f"{job.input}: {text}")
+
+
+def audio_of(S, sample_rate, hop_length=None, seed=None, device=None):
+    """Fast Griffin-Lim (32 iterations) of a power spectrogram ``S`` (..., n_stft, T), with
+    ``n_fft = 2 (n_stft - 1)``: the waveform (..., samples) and the :class:`GriffinLim` used."""
+    from ..griffin_lim import GriffinLim
+    gl = GriffinLim(2 * (S.shape[-2] - 1), hop_length=hop_length, seed=seed, device=device)
+    return gl(S), gl
+
+
+def save_outputs(output, S, settings):
+    """The spectrogram to ``output``; with ``settings.audio`` also its sound, beside it (.wav)."""
+    if settings.audio is not None:
+        y, _ = audio_of(S, settings.transform.get("sample_rate", 16000),
+                        device=settings.transform.get("device"), **settings.audio)
+        save_wav(Path(output).with_suffix(".wav"), y, settings.transform.get("sample_rate", 16000))
+    save_npy(output, S)              # last: an existing .npy means every output is complete
+
+
+def with_progress(transform, progress, frames, files=1):
+    """``transform`` reporting its solved frames to ``progress(frames, files)`` (the folder
+    CLI's :meth:`Progress.within`), or itself when there is no bar."""
+    advance = progress(frames, files) if progress is not None else None
+    if advance is None:
+        return transform
+    transform = copy.copy(transform)          # the plan is shared, not copied
+    transform.progress = advance
+    return transform
+
+
+def solve_file(job, settings, progress=None):
+    """Read, invert and write one file; returns its :class:`Result` (status "written" or
+    "failed"). Any exception (a bad file, a reader's, a solver's, MemoryError, a failed write)
+    fails this file alone; interrupts propagate; nothing partial is left behind.
+    ``progress(frames, files)``, when given, makes the callback the solve reports to."""
+    t0 = time.perf_counter()
+    try:
+        mel = load_mel(job.input, settings.key, settings.n_mels, settings.n_stft)
+        transform = transform_for(settings, int(mel.shape[-2]))
+        transform = with_progress(transform, progress, frames_of(mel.shape))
+        S = transform(mel)
+        residual = mel_residual(transform, mel, S)
+        save_outputs(job.output, S, settings)
+    except Exception as exc:  # noqa: BLE001 - one file's failure, whatever it is, is that file's
+        return failure(job, exc)
+    return Result(job.input, job.output, "written", frames_of(mel.shape),
+                  time.perf_counter() - t0, residual)
+
+
+def solve_batch(jobs, settings, frame_budget, progress=None):
+    """Frames of many files in one solve (per-frame solvers, the GPU's way): yields a
+    :class:`Result` per job. Files are read in order and concatenated along time (as columns of
+    one (n_mels, frames) array) until ``frame_budget`` frames; each file's part is split back
+    and written. Files whose n_mels or dtype differ start a new batch. A batch whose solve
+    fails is solved again file by file, so that a bad file fails alone."""
+    pending = []                      # (job, mel as (n_mels, frames) columns, shape)
+
+    def write(job, cols, shape, part, transform, seconds):
+        lead, T = shape[:-2], shape[-1]
+        spec = np.ascontiguousarray(part.reshape((part.shape[0],) + lead + (T,)).transpose(
+            tuple(range(1, len(lead) + 1)) + (0, len(lead) + 1)))
+        try:
+            residual = mel_residual(transform, cols, part)
+            save_outputs(job.output, spec, settings)
+        except Exception as exc:  # noqa: BLE001 - this file's failure
+            return failure(job, exc)
+        return Result(job.input, job.output, "written", cols.shape[1], seconds, residual)
+
+    def flush():
+        if not pending:
+            return []
+        batch = list(pending)
+        pending.clear()
+        try:
+            transform = transform_for(settings, batch[0][1].shape[0])
+            columns = np.concatenate([cols for _, cols, _ in batch], axis=1)
+            transform = with_progress(transform, progress, columns.shape[1], len(batch))
+            t0 = time.perf_counter()
+            S = transform(columns)
+        except Exception:  # noqa: BLE001 - retried file by file below, each failing on its own
+            return [one(job, cols, shape) for job, cols, shape in batch]
+        per_frame = (time.perf_counter() - t0) / max(S.shape[-1], 1)
+        out, start = [], 0
+        for job, cols, shape in batch:
+            n = cols.shape[1]
+            out.append(write(job, cols, shape, S[:, start:start + n], transform, per_frame * n))
+            start += n
+        return out
+
+    def one(job, cols, shape):
+        try:
+            transform = transform_for(settings, cols.shape[0])
+            t0 = time.perf_counter()
+            S = transform(cols)
+        except Exception as exc:  # noqa: BLE001 - this file's failure
+            return failure(job, exc)
+        return write(job, cols, shape, S, transform, time.perf_counter() - t0)
+
+    for job in jobs:
+        try:
+            mel = load_mel(job.input, settings.key, settings.n_mels, settings.n_stft)
+            dtype = np.float64 if mel.dtype == np.float64 else np.float32
+            n_mels = mel.shape[-2]
+            cols = np.moveaxis(mel.astype(dtype, copy=False), -2, 0).reshape(n_mels, -1)
+        except Exception as exc:  # noqa: BLE001 - this file's failure
+            yield failure(job, exc)
+            continue
+        if pending and (pending[0][1].shape[0] != n_mels or pending[0][1].dtype != cols.dtype):
+            yield from flush()
+        pending.append((job, cols, mel.shape))
+        if sum(c.shape[1] for _, c, _ in pending) >= frame_budget:
+            yield from flush()
+    yield from flush()

@@ -1,0 +1,218 @@
+"""Worker processes (each solving whole files) and the signals that stop a run.
+
+Signals. SIGINT (Ctrl-C) and SIGTERM (what ``timeout``, systemd, Kubernetes and batch
+schedulers send) raise :class:`Interrupted` in the main thread, once: the run stops taking
+files, the files in hand finish (complete outputs) or leave nothing, and the summary and report
+say what was not run; the exit status is 128 + the signal number (130, 143). A second signal
+during that clean-up is ignored. A signal that was ignored when the run began stays ignored.
+
+Workers. They come from a "forkserver" (one clean single-threaded process that has imported
+cumel once) and ignore SIGINT and SIGTERM themselves, as does the forkserver
+(:mod:`.forkserver`): the parent decides what stops, and a signal sent to the whole process
+group does not cut a file in hand. They must not outlive the
+parent, whatever kills it (SIGKILL included), and the kernel's parent-death signal cannot say
+so: a worker's parent is the forkserver, not the run. Each worker therefore holds the read end
+of a pipe whose only write end the parent holds; when the parent dies, for any reason, the
+kernel closes that end, the worker's watcher thread reads end-of-file, removes the worker's
+temporary files and exits at once. The forkserver exits by itself once the parent and every
+worker are gone (it reads end-of-file on its own "alive" pipe, whose write ends they hold).
+
+A worker that dies (the kernel's out-of-memory killer, a crash in a native library) breaks the
+pool: the files it could have been solving are then solved again one at a time, each in a
+fresh single-worker pool, so that the one that kills its worker fails alone, and the rest go on
+in a new pool.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from . import atomic
+from .report import Result
+from .solve import failure, solve_file
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal arrived (SIGINT or SIGTERM): ``signum`` says which. A KeyboardInterrupt,
+    so that everything that cleans up after Ctrl-C cleans up after SIGTERM too."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+def signal_of(exc):
+    """The signal number behind an interrupt (SIGINT for a plain KeyboardInterrupt)."""
+    return int(getattr(exc, "signum", signal.SIGINT))
+
+
+def exit_status(exc):
+    """128 + the signal number of an interrupt: 130 (SIGINT), 143 (SIGTERM)."""
+    return 128 + signal_of(exc)
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread while this is entered,
+    the first one only: later ones are ignored until it exits. Signals found ignored are left
+    so (a background job's SIGINT); outside the main thread this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = []
+
+    def handler(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise Interrupted(signum)
+
+    previous = {}
+    try:
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, handler)
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+# -- worker processes ----------------------------------------------------------------------------
+
+def _worker_start(parent_alive):
+    """First thing in each worker: ignore the stop signals, and die with the parent."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    threading.Thread(target=_die_with_parent, args=(parent_alive,), daemon=True,
+                     name="cumel-parent-watch").start()
+
+
+def _die_with_parent(parent_alive):
+    """Block until the parent's end of the pipe closes (the parent never writes), then leave
+    nothing behind and exit at once."""
+    try:
+        while True:
+            parent_alive.recv_bytes()
+    except (EOFError, OSError):
+        pass
+    atomic.abandon()
+    os._exit(1)
+
+
+def _mp_context():
+    """"forkserver" where there is one: workers fork from a clean single-threaded server that
+    has imported cumel once (no fork of a process holding threads, such as a progress bar's or
+    a Dask client's; fast start); the platform's default elsewhere."""
+    import multiprocessing
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context()
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["cumel._bulk.forkserver"])   # cumel, and SIGTERM ignored there
+    return ctx
+
+
+class _Pool:
+    """A process pool whose workers die with this process (see the module docstring)."""
+
+    def __init__(self, n_workers):
+        ctx = _mp_context()
+        self._alive_r, self._alive_w = ctx.Pipe(duplex=False)
+        self.executor = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
+                                            initializer=_worker_start, initargs=(self._alive_r,))
+
+    def close(self, cancel=False, broken=False):
+        """Wait for the files in hand (cancelling the others with ``cancel``), then let go.
+
+        A ``broken`` pool's results are lost anyway, and its workers ignore the SIGTERM the
+        executor sends them to stop (a queue's lock may be held by the dead one): they are
+        told the parent is gone (the pipe closed) before the executor waits for them.
+        """
+        try:
+            if broken:
+                self._alive_w.close()
+            self.executor.shutdown(wait=True, cancel_futures=cancel)
+        finally:
+            self._alive_w.close()
+            self._alive_r.close()
+
+
+def run_parallel(jobs, settings, n_workers, record, solve=solve_file):
+    """Solve each job in one of ``n_workers`` processes (each builds its transforms once),
+    calling ``record(result)`` as files finish.
+
+    On an interrupt, pending files are cancelled, the ones in hand finish (each output is
+    complete or absent) and are recorded, and the interrupt is re-raised. A worker that dies
+    fails the file it was solving alone (found by solving the suspects one at a time); the
+    other files go on.
+    """
+    todo = list(jobs)
+    while todo:
+        todo = _run_pool(todo, settings, min(n_workers, len(todo)), record, solve)
+        if not todo:
+            break
+        # the pool broke: a file being solved killed its worker. Files are taken in order, so
+        # it is among the first n_workers unfinished; solve those alone, then go on
+        suspects, todo = todo[:n_workers], todo[n_workers:]
+        for job in suspects:
+            if not _run_pool([job], settings, 1, record, solve):
+                continue
+            record(Result(job.input, job.output, "failed",
+                          error=f"{job.input}: the worker process solving it died (killed by the "
+                                "system, e.g. out of memory, or a crash); nothing was written"))
+
+
+def _run_pool(jobs, settings, n_workers, record, solve):
+    """Run ``jobs`` in one pool; returns the jobs not finished when the pool broke ([] when
+    none did)."""
+    pool = _Pool(n_workers)
+    futures, reported = {}, set()
+    try:
+        for job in jobs:
+            futures[pool.executor.submit(solve, job, settings)] = job
+        todo = set(futures)
+        while todo:
+            done, todo = wait(todo, return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in [f for f in futures if f in done]:            # in submission order
+                if _is_broken(fut):
+                    broken = True
+                else:
+                    reported.add(fut)
+                    record(_result(fut, futures[fut]))
+            if broken:
+                break
+    except BaseException:
+        pool.close(cancel=True, broken=_broken(futures))      # the files in hand finish
+        _record_finished(futures, reported, record)
+        raise
+    pool.close(cancel=True, broken=_broken(futures))
+    _record_finished(futures, reported, record)   # finished while the pool was breaking
+    return [job for fut, job in futures.items() if fut not in reported]
+
+
+def _is_broken(fut):
+    return fut.done() and not fut.cancelled() and isinstance(fut.exception(), BrokenProcessPool)
+
+
+def _broken(futures):
+    return any(_is_broken(fut) for fut in futures)
+
+
+def _record_finished(futures, reported, record):
+    for fut, job in futures.items():
+        if fut not in reported and fut.done() and not fut.cancelled() and not _is_broken(fut):
+            reported.add(fut)
+            record(_result(fut, job))
+
+
+def _result(fut, job):
+    """The future's :class:`Result`; a file whose result could not come back (an exception
+    that escaped ``solve``, an unpicklable value) failed."""
+    exc = fut.exception()
+    return fut.result() if exc is None else failure(job, exc)

@@ -1,0 +1,71 @@
+"""The CLI's threads (``--workers``) and its progress bar within one large file."""
+import io
+
+import numpy as np
+import pytest
+
+import cumel
+from cumel import _bulk, cli
+from cumel.solvers import nnls
+
+N_STFT = 201
+ARGS = ["--n-stft", str(N_STFT)]
+
+
+def _parse(*extra):
+    args = cli._build_parser().parse_args(["invert", "in.npy", "-o", "out", *ARGS, *extra])
+    args.argv = []
+    return args
+
+
+def test_threads_per_process_follow_jobs_unless_given():
+    assert cli._settings(_parse()).transform["workers"] is None          # every core
+    assert cli._settings(_parse("--jobs", "2")).transform["workers"] == 1   # N processes: 1 each
+    assert cli._settings(_parse("--jobs", "2", "--workers", "3")).transform["workers"] == 3
+    assert cli._settings(_parse("--workers", "1")).transform["workers"] == 1
+
+
+@pytest.mark.parametrize("bad", ["0", "-2"])
+def test_bad_workers_exit_2_naming_the_option(bad, tmp_path, capsys):
+    mel = tmp_path / "m.npy"
+    np.save(mel, np.ones((128, 4), np.float32))
+    assert cli.main(["invert", str(mel), "-o", str(tmp_path / "s.npy"), *ARGS, "--workers", bad]) == 2
+    assert f"--workers must be a positive integer, got {bad}" in capsys.readouterr().err
+
+
+def test_bar_moves_within_one_file():
+    stream = io.StringIO()
+    bar = _bulk.Progress(2, stream=stream)
+    if bar.bar is None:
+        pytest.skip("tqdm is not installed (the plain fallback prints one line per file)")
+    advance = bar.within(1000)
+    advance(250)
+    advance(250)
+    assert bar.bar.n == pytest.approx(0.5)
+    bar.update(_bulk.Result("a.npy", "a.out.npy", "written", 1000, 1.0))
+    assert bar.bar.n == pytest.approx(1.0)                  # the rest of the file, not 1 more
+    bar.update(_bulk.Result("b.npy", "b.out.npy", "failed", error="b.npy: bad"))
+    assert bar.bar.n == pytest.approx(2.0)
+    bar.close()
+
+
+def test_a_file_reports_its_frames_as_they_are_solved(tmp_path, monkeypatch):
+    monkeypatch.setattr(nnls, "CHUNK_ELEMENTS", 50 * N_STFT)      # 8 chunks of 50 frames
+    from conftest import audio_pair
+    _, M = audio_pair("speech-201x128", "speech_00")
+    np.save(tmp_path / "big.npy", M[:, :400].astype(np.float32))
+    calls = []
+
+    def within(frames, files=1):
+        calls.append(("file", frames, files))
+        return lambda n: calls.append(("frames", n))
+
+    settings = cli._settings(_parse("--workers", "2"))
+    job = _bulk.Job(str(tmp_path / "big.npy"), str(tmp_path / "big.out.npy"))
+    result = _bulk.solve_file(job, settings, within)
+    assert result.status == "written"
+    assert calls[0] == ("file", 400, 1)
+    solved = [n for kind, n in calls[1:] if kind == "frames"]
+    assert len(solved) >= 2 and sum(solved) == 400
+    np.testing.assert_array_equal(np.load(job.output),
+                                  cumel.InverseMelScale(N_STFT, 128, workers=1)(M[:, :400]))
