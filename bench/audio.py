@@ -308,6 +308,7 @@ def write_plot(results, folder):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except Exception as exc:
         from . import png
         path.write_bytes(png.plot({name: [(f"{impl} ({backend})", _colour(impl),
@@ -329,6 +330,7 @@ def write_plot(results, folder):
                 ax.annotate(str(k), (t, sc), textcoords="offset points", xytext=(4, 4),
                             fontsize=8, color=_colour(impl))
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("time (s, log; mean over clips)")
         ax.set_ylabel("spectral convergence (mean over clips)")

@@ -175,10 +175,14 @@ def run(gl, inverse, mel, S, settings, xp, workers=None):
     center = xp.empty_like(P)
     spread = center if gl.power == 2.0 else xp.empty_like(P)
     if workers is None:
+        # threads pay for their start only on big batches: one a CHUNK_ELEMENTS of bins
         workers = _threads.resolve_workers(getattr(inverse, "workers", None))
+        workers = max(1, min(workers, (B * T * F) // _nnls.CHUNK_ELEMENTS))
     step = _MelStep(inverse, packed, P, center, spread, settings["inner_steps"], xp, workers)
+    work = {}                              # update's scratch arrays, kept between iterations
     for _ in range(settings["n_iter"]):
-        update(Z, XU, P, b, center, spread, settings["rho"], settings["sigma"], gl.power, xp)
+        update(Z, XU, P, b, center, spread, settings["rho"], settings["sigma"], gl.power, xp,
+               work)
         Z = xp.ascontiguousarray(gl.stft(gl.istft(XU, inner, xp), xp))          # (4)
         step()                                                          # (5), (6): P
     return gl.istft(output_coefficients(Z, P, gl.power, xp), n_out, xp).reshape(lead + (n_out,))
@@ -191,29 +195,41 @@ def output_coefficients(Z, P, power, xp):
     return Z * (W / (xp.abs(Z) + real(EPS)))
 
 
-def update(Z, XU, P, b, center, spread, rho, sigma, power, xp):
+def update(Z, XU, P, b, center, spread, rho, sigma, power, xp, work=None):
     """The duals, (2), (3) and the mel step's inputs, in one pass over the bins.
 
     Reads ``Z`` and ``P``; ``XU`` (``X + U`` in, the new ``X + U`` out) and ``b`` (``Y + V`` in,
     the new one out) are updated in place; ``center`` and ``spread`` (may be one array when
     ``power == 2``) receive ``max(b, 0) ** power`` and ``max(b, 0) ** (2 (power - 1))``.
-    All (B, T, F), C-contiguous; complex ``Z``, ``XU``, real the rest.
+    All (B, T, F), C-contiguous; complex ``Z``, ``XU``, real the rest. ``work`` (NumPy): a dict
+    that keeps the three scratch arrays between calls (None: fresh ones).
     """
     if xp is not np:
         from . import cuda
         return cuda.admm_update(Z, XU, P, b, center, spread, rho, sigma, power)
     real = P.dtype.type
-    W = np.sqrt(P) if power == 2.0 else (P if power == 1.0 else P ** (1.0 / power))
+    work = {} if work is None else work
+    if work.get("shape") != (P.shape, P.dtype):     # allocated once, reused every iteration
+        work.update(shape=(P.shape, P.dtype), B=np.empty_like(Z), W=np.empty_like(P),
+                    beta=np.empty_like(P))
+    W, Bc, beta = work["W"], work["B"], work["beta"]
+    if power == 2.0:
+        np.sqrt(P, out=W)
+    elif power == 1.0:
+        np.copyto(W, P)
+    else:
+        np.power(P, real(1.0 / power), out=W)
     XU -= Z                                        # U = (X + U) - Z
-    Bc = Z - XU                                    # B = Z - U
-    beta = np.abs(Bc)
-    np.subtract(b, W, out=b)                       # V = (Y + V) - W
-    c = np.subtract(W, b, out=W)                   # c = W - V (P's buffer when power is 1)
+    np.subtract(Z, XU, out=Bc)                     # B = Z - U
+    np.abs(Bc, out=beta)
+    b -= W                                         # V = (Y + V) - W
+    c = np.subtract(W, b, out=W)                   # c = W - V
     det = rho + sigma + rho * sigma
     c *= real((1.0 + rho) * sigma / det)
-    c += real(rho / det) * beta
+    tmp = np.multiply(beta, real(rho / det), out=center)     # center: scratch until the end
+    c += tmp
     Y = np.maximum(c, 0, out=c)                    # (3)
-    scale = real(rho) * beta                       # r / |B| = (rho |B| + Y) / ((1 + rho) |B|)
+    scale = np.multiply(beta, real(rho), out=center)   # r / |B| = (rho |B| + Y) / ((1 + rho) |B|)
     scale += Y
     beta += real(EPS)
     beta *= real(1.0 + rho)
@@ -221,12 +237,13 @@ def update(Z, XU, P, b, center, spread, rho, sigma, power, xp):
     Bc *= scale                                    # X
     XU += Bc                                       # X + U
     b += Y                                         # Y + V
-    bp = np.maximum(b, 0)
     if power == 2.0:
-        np.multiply(bp, bp, out=center)
+        np.maximum(b, 0, out=center)
+        center *= center
     else:
-        np.power(bp, power, out=center)
-        np.power(bp, 2.0 * (power - 1.0), out=spread)
+        bp = np.maximum(b, 0, out=W)
+        np.power(bp, real(2.0 * (power - 1.0)), out=spread)
+        np.power(bp, real(power), out=center)
 
 
 class _MelStep:
