@@ -22,6 +22,10 @@ report
 audio
     ``python -m bench audio`` (or ``python -m bench.audio``): mel spectrogram -> audio with
     Griffin-Lim, cumel against librosa and torchaudio (spectral convergence and time).
+frontends
+    ``python -m bench frontends``: features of the real front ends (Whisper, HiFi-GAN,
+    Tacotron 2, librosa, torchaudio) back to audio, cumel's ``mel_to_audio(frontend=...)``
+    against librosa's ``mel_to_audio`` on the features undone by hand.
 torch_sgd
     torchaudio 0.8's ``InverseMelScale`` loop written in PyTorch (removed from torchaudio in 2.1).
 gpu

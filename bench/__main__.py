@@ -1,12 +1,14 @@
 """``python -m bench``: see :func:`bench.cli.main`. Sub-commands: ``python -m bench gpu`` (every
 GPU number in one call, :mod:`bench.gpu`), ``python -m bench kernels`` (ptxas and occupancy of
 every kernel, no GPU needed, :mod:`bench.kernels`), ``python -m bench audio ...`` (the
-mel-to-audio table, :mod:`bench.audio`), ``python -m bench info ...`` (the memory and time of
+mel-to-audio table, :mod:`bench.audio`), ``python -m bench frontends ...`` (the front-end table,
+:mod:`bench.frontends`), ``python -m bench info ...`` (the memory and time of
 ``return_info=True`` on a large batch, :mod:`bench.info`)."""
 import importlib
 import sys
 
-COMMANDS = {"audio": "bench.audio", "gpu": "bench.gpu", "info": "bench.info",
+COMMANDS = {"audio": "bench.audio", "frontends": "bench.frontends", "gpu": "bench.gpu",
+            "info": "bench.info",
             "kernels": "bench.kernels"}
 
 if sys.argv[1:2] and sys.argv[1] in COMMANDS:

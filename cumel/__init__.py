@@ -5,6 +5,10 @@
 >>> S = inv(mel)                                                 # (..., 128, T) -> (..., 201, T)
 
 >>> y = cumel.mel_to_audio(mel, n_fft=400, hop_length=160)      # (..., 128, T) -> (..., 160 (T-1))
+>>> y = cumel.mel_to_audio(features, frontend="whisper", length=n)  # a model's log-mel features
+
+``cumel.frontends()`` lists the front ends (Whisper, HiFi-GAN, Tacotron 2, librosa, torchaudio);
+``cumel.frontend(name)`` gives one (``features``, ``spectrogram``, ``audio``).
 
 See ``cumel.InverseMelScale`` for the solvers (``nnls``, ``lstsq``, ``torchaudio``,
 ``mindspore``) and how they relate to torchaudio and MindSpore.
@@ -12,15 +16,19 @@ See ``cumel.InverseMelScale`` for the solvers (``nnls``, ``lstsq``, ``torchaudio
 from .filterbank import SparseMel, hz_to_mel, mel_to_hz, melscale_fbanks
 from .transforms import InverseMelScale, MelScale, SolveInfo, inverse_mel_scale
 from .griffin_lim import GriffinLim, griffinlim, mel_to_audio, spectral_convergence
+from .mel_frontends import Frontend, frontend, frontends
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Frontend",
     "GriffinLim",
     "InverseMelScale",
     "MelScale",
     "SolveInfo",
     "SparseMel",
+    "frontend",
+    "frontends",
     "hz_to_mel",
     "griffinlim",
     "inverse_mel_scale",

@@ -125,7 +125,7 @@ def _plain_tensor(t, name):
 
 
 @contextlib.contextmanager
-def foreign_scope(x):
+def foreign_scope(x, name="mel"):
     """Present a torch tensor or a CPU DLPack producer as NumPy/CuPy, and hand results back.
 
     Yields ``(array, back)``: ``array`` is ``x`` as a NumPy or CuPy array sharing its memory (no
@@ -139,15 +139,17 @@ def foreign_scope(x):
     * any other object with ``__dlpack__`` on the CPU: ``np.from_dlpack``; results are NumPy.
     * NumPy, CuPy and array-likes: unchanged, inside ``with x.device`` for a CuPy array, so the
       work, the output and the per-device caches are on the input's device.
+
+    ``name`` is the parameter the error messages name.
     """
     if is_torch_tensor(x):
         import torch
-        t = _plain_tensor(x, "mel")
+        t = _plain_tensor(x, name)
         if t.device.type == "cpu":
             yield t.numpy(), _to_torch_cpu
             return
         if t.device.type != "cuda":
-            raise ValueError(f"mel must be a CPU or CUDA torch tensor, got device {t.device}")
+            raise ValueError(f"{name} must be a CPU or CUDA torch tensor, got device {t.device}")
         cupy = cupy_module()
         with torch.cuda.device(t.device), cupy.cuda.Device(t.device.index):
             stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(t.device).cuda_stream)
@@ -162,7 +164,7 @@ def foreign_scope(x):
             and hasattr(x, "__dlpack_device__")):
         device_type = x.__dlpack_device__()[0]
         if int(device_type) != 1:   # kDLCPU
-            raise ValueError(f"mel: a DLPack producer on device type {int(device_type)} is not "
+            raise ValueError(f"{name}: a DLPack producer on device type {int(device_type)} is not "
                              "supported; pass a CuPy array or a torch tensor (or copy to the CPU)")
         yield np.from_dlpack(x), _identity
         return

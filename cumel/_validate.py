@@ -154,6 +154,33 @@ def check_mel_input(mel, n_mels, xp):
     return mel
 
 
+COMPRESSED_SHARE = 0.10    # this share of negative values or more: a log or dB mel, not a linear one
+
+
+def negative_share(mel, xp):
+    """Share of ``mel``'s values below zero, counted a few million at a time (no mask as large
+    as the input)."""
+    if mel.size == 0:
+        return 0.0
+    flat = mel.reshape(-1)
+    step = 1 << 22
+    count = sum(int(xp.count_nonzero(flat[i:i + step] < 0)) for i in range(0, flat.size, step))
+    return count / flat.size
+
+
+def warn_if_compressed(mel, xp, stacklevel=3):
+    """A ``UserWarning`` when 10 % or more of a mel taken as linear are negative: a power or
+    magnitude mel has none; a log or dB mel (Whisper, HiFi-GAN, ``power_to_db``) has many."""
+    share = negative_share(mel, xp)
+    if share >= COMPRESSED_SHARE:
+        import warnings
+        warnings.warn(f"mel: {share:.0%} of its values are negative, but it is taken as a linear "
+                      "(power or magnitude) mel: this looks like a log or dB mel; pass frontend= "
+                      "(cumel.frontends() lists the presets) or undo the compression first",
+                      UserWarning, stacklevel=stacklevel + 1)
+    return share
+
+
 def check_out(out, shape, dtype, mel, xp):
     """``out=`` must match the result exactly and must not overlap the input."""
     if tuple(out.shape) != tuple(shape) or out.dtype != dtype:

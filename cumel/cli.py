@@ -1,5 +1,5 @@
 """Command line: ``cumel invert`` (mel files or folders of them to spectrograms, and sound with
-``--wav``) and ``cumel demo``.
+``--wav``; a model's features with ``--frontend``), ``cumel frontends`` and ``cumel demo``.
 
 The work over many files (collecting, reading, solving, atomic writes, worker processes,
 progress, the report) lives in ``cumel._bulk``; this module wires it to the arguments.
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, _bulk
+from .mel_frontends import PRESETS, frontend, frontends
 from .transforms import InverseMelScale
 from ._validate import SOLVERS
 
@@ -66,16 +67,30 @@ def _build_parser():
                      help="solve the frames of many files together, up to N per solve, in one "
                           "process (nnls/lstsq; the default on --device cuda: 65536)")
     inv.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    inv.add_argument("--n-stft", type=int, required=True, help="linear bins, n_fft // 2 + 1")
+    inv.add_argument("--frontend", default=None, choices=list(PRESETS), metavar="NAME",
+                     help="the inputs are this front end's features (Whisper's log-mel, "
+                          "HiFi-GAN's log mel, dB mels): undone, inverted on its filterbank, "
+                          "their sound on its frame grid; one of " + ", ".join(PRESETS)
+                          + " (cumel frontends lists them). The filterbank and STFT options "
+                          "below, where given, override the front end's")
+    inv.add_argument("--n-stft", type=int, default=None,
+                     help="linear bins, n_fft // 2 + 1 (required without --frontend)")
     inv.add_argument("--n-mels", type=int, default=None, help="default: the input's size at -2")
-    inv.add_argument("--sample-rate", type=int, default=16000)
-    inv.add_argument("--f-min", type=float, default=0.0)
-    inv.add_argument("--f-max", type=float, default=None)
-    inv.add_argument("--norm", default=None, help="none or slaney")
-    inv.add_argument("--mel-type", default="htk", help="htk or slaney")
+    inv.add_argument("--sample-rate", type=int, default=None, help="Hz (default 16000)")
+    inv.add_argument("--f-min", type=float, default=None, help="Hz (default 0)")
+    inv.add_argument("--f-max", type=float, default=None, help="Hz (default sample-rate // 2)")
+    inv.add_argument("--norm", default=None, help="none or slaney (default none)")
+    inv.add_argument("--mel-type", default=None, help="htk or slaney (default htk)")
     _solver_args(inv)
     _wav_args(inv, None, "; with one input file --wav OUT.wav names the file, over folders "
                          "--wav writes OUTDIR/<name>.wav beside each OUTDIR/<name>.npy")
+    inv.add_argument("--wav-only", action="store_true",
+                     help="write the sound only, no spectrogram: with one input file -o names "
+                          "the .wav (or give --wav OUT.wav without -o); over folders each "
+                          "OUTDIR/<name>.wav")
+
+    sub.add_parser("frontends", help="list the front-end presets (--frontend) and their "
+                                     "parameters")
 
     demo = sub.add_parser("demo", help="invert the bundled example (4 s of speech, 201 x 128)")
     _solver_args(demo)
@@ -85,30 +100,58 @@ def _build_parser():
 
 def _wav_args(p, default, where):
     p.add_argument("--wav", default=default, nargs="?", const=True, metavar="OUT.wav",
-                   help="also turn the spectrogram into sound (fast Griffin-Lim, 32 iterations, "
-                        "n_fft = 2 (n_stft - 1), the mel taken as of a power spectrogram) and "
-                        "write it as 16-bit PCM WAV, scaled so that its peak is at 0.99 of full "
-                        "scale (no clipping; silence stays silent)" + where
+                   help="also turn the spectrogram into sound (fast Griffin-Lim, n_fft = "
+                        "2 (n_stft - 1), the mel taken as of |STFT|**power; with --frontend on "
+                        "its own grid) and write it as 16-bit PCM WAV, scaled so that its peak "
+                        "is at 0.99 of full scale (no clipping; silence stays silent)" + where
                         + (f"; default {default}" if default else ""))
     p.add_argument("--hop-length", type=int, default=None,
                    help="STFT hop in samples for --wav (default n_fft // 4 like torchaudio; "
                         "the demo uses 160)")
+    p.add_argument("--win-length", type=int, default=None,
+                   help="STFT window in samples for --wav (default n_fft)")
+    p.add_argument("--power", type=float, default=None,
+                   help="the mel is of |STFT|**power: 2 (default) a power spectrogram, 1 "
+                        "magnitudes (--wav)")
+    p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations (default 32)")
+    p.add_argument("--length", type=int, default=None, metavar="SAMPLES",
+                   help="samples of the sound (default: what the frames cover); with "
+                        "--frontend only the frames covering them are inverted (Whisper's "
+                        "30 s of padding)")
 
 
-def _to_wav(args, path, S, sample_rate, hop_default=None):
-    """Griffin-Lim of the power spectrogram ``S`` (..., n_stft, T) to ``path``; prints what it
-    did. Returns the spectral convergence ``|| |STFT(y)| - sqrt(S) || / || sqrt(S) ||`` (against
-    the spectrogram it was given: the original audio is not known here)."""
+def _to_wav(args, path, S, sample_rate, hop_default=None, fe=None):
+    """Griffin-Lim of the spectrogram ``S`` (..., n_stft, T) to ``path`` (on the front end
+    ``fe``'s grid when given); prints what it did. Returns the spectral convergence
+    ``|| |STFT(y)| - |S| || / || |S| ||`` (against the spectrogram it was given, in magnitudes:
+    the original audio is not known here; scale-free where the front end kept no level)."""
     from .stft import stft
-    hop = args.hop_length if args.hop_length is not None else hop_default
-    y, gl = _bulk.audio_of(np.asarray(S), sample_rate, hop, args.seed, args.device)
-    y = np.asarray(y)
-    target = np.sqrt(np.asarray(S, np.float64))
-    rebuilt = np.abs(stft(np.asarray(y, np.float64), gl.n_fft, gl.hop_length))
+    if fe is not None:
+        y = np.asarray(fe.griffin_lim(np.asarray(S), length=args.length, n_iter=args.n_iter,
+                                      seed=args.seed, device=args.device))
+        n_fft, hop, win, power = fe.n_fft, fe.hop_length, fe.win_length, fe.power
+        grid = dict(center=fe.center, pad=fe.pad, pad_mode=fe.pad_mode)
+        what = f" on the {fe.name!r} front end's grid"
+    else:
+        hop = args.hop_length if args.hop_length is not None else hop_default
+        y, gl = _bulk.audio_of(np.asarray(S), sample_rate, hop, args.seed, args.device,
+                               n_iter=args.n_iter, win_length=args.win_length, power=args.power,
+                               length=args.length)
+        y = np.asarray(y)
+        n_fft, hop, win, power, grid, what = (gl.n_fft, gl.hop_length, gl.win_length, gl.power,
+                                              {}, "")
+    target = np.asarray(S, np.float64) ** (1.0 / power)
+    n_frames = target.shape[-1]
+    rebuilt = np.abs(stft(np.asarray(y, np.float64), n_fft, hop, win, **grid))[..., :n_frames]
+    missing = n_frames - rebuilt.shape[-1]          # a --length shorter than the frames
+    if missing > 0:
+        rebuilt = np.concatenate([rebuilt, np.zeros(rebuilt.shape[:-1] + (missing,))], -1)
+    if fe is not None and fe.ref == "max":      # the level is gone: compare shapes, not levels
+        rebuilt *= float((rebuilt * target).sum() / max((rebuilt * rebuilt).sum(), 1e-300))
     sc = float(np.linalg.norm(rebuilt - target) / max(np.linalg.norm(target), 1e-300))
     _bulk.save_wav(path, y, sample_rate)
     channels = int(np.prod(y.shape[:-1], dtype=np.int64))
-    print(f"  audio: Griffin-Lim {gl.n_iter} iterations, n_fft={gl.n_fft}, hop={gl.hop_length}: "
+    print(f"  audio: Griffin-Lim {args.n_iter} iterations, n_fft={n_fft}, hop={hop}{what}: "
           f"{y.shape[-1]} samples ({y.shape[-1] / sample_rate:.2f} s at {sample_rate} Hz), "
           f"spectral convergence against the inverted spectrogram {sc:.4f}")
     print(f"  wrote {path} (16-bit PCM, {channels} channel(s), peak scaled to 0.99)")
@@ -139,18 +182,54 @@ def _report(name, mel, S, info, transform):
     print(f"  mel residual ||A S - M|| / ||M|| = {info.total_mel_residual:.3e}")
 
 
+_FILTERBANK = dict(sample_rate=16000, f_min=0.0, f_max=None, norm=None, mel_type="htk")
+
+
+def _front_end(args):
+    """The ``--frontend`` preset with the filterbank and STFT options given on the command line
+    as overrides, or None."""
+    if args.frontend is None:
+        return None
+    given = {k: getattr(args, k) for k in (*_FILTERBANK, "hop_length", "win_length", "power",
+                                           "n_mels")
+             if getattr(args, k) is not None}
+    if args.n_stft is not None:
+        given["n_fft"] = 2 * (args.n_stft - 1)
+    return frontend(args.frontend, **given)
+
+
 def _settings(args):
     """The run's :class:`cumel._bulk.Settings`; checks the filterbank arguments once."""
-    transform = dict(sample_rate=args.sample_rate, f_min=args.f_min, f_max=args.f_max,
-                     norm=args.norm, mel_type=args.mel_type, max_iter=args.max_iter,
-                     tolerance_loss=args.tolerance_loss, tolerance_change=args.tolerance_change,
-                     solver=args.solver, seed=args.seed, device=args.device,
-                     workers=_workers(args))
-    settings = _bulk.Settings(args.n_stft, args.n_mels, args.key, transform)
+    if args.n_iter < 0:
+        raise ValueError(f"--n-iter must be an integer >= 0, got {args.n_iter}")
+    if args.length is not None and args.length < 1:
+        raise ValueError(f"--length must be a positive integer, got {args.length}")
+    fe = _front_end(args)
+    if fe is None and args.n_stft is None:
+        raise ValueError("give --n-stft (n_fft // 2 + 1), or --frontend NAME for a model's "
+                         "features (cumel frontends lists them)")
+    filterbank = {k: (v if getattr(args, k) is None else getattr(args, k))
+                  for k, v in _FILTERBANK.items()}
+    transform = dict(filterbank, max_iter=args.max_iter, tolerance_loss=args.tolerance_loss,
+                     tolerance_change=args.tolerance_change, solver=args.solver, seed=args.seed,
+                     device=args.device, workers=_workers(args))
+    n_stft = fe.n_stft if fe is not None else args.n_stft
+    n_mels = fe.n_mels if fe is not None else args.n_mels
+    settings = _bulk.Settings(n_stft, n_mels, args.key, transform, frontend=fe,
+                              wav_only=args.wav_only, length=args.length)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        settings.build(args.n_mels if args.n_mels is not None else 1)   # raises on bad arguments
+        settings.build(n_mels if n_mels is not None else 1)   # raises on bad arguments
+    if fe is not None:
+        first, *rest = fe.describe()
+        print(f"cumel: front end {first}", *rest, sep="\n", file=sys.stderr)
     return settings
+
+
+def _audio(args):
+    """Griffin-Lim keywords of ``--wav`` for the bulk run."""
+    return dict(hop_length=args.hop_length, win_length=args.win_length, power=args.power,
+                n_iter=args.n_iter, length=args.length, seed=args.seed)
 
 
 def _uses_gpu(device):
@@ -167,31 +246,46 @@ def _uses_gpu(device):
 def invert_one(args, settings):
     """``cumel invert mel.npy -o spec.npy``: exactly that output file, and the solve's report."""
     path = args.inputs[0]
-    wav = (str(args.wav) if args.wav is not True else
-           str(Path(args.output).with_suffix(".wav"))) if args.wav else None
+    if args.wav_only and args.output is not None:          # -o names the sound itself
+        wav, spectrogram_out = args.output, None
+    else:
+        wav = (str(args.wav) if args.wav is not True else
+               str(Path(args.output).with_suffix(".wav"))) if args.wav else None
+        spectrogram_out = args.output
     if args.report is not None:
         _bulk.check_writable(args.report, "--report")
     if args.output is not None:
         _bulk.remove_stale_temporaries([str(Path(args.output).parent)])
+    fe = settings.frontend
     try:
-        mel = _bulk.load_mel(path, args.key, args.n_mels, settings.n_stft)
+        raw = _bulk.load_mel(path, args.key, settings.n_mels, settings.n_stft)
+        mel = settings.linear(raw)
         transform = _bulk.transform_for(settings, int(mel.shape[-2]))
         if not args.no_progress:
             transform = copy.copy(transform)
             transform.progress = "auto"              # a bar once the solve takes over 2 s
-        S, info = transform(mel, return_info=True)
-        if args.output is not None:
-            _bulk.save_npy(args.output, S)
+        S, said = _bulk.solve_quietly(lambda m: transform(m, return_info=True), mel)
+        S, info = S
+        if said is not None:
+            print(f"cumel: warning: {path}: {said}", file=sys.stderr)
+        if spectrogram_out is not None:
+            _bulk.save_npy(spectrogram_out, S)
     except Exception as exc:             # a row in the report too, then the error (exit 2)
         if args.report is not None:
             _bulk.write_report(args.report, [_bulk.failure(_bulk.Job(path, args.output), exc)],
                                0.0, None, shlex.join(["cumel", *args.argv]))
         raise
+    if fe is not None:
+        floor = float(np.mean(fe.floor_mask(raw)[..., :mel.shape[-1]]))
+        print(f"{path}: {fe.name} features {tuple(raw.shape)}: {floor:.1%} of the values at the "
+              "compression's floor (no level below it is known: inverted as silence)"
+              + ("; ref=max: the absolute level is lost, the sound is peak-normalised"
+                 if fe.ref == "max" else ""))
     _report(path, mel, S, info, transform)
-    if args.output is not None:
-        print(f"  wrote {args.output}")
+    if spectrogram_out is not None:
+        print(f"  wrote {spectrogram_out}")
     if wav is not None:
-        _to_wav(args, wav, S, args.sample_rate)
+        _to_wav(args, wav, S, settings.sample_rate, fe=fe)
     if args.report is not None:
         row = _bulk.Result(path, args.output, "written", _bulk.frames_of(mel.shape), info.seconds,
                            info.total_mel_residual)
@@ -217,11 +311,13 @@ def invert_many(args, settings):
     if args.wav not in (None, True):
         raise ValueError(f"--wav {args.wav} names one file: over many inputs give --wav alone "
                          "(each OUTDIR/<name>.wav beside its .npy)")
-    if args.wav:
-        settings.audio = dict(hop_length=args.hop_length, seed=args.seed)
+    if args.wav or args.wav_only:
+        settings.audio = _audio(args)
     if args.report is not None:
         _bulk.check_writable(args.report, "--report")        # before any work, not after it
     jobs, problems = _bulk.collect_inputs(args.inputs, args.output)
+    if args.wav_only:                                      # the sound is the output
+        jobs = [_bulk.Job(j.input, str(Path(j.output).with_suffix(".wav"))) for j in jobs]
     n_workers = 1 if _uses_gpu(args.device) else args.jobs
     return _bulk.run(jobs, problems, settings, overwrite=args.overwrite, n_workers=n_workers,
                      batch_frames=batch_frames, progress=not args.no_progress,
@@ -230,6 +326,9 @@ def invert_many(args, settings):
 
 def cmd_invert(args):
     settings = _settings(args)
+    if args.wav_only and args.output is None and not isinstance(args.wav, str):
+        raise ValueError("--wav-only needs -o (the .wav of one input file, or a folder), or "
+                         "--wav OUT.wav with one input file")
     if args.output is None:
         if len(args.inputs) == 1 and isinstance(args.wav, str):
             return invert_one(args, settings)            # sound only
@@ -238,6 +337,16 @@ def cmd_invert(args):
     if _bulk.is_single_file(args.inputs, args.output):
         return invert_one(args, settings)
     return invert_many(args, settings)
+
+
+def cmd_frontends(args):
+    """``cumel frontends``: every preset and its parameters."""
+    for fe in frontends().values():
+        for line in fe.describe():
+            print(line)
+    print("use: cumel invert FEATURES.npy --frontend NAME --wav OUT.wav [--length SAMPLES]; in "
+          "Python cumel.mel_to_audio(features, frontend=NAME, length=n)")
+    return 0
 
 
 def cmd_demo(args):
@@ -270,7 +379,8 @@ def main(argv=None):
     args.argv = argv
     try:
         with _bulk.stop_signals():                 # SIGINT and SIGTERM: a clean stop
-            return {"invert": cmd_invert, "demo": cmd_demo}[args.command](args) or 0
+            return {"invert": cmd_invert, "frontends": cmd_frontends,
+                    "demo": cmd_demo}[args.command](args) or 0
     except (ValueError, TypeError, RuntimeError, OSError, ArithmeticError) as exc:
         print(f"cumel: error: {exc}", file=sys.stderr)
         return 2

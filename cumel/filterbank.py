@@ -29,6 +29,7 @@ about ``2 * n_freqs`` multiply-adds where a dense product costs ``n_mels * n_fre
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import warnings
 
@@ -41,7 +42,9 @@ __all__ = [
     "mel_to_hz",
     "melscale_fbanks",
     "SparseMel",
+    "UserFilterbank",
     "sparse_mel",
+    "sparse_of_key",
 ]
 
 # Slaney's (Auditory Toolbox) scale: linear below 1 kHz, logarithmic above.
@@ -173,7 +176,9 @@ class SparseMel:
         for j in range(n_freqs):
             ks = np.flatnonzero(nz[j])
             if ks.size > 2 or (ks.size == 2 and ks[1] != ks[0] + 1):
-                raise ValueError(f"fb: bin {j} lies in triangles {ks.tolist()}; a mel filterbank "
+                which = (str(ks.tolist()) if ks.size <= 6 else
+                         f"[{', '.join(map(str, ks[:3]))}, ...] ({ks.size} of them)")
+                raise ValueError(f"fb: bin {j} lies in triangles {which}; a mel filterbank "
                                  "has each bin in at most two adjacent triangles")
             k = int(ks[0]) if ks.size else prev
             if k < prev:
@@ -318,3 +323,117 @@ class SparseMel:
 def sparse_mel(n_freqs, f_min, f_max, n_mels, sample_rate, norm, mel_scale):
     """Cached :class:`SparseMel` of :func:`melscale_fbanks` (arguments already canonical)."""
     return SparseMel(_fbanks_float64(n_freqs, f_min, f_max, n_mels, sample_rate, norm, mel_scale))
+
+
+class UserFilterbank:
+    """A filterbank matrix the caller supplies (``fb=``), as a key of the per-filterbank cache.
+
+    Two of them are equal when their float64 matrices are equal bit for bit: the key is the
+    SHA-256 of the shape and bytes, computed once here, so equal matrices share one
+    :class:`cumel.transforms.Plan` (and its :class:`SparseMel`, built once per matrix). It pickles
+    with its matrix (a worker process rebuilds the plan from it) and tokenizes for Dask by its
+    digest.
+
+    Attributes
+    ----------
+    fb : ndarray, shape (n_freqs, n_mels), float64, read-only
+        torchaudio layout.
+    digest : str
+    """
+
+    __slots__ = ("fb", "digest")
+
+    def __init__(self, fb):
+        fb = np.array(fb, dtype=np.float64, order="C")      # a private copy
+        fb.setflags(write=False)
+        h = hashlib.sha256(repr(fb.shape).encode())
+        h.update(fb.tobytes())
+        self.fb, self.digest = fb, h.hexdigest()
+
+    @property
+    def shape(self):
+        return self.fb.shape
+
+    def __hash__(self):
+        return hash(self.digest)
+
+    def __eq__(self, other):
+        return isinstance(other, UserFilterbank) and other.digest == self.digest
+
+    def __repr__(self):
+        return f"<filterbank {self.fb.shape[0]} x {self.fb.shape[1]} sha256:{self.digest[:12]}>"
+
+    def __getstate__(self):
+        return {"fb": self.fb, "digest": self.digest}
+
+    def __setstate__(self, state):
+        self.fb, self.digest = state["fb"], state["digest"]
+
+    def __dask_tokenize__(self):
+        return ("cumel.UserFilterbank", self.digest)
+
+    @classmethod
+    def from_matrix(cls, fb, n_stft=None, n_mels=None, name="fb"):
+        """Check a caller's matrix and wrap it.
+
+        Parameters
+        ----------
+        fb : array_like or torch tensor, shape (n_stft, n_mels) or (n_mels, n_stft)
+            torchaudio's layout (``melscale_fbanks``, ``WhisperFeatureExtractor.mel_filters``) or
+            librosa's (``librosa.filters.mel``), told apart by ``n_stft`` (the torchaudio layout
+            when both sides equal it, or when ``n_stft`` is not given).
+        n_stft, n_mels : int, optional
+            What the matrix must match.
+
+        Raises
+        ------
+        ValueError
+            Naming ``name``: not a finite non-negative 2-D matrix, or of the wrong size. (Its
+            structure is checked where the plan is built: :func:`sparse_of_key`.)
+        """
+        if isinstance(fb, cls):               # already checked and hashed: only its size
+            if (n_stft is not None and fb.shape[0] != n_stft) or (
+                    n_mels is not None and fb.shape[1] != n_mels):
+                raise ValueError(f"{name} has shape {fb.shape}, but n_stft={n_stft} and "
+                                 f"n_mels={n_mels}")
+            return fb
+        else:
+            from ._backend import is_torch_tensor, to_numpy
+            if is_torch_tensor(fb):
+                fb = fb.detach().cpu().numpy()
+            matrix = np.asarray(to_numpy(fb))
+            if matrix.dtype.kind not in "fiu" or matrix.dtype == np.bool_:
+                raise ValueError(f"{name} must hold real numbers, got dtype {matrix.dtype}")
+        if matrix.ndim != 2 or 0 in matrix.shape:
+            raise ValueError(f"{name} must be a 2-D matrix (n_stft, n_mels) or (n_mels, n_stft), "
+                             f"got shape {matrix.shape}")
+        if n_stft is not None:
+            if matrix.shape[0] != n_stft and matrix.shape[1] == n_stft:
+                matrix = matrix.T                                    # librosa's layout
+            elif matrix.shape[0] != n_stft:
+                raise ValueError(f"{name} must have n_stft={n_stft} rows (or columns, librosa's "
+                                 f"layout), got shape {matrix.shape}")
+        if n_mels is not None and matrix.shape[1] != n_mels:
+            raise ValueError(f"{name} has {matrix.shape[1]} mel filters (shape {matrix.shape}), "
+                             f"but n_mels={n_mels}")
+        matrix = matrix.astype(np.float64)
+        if not np.isfinite(matrix).all():
+            raise ValueError(f"{name} contains NaN or Inf values")
+        if (matrix < 0).any():
+            raise ValueError(f"{name} has negative weights (min {matrix.min():.3g}); a mel "
+                             "filterbank's triangles are non-negative")
+        return cls(matrix)
+
+
+def sparse_of_key(key):
+    """The :class:`SparseMel` of a plan key: the filterbank arguments of :func:`sparse_mel`, or
+    ``(UserFilterbank,)``, whose structure is checked here with a clear error."""
+    if len(key) == 1 and isinstance(key[0], UserFilterbank):
+        try:
+            return SparseMel(key[0].fb)
+        except ValueError as exc:
+            raise ValueError(f"{exc}. cumel's solvers rely on this structure (every frequency "
+                             "bin in at most two filters, and those neighbours; the filters "
+                             "ordered by frequency), which every triangular mel filterbank has; "
+                             "this matrix does not") from None
+    return sparse_mel(*key)

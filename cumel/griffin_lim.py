@@ -66,10 +66,20 @@ class GriffinLim:
     momentum : float in [0, 1), default 0.99
         Fast Griffin-Lim momentum (0: the original Griffin-Lim).
     length : int, optional
-        Samples of the output; default ``hop_length * (T - 1)``.
+        Samples of the output; default ``hop_length * (T - 1)`` (centred; in general
+        ``n_fft + hop_length * (T - 1) - left - right``).
     rand_init : bool, default True
         Random complex start (real and imaginary parts uniform in [0, 1), as ``torch.rand``
         with a complex dtype) or all ones.
+    center : bool, default True, keyword only
+        The frame grid of the spectrogram (:func:`cumel.stft.stft`): frame ``t`` centred on
+        sample ``t * hop_length``. False: the signal was padded by ``pad`` instead.
+    pad : int or (int, int), optional, keyword only
+        With ``center=False``, the padding (both sides, or ``(left, right)``) the spectrogram's
+        STFT had; default 0. HiFi-GAN: ``(n_fft - hop_length) // 2`` = 384.
+    pad_mode : {"reflect", "constant"}, default "reflect", keyword only
+        How the STFT inside the iteration pads: as the spectrogram's own STFT did (librosa
+        >= 0.10 pads with zeros).
     seed : int, optional, keyword only
         Seed of the start: ``numpy.random.default_rng(seed)`` on the host, for the NumPy and the
         CuPy path alike, so both start from the same phases. None: fresh each call.
@@ -78,14 +88,16 @@ class GriffinLim:
 
     Call with ``specgram`` of shape (..., n_fft // 2 + 1, T), non-negative: returns audio of
     shape (..., length), float64 for float64 input and float32 otherwise, same array type as the
-    input (NumPy in, NumPy out; CuPy in, CuPy out). The input is never modified.
+    input (NumPy in, NumPy out; CuPy in, CuPy out; a torch tensor in, a torch tensor of its
+    device out, ``requires_grad`` or not). The input is never modified.
     """
 
     def __init__(self, n_fft=400, n_iter=32, win_length=None, hop_length=None, window="hann",
-                 power=2.0, momentum=0.99, length=None, rand_init=True, *, seed=None,
-                 device=None):
+                 power=2.0, momentum=0.99, length=None, rand_init=True, *, center=True, pad=None,
+                 pad_mode="reflect", seed=None, device=None):
         self.n_fft, self.hop_length, self.win_length = _stft.check_stft_args(n_fft, hop_length,
                                                                             win_length)
+        self.framing = _stft.padding(self.n_fft, center, pad, pad_mode)
         if not isinstance(n_iter, numbers.Integral) or isinstance(n_iter, bool) or n_iter < 0:
             raise ValueError(f"n_iter must be an integer >= 0, got {n_iter!r}")
         self.n_iter = int(n_iter)
@@ -112,10 +124,26 @@ class GriffinLim:
     def n_freqs(self):
         return self.n_fft // 2 + 1
 
+    @property
+    def center(self):
+        return self.framing.center
+
+    @property
+    def pad(self):
+        """``(left, right)`` samples of padding (``n_fft // 2`` each with ``center=True``)."""
+        return self.framing.left, self.framing.right
+
+    @property
+    def pad_mode(self):
+        return self.framing.mode
+
     def __repr__(self):
+        framing = ("" if self.framing == _stft.padding(self.n_fft) else
+                   f", center={self.center}" + ("" if self.center else f", pad={self.pad}")
+                   + f", pad_mode={self.pad_mode!r}")
         return (f"GriffinLim(n_fft={self.n_fft}, n_iter={self.n_iter}, win_length={self.win_length}, "
                 f"hop_length={self.hop_length}, power={self.power}, momentum={self.momentum}, "
-                f"length={self.length}, rand_init={self.rand_init})")
+                f"length={self.length}, rand_init={self.rand_init}{framing})")
 
     def start(self, shape):
         """Start phases of a frames-major batch ``shape = (B, T, F)``, complex128 on the host:
@@ -137,6 +165,10 @@ class GriffinLim:
 
     def __call__(self, specgram):
         """Waveform (..., length) of ``specgram`` (..., n_fft // 2 + 1, T); see the class."""
+        with _backend.foreign_scope(specgram, "specgram") as (specgram, back):
+            return back(self._call(specgram))
+
+    def _call(self, specgram):
         xp, S, to_caller = _backend.select(specgram, self.device)
         prepared = self.magnitudes(xp, S)
         if prepared is None:        # an empty batch
@@ -156,7 +188,7 @@ class GriffinLim:
 
     def _n_out(self, T):
         return self.length if self.length is not None else _stft.default_length(
-            T, self.n_fft, self.hop_length)
+            T, self.n_fft, self.hop_length, self.framing)
 
     def magnitudes(self, xp, S):
         """Validated magnitudes of a spectrogram already on ``xp``: ``(mag, lead, n_out)`` with
@@ -177,6 +209,9 @@ class GriffinLim:
         lead, T = self._lead(S), S.shape[-1]
         B = int(np.prod(lead, dtype=np.int64))
         n_out = self._n_out(T)
+        if n_out < 1:
+            raise ValueError(f"specgram has too few frames (T={T}) for the padding {self.pad}: "
+                             "they cover no sample of the signal; pass length")
         if B == 0:
             return None
         # magnitudes, frames-major (B, T, F), a fresh array: the caller's is never touched
@@ -192,25 +227,31 @@ class GriffinLim:
 
     def inner_length(self, T, n_out, n_iter):
         """Length of the inner ISTFTs of ``T`` frames: ``n_out`` when it gives ``T`` frames back
-        (torchaudio's loop), else None (the natural ``hop * (T - 1)``; ``n_out`` is then only
-        the output's). Raises when ``T`` frames make no signal longer than ``n_fft // 2`` and
-        ``n_iter`` iterations would need one."""
-        n_fft, hop = self.n_fft, self.hop_length
-        inner = n_out if _stft.frame_count(n_out, n_fft, hop) == T else None
-        if inner is not None and inner <= n_fft // 2:
+        (torchaudio's loop), else None (the natural ``n_fft + hop * (T - 1) - left - right``,
+        ``hop * (T - 1)`` centred; ``n_out`` is then only the output's). Raises when ``T``
+        frames make no signal longer than the padding and ``n_iter`` iterations would need one."""
+        n_fft, hop, pad = self.n_fft, self.hop_length, self.framing
+        shortest = max(pad.left, pad.right) + 1 if pad.mode == "reflect" else 1
+        inner = n_out if _stft.frame_count(n_out, n_fft, hop, pad) == T else None
+        if inner is not None and inner < shortest:
             inner = None
-        if _stft.default_length(T, n_fft, hop) <= n_fft // 2 and n_iter > 0:
+        if _stft.default_length(T, n_fft, hop, pad) < shortest and n_iter > 0:
+            what = "n_fft // 2" if pad.center else "the padding"
             raise ValueError(f"specgram has too few frames (T={T}) for n_fft={n_fft} and "
-                             f"hop_length={hop}: the signal would not be longer than n_fft // 2")
+                             f"hop_length={hop}: the signal would not be longer than {what}")
         return inner
 
     def istft(self, X, length, xp):
-        """Frames-major ISTFT (:func:`cumel.stft.frames_istft`) with this transform's STFT."""
-        return _stft.frames_istft(X, self.n_fft, self.hop_length, self.win_length, length, xp)
+        """Frames-major ISTFT (:func:`cumel.stft.frames_istft`) with this transform's STFT and
+        frame grid."""
+        return _stft.frames_istft(X, self.n_fft, self.hop_length, self.win_length, length, xp,
+                                  self.framing)
 
     def stft(self, y, xp):
-        """Frames-major STFT (:func:`cumel.stft.frames_stft`) with this transform's STFT."""
-        return _stft.frames_stft(y, self.n_fft, self.hop_length, self.win_length, xp)
+        """Frames-major STFT (:func:`cumel.stft.frames_stft`) with this transform's STFT and
+        frame grid."""
+        return _stft.frames_stft(y, self.n_fft, self.hop_length, self.win_length, xp,
+                                 self.framing)
 
     def phases(self, xp, mag, n_iter, inner):
         """``n_iter`` fast Griffin-Lim iterations on ``mag`` (B, T, F) from :meth:`start`: the
@@ -265,35 +306,78 @@ def update(rebuilt, tprev, mag, alpha, xp):
 
 
 def griffinlim(specgram, n_fft=400, n_iter=32, win_length=None, hop_length=None, window="hann",
-               power=2.0, momentum=0.99, length=None, rand_init=True, *, seed=None, device=None):
+               power=2.0, momentum=0.99, length=None, rand_init=True, *, center=True, pad=None,
+               pad_mode="reflect", seed=None, device=None):
     """Functional form of :class:`GriffinLim`."""
     return GriffinLim(n_fft, n_iter, win_length, hop_length, window, power, momentum, length,
-                      rand_init, seed=seed, device=device)(specgram)
+                      rand_init, center=center, pad=pad, pad_mode=pad_mode, seed=seed,
+                      device=device)(specgram)
 
 
 METHODS = ("griffinlim", "admm")
 
 
-def mel_to_audio(mel, n_fft, *, sample_rate=16000, hop_length=None, win_length=None, power=2.0,
-                 n_iter=32, momentum=0.99, length=None, f_min=0.0, f_max=None, norm=None,
-                 mel_type="htk", solver="nnls", seed=None, device=None, method="griffinlim",
-                 rho=None, sigma=None, inner_steps=None, start_iter=None):
-    """Waveform from a mel spectrogram: :class:`cumel.InverseMelScale`, then :class:`GriffinLim`
-    (``method="griffinlim"``, the cascade), or magnitude and phase jointly by ADMM
-    (``method="admm"``, :mod:`cumel.admm`) from the cascade's answer.
+def check_method(method, admm_given):
+    """``method`` in lower case; a ValueError lists the valid ones, or names the ADMM settings
+    (``admm_given``, None where not given) passed to another method."""
+    if not isinstance(method, str) or method.lower() not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}, "
+                         f"got {method!r}")
+    method = method.lower()
+    named = [k for k, v in admm_given.items() if v is not None]
+    if method != "admm" and named:
+        raise ValueError(f"{', '.join(named)} apply to method='admm' only (method={method!r})")
+    return method
 
-    The mel spectrogram is of ``|STFT|**power`` (power 2: a power spectrogram, as
-    ``torchaudio.transforms.MelSpectrogram`` and ``librosa.feature.melspectrogram`` make by
+
+class _Default:
+    """The default of a :func:`mel_to_audio` keyword: its documented value without ``frontend``,
+    the front end's own with it (a value given explicitly overrides the front end's)."""
+
+    def __repr__(self):
+        return "<default>"
+
+
+_DEFAULT = _Default()
+_PLAIN = {"sample_rate": 16000, "hop_length": None, "win_length": None, "power": 2.0,
+          "f_min": 0.0, "f_max": None, "norm": None, "mel_type": "htk", "center": True,
+          "pad": None, "pad_mode": "reflect"}
+
+
+def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_length=_DEFAULT,
+                 win_length=_DEFAULT, power=_DEFAULT, n_iter=32, momentum=0.99, length=None,
+                 f_min=_DEFAULT, f_max=_DEFAULT, norm=_DEFAULT, mel_type=_DEFAULT,
+                 center=_DEFAULT, pad=_DEFAULT, pad_mode=_DEFAULT, fb=None, solver="nnls",
+                 seed=None, device=None, workers=None, method="griffinlim", rho=None,
+                 sigma=None, inner_steps=None, start_iter=None):
+    """Waveform from a mel spectrogram: :class:`cumel.InverseMelScale`, then :class:`GriffinLim`
+    (``method="griffinlim"``, the cascade), or magnitude and phase jointly by ADMM from the
+    cascade's answer (``method="admm"``, :mod:`cumel.admm`).
+
+    Without ``frontend`` the mel is linear, of ``|STFT|**power`` (power 2: a power spectrogram,
+    as ``torchaudio.transforms.MelSpectrogram`` and ``librosa.feature.melspectrogram`` make by
     default). The inverse mel scale recovers that spectrogram (n_fft // 2 + 1 bins); Griffin-Lim
     takes its ``1/power`` root as magnitudes, like torchaudio's ``GriffinLim(power=...)`` and
-    librosa's ``mel_to_audio``.
+    librosa's ``mel_to_audio``. A mel with 10 % or more negative values gets a warning: it looks
+    like a log or dB mel.
+
+    With ``frontend`` (a preset name of :func:`cumel.frontends` or a :class:`cumel.Frontend`),
+    ``mel`` holds that front end's features (Whisper's log-mel, HiFi-GAN's log magnitude mel,
+    dB mels, ...): the compression is undone and the audio comes back on the front end's frame
+    grid (:meth:`cumel.Frontend.audio`); ``n_fft`` is then optional, and every STFT or
+    filterbank keyword given overrides the front end's (``cumel.frontend(name, **overrides)``).
+
+    >>> y = cumel.mel_to_audio(features, frontend="whisper", length=n_samples)
+    >>> y = cumel.mel_to_audio(log_mel, frontend="hifigan")
 
     Parameters
     ----------
-    mel : ndarray or cupy.ndarray, shape (..., n_mels, T)
-        Non-negative; n_mels is ``mel.shape[-2]``.
+    mel : ndarray, cupy.ndarray or torch tensor, shape (..., n_mels, T)
+        n_mels is ``mel.shape[-2]``; never modified. A torch tensor (``requires_grad`` or not)
+        gives a torch tensor of its device.
     n_fft : int
-        FFT size of the STFT the mel came from (samples).
+        FFT size of the STFT the mel came from (samples); optional with ``frontend``.
+    frontend : str or Frontend, optional
     sample_rate : int, default 16000
         Hz.
     hop_length, win_length : int, optional
@@ -304,13 +388,23 @@ def mel_to_audio(mel, n_fft, *, sample_rate=16000, hop_length=None, win_length=N
     momentum : float, default 0.99
         Fast Griffin-Lim momentum (of the ADMM start, too).
     length : int, optional
-        Output samples; default ``hop_length * (T - 1)``.
+        Output samples; default what the frames cover (``hop_length * (T - 1)`` centred). With
+        ``frontend`` only the frames covering ``length`` are inverted, and a ``length`` longer
+        than the features describe is an error.
     f_min, f_max, norm, mel_type, solver :
-        The filterbank and solver, as for :class:`cumel.InverseMelScale`.
+        The filterbank and solver, as for :class:`cumel.InverseMelScale` (defaults 0.0,
+        ``sample_rate // 2``, None, "htk", "nnls").
+    center, pad, pad_mode :
+        The frame grid, as for :class:`GriffinLim` (defaults True, None, "reflect").
+    fb : array_like, optional
+        A filterbank matrix of your own (``(n_fft // 2 + 1, n_mels)`` or librosa's
+        ``(n_mels, n_fft // 2 + 1)``), instead of the one the filterbank keywords describe.
     seed : int, optional
         Seeds the Griffin-Lim start (and the SGD solvers' start).
     device : {None, "cpu", "cuda", "auto"}
         Where a NumPy input is computed; both stages run there, the result comes back as NumPy.
+    workers : int, optional
+        Threads of the CPU stages (None: all usable cores; 1: the calling thread).
     method : {"griffinlim", "admm"}, default "griffinlim"
         "griffinlim": nnls magnitude, then fast Griffin-Lim. "admm": the same start, then
         ``n_iter`` iterations of the joint magnitude-and-phase ADMM (:mod:`cumel.admm`).
@@ -329,29 +423,49 @@ def mel_to_audio(mel, n_fft, *, sample_rate=16000, hop_length=None, win_length=N
     array, shape (..., length)
         float64 for float64 input, else float32; same array type as ``mel``.
     """
-    if not isinstance(method, str) or method.lower() not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}, "
-                         f"got {method!r}")
-    method = method.lower()
-    extra = {"rho": rho, "sigma": sigma, "inner_steps": inner_steps, "start_iter": start_iter}
-    given = [k for k, v in extra.items() if v is not None]
-    if method != "admm" and given:
-        raise ValueError(f"{', '.join(given)} apply to method='admm' only (method={method!r})")
-    if getattr(mel, "ndim", 0) < 2:
-        raise ValueError(f"mel must have at least 2 dims (..., n_mels, time), got shape "
-                         f"{tuple(getattr(mel, 'shape', ()))}")
-    gl = GriffinLim(n_fft, n_iter, win_length, hop_length, power=power, momentum=momentum,
-                    length=length, seed=seed)
-    if method == "admm":
-        from . import admm
-        settings = admm.check_settings(n_iter, n_mels=mel.shape[-2], n_freqs=gl.n_freqs, **extra)
-    inverse = InverseMelScale(gl.n_freqs, mel.shape[-2], sample_rate, f_min, f_max, norm=norm,
-                              mel_type=mel_type, solver=solver, seed=seed)
-    xp, mel_x, to_caller = _backend.select(mel, device)
-    S = inverse(mel_x)
-    if method == "admm":
-        return to_caller(admm.run(gl, inverse, mel_x, S, settings, xp))
-    return to_caller(gl(S))
+    admm_given = {"rho": rho, "sigma": sigma, "inner_steps": inner_steps,
+                  "start_iter": start_iter}
+    method = check_method(method, admm_given)
+    joint = {} if method == "griffinlim" else dict(method=method, **admm_given)
+    given = {k: v for k, v in dict(sample_rate=sample_rate, hop_length=hop_length,
+                                   win_length=win_length, power=power, f_min=f_min, f_max=f_max,
+                                   norm=norm, mel_type=mel_type, center=center, pad=pad,
+                                   pad_mode=pad_mode).items() if v is not _DEFAULT}
+    if frontend is not None:
+        from .mel_frontends import frontend as _frontend
+        if n_fft is not None:
+            given["n_fft"] = n_fft
+        if fb is not None:
+            given["fb"] = fb
+        fe = _frontend(frontend, **given)
+        return fe.audio(mel, length=length, n_iter=n_iter, seed=seed, device=device,
+                        workers=workers, momentum=momentum, solver=solver, **joint)
+    if n_fft is None:
+        raise ValueError("n_fft is required without frontend= (the FFT size of the mel's STFT; "
+                         "or pass frontend='whisper', 'hifigan', ... for a model's features)")
+    opts = dict(_PLAIN, **given)
+    extra = {} if workers is None else {"workers": workers}
+    with _backend.foreign_scope(mel, "mel") as (mel, back):
+        if getattr(mel, "ndim", 0) < 2:
+            raise ValueError(f"mel must have at least 2 dims (..., n_mels, time), got shape "
+                             f"{tuple(getattr(mel, 'shape', ()))}")
+        gl = GriffinLim(n_fft, n_iter, opts["win_length"], opts["hop_length"],
+                        power=opts["power"], momentum=momentum, length=length,
+                        center=opts["center"], pad=opts["pad"], pad_mode=opts["pad_mode"],
+                        seed=seed)
+        inverse = InverseMelScale(gl.n_freqs, None if fb is not None else mel.shape[-2],
+                                  opts["sample_rate"], opts["f_min"], opts["f_max"],
+                                  norm=opts["norm"], mel_type=opts["mel_type"], solver=solver,
+                                  seed=seed, fb=fb, **extra)
+        if method == "admm":
+            from . import admm
+            settings = admm.check_settings(n_iter, n_mels=inverse.n_mels, n_freqs=gl.n_freqs,
+                                           **admm_given)
+        xp, mel_x, to_caller = _backend.select(mel, device)
+        S = inverse(mel_x)
+        if method == "admm":
+            return back(to_caller(admm.run(gl, inverse, mel_x, S, settings, xp)))
+        return back(to_caller(gl(S)))
 
 
 def spectral_convergence(y, x, n_fft, hop_length=None, win_length=None):

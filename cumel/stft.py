@@ -11,11 +11,19 @@ mel spectrogram gives audio of the same length and alignment):
   ``[t * hop, t * hop + n_fft)``, i.e. it is centred on sample ``t * hop`` of the signal;
   a signal of ``n`` samples gives ``1 + n // hop`` frames (even ``n_fft``; for odd ``n_fft``
   ``1 + (n - 1) // hop``, as torch);
+* ``center=False``: padded by ``pad = (left, right)`` samples instead (default none:
+  ``torch.stft(center=False)``), so frame ``t`` starts at sample ``t * hop - left``; a signal
+  of ``n`` samples gives ``1 + (n + left + right - n_fft) // hop`` frames. HiFi-GAN's
+  ``mel_spectrogram`` is ``center=False, pad=(n_fft - hop) // 2``: its frame ``t`` is centred on
+  sample ``t * hop + hop / 2``, half a hop later than ``center=True``'s;
+* ``pad_mode``: ``"reflect"`` (torch's default) or ``"constant"`` (zeros: librosa's default
+  since 0.10);
 * no normalisation of the forward transform (``normalized=False``), one-sided
   (``n_fft // 2 + 1`` bins);
 * inverse: windowed overlap-add of ``irfft`` frames divided by the overlap-added squared window
-  (``torch.istft``, librosa's ``istft``), then the ``n_fft // 2`` padding is dropped. The
-  default length is ``hop * (T - 1)`` samples (both libraries' default for even ``n_fft``); a
+  (``torch.istft``, librosa's ``istft``), then the padding is dropped (``left`` samples at
+  the start). The default length is ``n_fft + hop * (T - 1) - left - right`` samples, i.e.
+  ``hop * (T - 1)`` with ``center=True`` (both libraries' default for even ``n_fft``); a
   longer ``length`` is padded with zeros. Where the squared-window envelope is below 1e-11
   (only possible when ``hop_length > win_length``) the output is 0 (librosa's rule; torch
   raises).
@@ -26,14 +34,59 @@ the public :func:`stft`/:func:`istft` take and give the usual ``(..., freq, time
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
 from . import _backend, _validate
 
-__all__ = ["stft", "istft", "hann_window", "frame_count"]
+__all__ = ["stft", "istft", "hann_window", "frame_count", "Padding", "padding"]
 
 ENVELOPE_FLOOR = 1e-11     # torch.istft's NOLA threshold
+PAD_MODES = ("reflect", "constant")
+
+
+class Padding(NamedTuple):
+    """How a signal is padded before framing (:func:`padding` builds it from the keywords)."""
+    left: int       # samples before the signal
+    right: int      # samples after it
+    mode: str       # one of PAD_MODES
+    center: bool    # True: center=True's n_fft // 2 on each side
+
+
+def check_pad(pad, name="pad"):
+    """``pad`` as ``(left, right)`` samples: an integer for both sides or a pair."""
+    if _validate._is_int(pad):
+        pad = (pad, pad)
+    if (not isinstance(pad, (tuple, list)) or len(pad) != 2
+            or not all(_validate._is_int(p) and p >= 0 for p in pad)):
+        raise ValueError(f"{name} must be an integer >= 0 or a pair (left, right) of them, "
+                         f"got {pad!r}")
+    return int(pad[0]), int(pad[1])
+
+
+def padding(n_fft, center=True, pad=None, pad_mode="reflect"):
+    """The :class:`Padding` of ``center``/``pad``/``pad_mode``, validated.
+
+    ``center=True`` pads ``n_fft // 2`` on both sides and takes no ``pad``; ``center=False``
+    pads ``pad`` (an integer for both sides, or ``(left, right)``; default 0).
+    """
+    if not isinstance(center, (bool, np.bool_)):
+        raise ValueError(f"center must be True or False, got {center!r}")
+    mode = pad_mode.lower() if isinstance(pad_mode, str) else pad_mode
+    if mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    if center:
+        if pad is not None:
+            raise ValueError(f"pad={pad!r} applies with center=False (center=True pads "
+                             f"n_fft // 2 = {n_fft // 2} samples on each side)")
+        return Padding(n_fft // 2, n_fft // 2, mode, True)
+    left, right = check_pad(0 if pad is None else pad)
+    return Padding(left, right, mode, False)
+
+
+def _centred(n_fft):
+    return Padding(n_fft // 2, n_fft // 2, "reflect", True)
 
 
 @functools.lru_cache(maxsize=64)
@@ -53,17 +106,27 @@ def hann_window(win_length, n_fft):
     return out
 
 
-def frame_count(n_samples, n_fft, hop_length):
-    """Frames of a centred STFT of ``n_samples`` samples:
-    ``1 + (n_samples + 2 * (n_fft // 2) - n_fft) // hop_length``, i.e. ``1 + n_samples // hop``
-    for even ``n_fft`` (torch.stft, librosa.stft)."""
-    return 1 + (n_samples + 2 * (n_fft // 2) - n_fft) // hop_length
+def frame_count(n_samples, n_fft, hop_length, pad=None):
+    """Frames of an STFT of ``n_samples`` samples padded by ``pad`` (a :class:`Padding`;
+    default ``center=True``'s): ``1 + (n_samples + left + right - n_fft) // hop_length``, i.e.
+    ``1 + n_samples // hop`` for a centred STFT and even ``n_fft`` (torch.stft, librosa.stft);
+    0 when the padded signal is shorter than one frame."""
+    pad = _centred(n_fft) if pad is None else pad
+    return max(0, 1 + (n_samples + pad.left + pad.right - n_fft) // hop_length)
 
 
-def default_length(n_frames, n_fft, hop_length):
+def default_length(n_frames, n_fft, hop_length, pad=None):
     """Samples of the inverse of ``n_frames`` frames when no length is given: the overlap-add
-    length ``n_fft + hop * (T - 1)`` less the ``n_fft // 2`` padding on each side."""
-    return n_fft + hop_length * (n_frames - 1) - 2 * (n_fft // 2)
+    length ``n_fft + hop * (T - 1)`` less the padding on each side."""
+    pad = _centred(n_fft) if pad is None else pad
+    return n_fft + hop_length * (n_frames - 1) - pad.left - pad.right
+
+
+def longest_signal(n_frames, n_fft, hop_length, pad=None):
+    """The most samples a signal giving ``n_frames`` frames can have (:func:`frame_count`):
+    ``hop - 1`` more than the shortest one."""
+    pad = _centred(n_fft) if pad is None else pad
+    return n_fft + hop_length * (n_frames - 1) - pad.left - pad.right + hop_length - 1
 
 
 def check_stft_args(n_fft, hop_length, win_length):
@@ -102,11 +165,11 @@ def _window(xp, n_fft, win_length, dtype):
 
 
 @functools.lru_cache(maxsize=64)
-def _inverse_envelope(n_fft, hop_length, win_length, n_frames, length):
-    """1 / (overlap-added squared window) over the ``length`` output samples (0 where the
-    envelope is below :data:`ENVELOPE_FLOOR` or past the frames), float64."""
+def _inverse_envelope(n_fft, hop_length, win_length, n_frames, length, start):
+    """1 / (overlap-added squared window) over the ``length`` output samples from padded sample
+    ``start`` on (0 where the envelope is below :data:`ENVELOPE_FLOOR` or past the frames),
+    float64."""
     w2 = hann_window(win_length, n_fft) ** 2
-    start = n_fft // 2
     total = max(n_fft + hop_length * (n_frames - 1), start + length)
     env = np.zeros(total)
     for t in range(n_frames):   # host, once per (parameters, T): cached
@@ -121,19 +184,26 @@ def _inverse_envelope(n_fft, hop_length, win_length, n_frames, length):
 
 # -- frames-major kernels of the transforms ---------------------------------------------------------
 
-def pad_reflect(x, pad, xp):
-    """``np.pad(x, ((0, 0), (pad, pad)), mode="reflect")`` with slices only (any ``xp``)."""
+def pad_signal(x, pad, xp):
+    """``np.pad(x, ((0, 0), (left, right)), mode)`` with slices only (any ``xp``), for a
+    :class:`Padding` ``pad``."""
     n = x.shape[-1]
-    if n <= pad:
-        raise ValueError(f"the signal must be longer than n_fft // 2 = {pad} samples for "
-                         f"reflect padding, got {n} samples")
-    left = x[:, 1:pad + 1][:, ::-1]
-    right = x[:, n - pad - 1:n - 1][:, ::-1]
-    return xp.concatenate([left, x, right], axis=1)
+    left, right = pad.left, pad.right
+    if pad.mode == "constant":
+        zeros = xp.zeros
+        return xp.concatenate([zeros((x.shape[0], left), x.dtype), x,
+                               zeros((x.shape[0], right), x.dtype)], axis=1)
+    if n <= max(left, right):
+        what = "n_fft // 2" if pad.center else "the padding"
+        raise ValueError(f"the signal must be longer than {what} = {max(left, right)} samples "
+                         f"for reflect padding, got {n} samples")
+    head = x[:, 1:left + 1][:, ::-1]
+    tail = x[:, n - right - 1:n - 1][:, ::-1]
+    return xp.concatenate([head, x, tail], axis=1)
 
 
-def frames_stft(y, n_fft, hop_length, win_length, xp):
-    """Centred STFT of a batch of signals, frames-major.
+def frames_stft(y, n_fft, hop_length, win_length, xp, pad=None):
+    """STFT of a batch of signals, frames-major.
 
     Parameters
     ----------
@@ -142,14 +212,20 @@ def frames_stft(y, n_fft, hop_length, win_length, xp):
         Validated (:func:`check_stft_args`).
     xp : module
         numpy or cupy.
+    pad : Padding, optional
+        Default ``center=True``'s (reflect, ``n_fft // 2`` each side).
 
     Returns
     -------
-    array, shape (B, 1 + n // hop_length, n_fft // 2 + 1), complex (complex64 for float32)
+    array, shape (B, T, n_fft // 2 + 1), complex (complex64 for float32)
+        ``T = frame_count(n, n_fft, hop_length, pad)``: ``1 + n // hop_length`` when centred.
     """
-    pad = n_fft // 2
-    x = pad_reflect(y, pad, xp)
-    n_frames = frame_count(y.shape[-1], n_fft, hop_length)
+    pad = _centred(n_fft) if pad is None else pad
+    n_frames = frame_count(y.shape[-1], n_fft, hop_length, pad)
+    if n_frames < 1:
+        raise ValueError(f"the signal ({y.shape[-1]} samples, padded by {pad.left} + "
+                         f"{pad.right}) is shorter than one frame of n_fft={n_fft} samples")
+    x = pad_signal(y, pad, xp)
     window = _window(xp, n_fft, win_length, y.dtype)
     if xp is np:
         frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=1)[:, ::hop_length]
@@ -161,7 +237,7 @@ def frames_stft(y, n_fft, hop_length, win_length, xp):
     return xp.fft.rfft(frames * window, n=n_fft, axis=-1)
 
 
-def frames_istft(X, n_fft, hop_length, win_length, length, xp):
+def frames_istft(X, n_fft, hop_length, win_length, length, xp, pad=None):
     """Inverse of :func:`frames_stft`: windowed overlap-add over the squared-window envelope.
 
     Parameters
@@ -169,14 +245,20 @@ def frames_istft(X, n_fft, hop_length, win_length, length, xp):
     X : array, shape (B, T, n_fft // 2 + 1), complex
     length : int or None
         Output samples; None for :func:`default_length`.
+    pad : Padding, optional
+        The padding of the forward transform (its ``left`` samples are dropped).
 
     Returns
     -------
     array, shape (B, length), float32 for complex64 input, else float64
     """
+    pad = _centred(n_fft) if pad is None else pad
     B, T, _ = X.shape
     if length is None:
-        length = default_length(T, n_fft, hop_length)
+        length = default_length(T, n_fft, hop_length, pad)
+        if length < 1:
+            raise ValueError(f"{T} frames padded by {pad.left} + {pad.right} samples leave no "
+                             "signal: pass length")
     real = np.float32 if X.dtype == np.complex64 else np.float64
     frames = xp.fft.irfft(X, n=n_fft, axis=-1)
     if frames.dtype != real:
@@ -184,23 +266,26 @@ def frames_istft(X, n_fft, hop_length, win_length, length, xp):
     frames *= _window(xp, n_fft, win_length, real)
     # overlap-add: chunk r of every frame lands on hop-sized slot t + r
     R = -(-n_fft // hop_length)
-    start = n_fft // 2
+    start = pad.left
     slots = max(T + R - 1, -(-(start + length) // hop_length))
     out = xp.zeros((B, slots, hop_length), real)
     for r in range(R):
         w = min(hop_length, n_fft - r * hop_length)
         out[:, r:r + T, :w] += frames[:, :, r * hop_length:r * hop_length + w]
     y = out.reshape(B, slots * hop_length)[:, start:start + length]
-    inv = cached(xp, ("inv-envelope", n_fft, hop_length, win_length, T, length, np.dtype(real).str),
-                 lambda: _inverse_envelope(n_fft, hop_length, win_length, T, length).astype(real))
+    inv = cached(xp, ("inv-envelope", n_fft, hop_length, win_length, T, length, start,
+                      np.dtype(real).str),
+                 lambda: _inverse_envelope(n_fft, hop_length, win_length, T, length,
+                                           start).astype(real))
     return y * inv
 
 
 # -- public wrappers ----------------------------------------------------------------------------
 
-def stft(y, n_fft, hop_length=None, win_length=None):
-    """Centred one-sided STFT with a periodic Hann window (``torch.stft(..., center=True,
-    pad_mode="reflect", return_complex=True)``, ``librosa.stft`` defaults).
+def stft(y, n_fft, hop_length=None, win_length=None, *, center=True, pad=None,
+         pad_mode="reflect"):
+    """One-sided STFT with a periodic Hann window (``torch.stft(..., return_complex=True)``,
+    ``librosa.stft``); by default centred with reflect padding.
 
     Parameters
     ----------
@@ -211,14 +296,24 @@ def stft(y, n_fft, hop_length=None, win_length=None):
         Samples between frames; default ``win_length // 4``.
     win_length : int, optional
         Window length in samples, ``<= n_fft``; default ``n_fft``.
+    center : bool, default True
+        Pad ``n_fft // 2`` samples on each side, so frame ``t`` is centred on sample
+        ``t * hop_length``. False: pad by ``pad`` instead.
+    pad : int or (int, int), optional
+        With ``center=False``: samples of padding on both sides, or ``(left, right)``;
+        default 0 (``torch.stft(center=False)``). HiFi-GAN: ``(n_fft - hop_length) // 2``.
+    pad_mode : {"reflect", "constant"}, default "reflect"
+        Reflection (torch) or zeros (librosa >= 0.10).
 
     Returns
     -------
     complex array, shape (..., n_fft // 2 + 1, T)
-        ``T = 1 + n_samples // hop_length`` for even ``n_fft`` (:func:`frame_count`).
-        Same array type as ``y``.
+        ``T = 1 + (n_samples + left + right - n_fft) // hop_length`` (:func:`frame_count`),
+        ``1 + n_samples // hop_length`` when centred with an even ``n_fft``. Same array type as
+        ``y``.
     """
     n_fft, hop_length, win_length = check_stft_args(n_fft, hop_length, win_length)
+    framing = padding(n_fft, center, pad, pad_mode)
     xp = _backend.get_array_module(y)
     y = xp.asarray(y)
     if y.ndim < 1:
@@ -226,20 +321,21 @@ def stft(y, n_fft, hop_length=None, win_length=None):
     dtype = np.float64 if y.dtype == np.float64 else np.float32
     lead = tuple(y.shape[:-1])
     flat = y.reshape((-1, y.shape[-1])).astype(dtype)
-    X = frames_stft(flat, n_fft, hop_length, win_length, xp)
+    X = frames_stft(flat, n_fft, hop_length, win_length, xp, framing)
     return xp.swapaxes(X, -1, -2).reshape(lead + (X.shape[-1], X.shape[-2]))
 
 
-def istft(X, n_fft, hop_length=None, win_length=None, length=None):
-    """Inverse of :func:`stft` (``torch.istft(..., center=True)``, ``librosa.istft``).
+def istft(X, n_fft, hop_length=None, win_length=None, length=None, *, center=True, pad=None):
+    """Inverse of :func:`stft` (``torch.istft``, ``librosa.istft``).
 
     Parameters
     ----------
     X : complex array, shape (..., n_fft // 2 + 1, T)
-    n_fft, hop_length, win_length : int
-        As for :func:`stft`.
+    n_fft, hop_length, win_length, center, pad :
+        As for :func:`stft` (the padding mode does not matter to the inverse).
     length : int, optional
-        Output samples; default ``hop_length * (T - 1)`` (for even ``n_fft``).
+        Output samples; default ``n_fft + hop_length * (T - 1) - left - right``, i.e.
+        ``hop_length * (T - 1)`` when centred with an even ``n_fft``.
 
     Returns
     -------
@@ -247,6 +343,7 @@ def istft(X, n_fft, hop_length=None, win_length=None, length=None):
         float32 for complex64 input, else float64.
     """
     n_fft, hop_length, win_length = check_stft_args(n_fft, hop_length, win_length)
+    framing = padding(n_fft, center, pad)
     xp = _backend.get_array_module(X)
     X = xp.asarray(X)
     if X.ndim < 2 or X.shape[-2] != n_fft // 2 + 1:
@@ -257,5 +354,5 @@ def istft(X, n_fft, hop_length=None, win_length=None, length=None):
     lead = tuple(X.shape[:-2])
     dtype = np.complex64 if X.dtype in (np.complex64, np.float32) else np.complex128
     flat = xp.ascontiguousarray(xp.swapaxes(X.reshape((-1,) + X.shape[-2:]), -1, -2)).astype(dtype)
-    y = frames_istft(flat, n_fft, hop_length, win_length, length, xp)
+    y = frames_istft(flat, n_fft, hop_length, win_length, length, xp, framing)
     return y.reshape(lead + (y.shape[-1],))

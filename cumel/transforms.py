@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _backend, _progress, _random, _threads, _validate
-from .filterbank import melscale_fbanks, sparse_mel
+from .filterbank import UserFilterbank, melscale_fbanks, sparse_of_key
 from .solvers import lstsq as _lstsq
 from .solvers import mindspore_gd as _mindspore
 from .solvers import nnls as _nnls
@@ -33,7 +33,7 @@ class Plan:
 
     def __init__(self, key):
         self.key = key
-        self.sparse = sparse_mel(*key)
+        self.sparse = sparse_of_key(key)
         self.fb64 = self.sparse.fb
         self._cache = {}
         self._lock = threading.RLock()   # re-entrant: a build may fetch another cached value
@@ -71,7 +71,17 @@ class Plan:
 
 @functools.lru_cache(maxsize=32)
 def get_plan(key):
+    """The shared :class:`Plan` of a filterbank key: the canonical filterbank arguments, or
+    ``(UserFilterbank,)`` for a caller's matrix (keyed by its bytes' hash)."""
     return Plan(key)
+
+
+def describe_key(key):
+    """The filterbank part of a transform's repr."""
+    if len(key) == 1:
+        return f"fb={key[0]!r}"
+    _, f_min, f_max, _, sr, norm, scale = key
+    return f"sample_rate={sr}, f_min={f_min}, f_max={f_max}, norm={norm!r}, mel_type={scale!r}"
 
 
 @dataclass
@@ -114,11 +124,11 @@ class MelScale:
     """
 
     def __init__(self, n_mels=128, sample_rate=16000, f_min=0.0, f_max=None, n_stft=201,
-                 norm=None, mel_scale="htk"):
-        self.key = _filterbank_key(n_stft, n_mels, sample_rate, f_min, f_max, norm, mel_scale,
-                                   "mel_scale")
-        self.n_stft, self.n_mels = int(n_stft), int(n_mels)
+                 norm=None, mel_scale="htk", *, fb=None):
+        self.key = _filterbank_key(n_stft, None if fb is not None else n_mels, sample_rate,
+                                   f_min, f_max, norm, mel_scale, "mel_scale", fb)
         self.plan = get_plan(self.key)
+        self.n_stft, self.n_mels = self.plan.sparse.n_freqs, self.plan.sparse.n_mels
 
     @property
     def fb(self):
@@ -133,7 +143,16 @@ class MelScale:
         return xp.matmul(self.plan.forward(dtype, xp), specgram.astype(dtype, copy=False))
 
 
-def _filterbank_key(n_stft, n_mels, sample_rate, f_min, f_max, norm, mel_type, mel_param):
+def _filterbank_key(n_stft, n_mels, sample_rate, f_min, f_max, norm, mel_type, mel_param,
+                    fb=None):
+    if fb is not None:     # the caller's matrix: its own key, its structure checked by the plan
+        user = UserFilterbank.from_matrix(fb, _validate.check_positive_int(n_stft, "n_stft"),
+                                          None if n_mels is None else
+                                          _validate.check_positive_int(n_mels, "n_mels"))
+        key = (user,)
+        get_plan(key)
+        return key
+    n_mels = 128 if n_mels is None else n_mels
     _validate.check_positive_int(sample_rate, "sample_rate")   # before sample_rate // 2
     f_max = _validate.resolve_f_max(f_max, sample_rate)
     norm = _validate.canonical_norm(norm)
@@ -151,7 +170,8 @@ class InverseMelScale:
     ----------
     n_stft : int
         Number of linear frequency bins (``n_fft // 2 + 1``).
-    n_mels : int, default 128
+    n_mels : int, optional
+        Default 128, or the number of filters of ``fb``.
     sample_rate : int, default 16000
         Hz.
     f_min : float, default 0.0
@@ -191,19 +211,32 @@ class InverseMelScale:
         A progress bar on stderr in frames per second (tqdm, ``pip install 'cumel[progress]'``)
         for CPU "nnls" calls: True always, "auto" once a call has run for 2 s, False (default)
         never; a callable is called with the number of frames of each chunk solved.
+    fb : array_like, optional, keyword only
+        A filterbank of your own instead of the one ``sample_rate``, ``f_min``, ``f_max``,
+        ``norm`` and ``mel_type`` describe (which are then ignored): shape ``(n_stft, n_mels)``
+        (torchaudio's layout, ``WhisperFeatureExtractor.mel_filters``) or ``(n_mels, n_stft)``
+        (``librosa.filters.mel``); NumPy, CuPy or a torch tensor. It must have the structure of
+        a triangular mel filterbank (every bin in at most two filters, and those neighbours,
+        ordered by frequency: what nnls's tridiagonal steps rely on), otherwise a ValueError
+        says which bin breaks it. Transforms with bit-equal matrices share one plan.
+
+    A mel given here is taken as linear (a power or magnitude mel). When 10 % or more of its
+    values are negative, a ``UserWarning`` says it looks like a log or dB mel: undo the
+    compression first, or use :func:`cumel.frontend`.
 
     Call with ``mel`` of shape (..., n_mels, time): returns (..., n_stft, time) of the same array
     type (for "mindspore", a 2-D input gives (1, n_stft, time), as MindSpore does).
     """
 
-    def __init__(self, n_stft, n_mels=128, sample_rate=16000, f_min=0.0, f_max=None,
+    def __init__(self, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_max=None,
                  max_iter=100000, tolerance_loss=1e-5, tolerance_change=1e-8, sgdargs=None,
                  norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None,
-                 max_device_bytes=None, workers=None, progress=False):
+                 max_device_bytes=None, workers=None, progress=False, fb=None):
         self.solver = _validate.canonical_solver(solver)
         self.key = _filterbank_key(n_stft, n_mels, sample_rate, f_min, f_max, norm, mel_type,
-                                   "mel_type")
-        self.n_stft, self.n_mels = int(n_stft), int(n_mels)
+                                   "mel_type", fb)
+        sparse = get_plan(self.key).sparse
+        self.n_stft, self.n_mels = sparse.n_freqs, sparse.n_mels
         self.max_iter = _validate.check_positive_int(max_iter, "max_iter")
         self.tolerance_loss = _validate.check_tolerance(tolerance_loss, "tolerance_loss")
         self.tolerance_change = _validate.check_tolerance(tolerance_change, "tolerance_change")
@@ -222,9 +255,8 @@ class InverseMelScale:
         return self.plan.fb(np.float32)
 
     def __repr__(self):
-        n_stft, f_min, f_max, n_mels, sr, norm, scale = self.key
-        return (f"InverseMelScale(n_stft={n_stft}, n_mels={n_mels}, sample_rate={sr}, f_min={f_min}, "
-                f"f_max={f_max}, norm={norm!r}, mel_type={scale!r}, solver={self.solver!r})")
+        return (f"InverseMelScale(n_stft={self.n_stft}, n_mels={self.n_mels}, "
+                f"{describe_key(self.key)}, solver={self.solver!r})")
 
     # -- pickling: the constructor's arguments travel, the plan is rebuilt from its key ----------
 
@@ -275,6 +307,7 @@ class InverseMelScale:
         streamed = _backend.wants_gpu(mel, self.device)  # host in, GPU solve, chunk by chunk
         xp, mel_x, to_caller = _backend.select(mel, "cpu" if streamed else self.device)
         _validate.check_mel_input(mel_x, self.n_mels, xp)
+        _validate.warn_if_compressed(mel_x, xp, stacklevel=4)
         dtype = np.dtype(np.float64) if mel_x.dtype == np.float64 else np.dtype(np.float32)
         lead, T = tuple(mel_x.shape[:-2]), mel_x.shape[-1]
         B = int(np.prod(lead, dtype=np.int64))
@@ -520,12 +553,14 @@ def inverse_mel_scale(mel, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_
                       max_iter=100000, tolerance_loss=1e-5, tolerance_change=1e-8, sgdargs=None,
                       norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None,
                       out=None, return_info=False, max_device_bytes=None, workers=None,
-                      progress=False):
-    """Functional form of :class:`InverseMelScale`; ``n_mels`` defaults to ``mel.shape[-2]``.
+                      progress=False, fb=None):
+    """Functional form of :class:`InverseMelScale`; ``n_mels`` defaults to ``mel.shape[-2]``
+    (or to ``fb``'s number of filters).
 
-    The per-filterbank work is cached across calls with the same filterbank arguments.
+    The per-filterbank work is cached across calls with the same filterbank arguments (or the
+    same ``fb`` matrix).
     """
-    if n_mels is None:
+    if n_mels is None and fb is None:
         if getattr(mel, "ndim", 0) < 2:
             raise ValueError(f"mel must have at least 2 dims (..., n_mels, time), got shape "
                              f"{tuple(getattr(mel, 'shape', ()))}")
@@ -534,5 +569,5 @@ def inverse_mel_scale(mel, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_
                                 tolerance_loss, tolerance_change, sgdargs, norm, mel_type,
                                 solver=solver, seed=seed, device=device,
                                 max_device_bytes=max_device_bytes, workers=workers,
-                                progress=progress)
+                                progress=progress, fb=fb)
     return transform(mel, out=out, return_info=return_info)

@@ -106,3 +106,47 @@ def test_mel_to_audio_cupy_equals_numpy(emulated):
     # the nnls kernel and the NumPy nnls agree to rounding of their own iterations (tests/
     # test_gpu.py bounds them by 1e-4); measured here 2.6e-5 of the peak after Griffin-Lim
     assert np.abs(got - expected).max() <= 5e-4 * np.abs(expected).max()
+
+
+# -- the frame grids and the front ends on the CuPy path ----------------------------------------------
+
+@pytest.mark.parametrize("framing", [dict(center=False, pad=(24, 8)), dict(pad_mode="constant")])
+def test_griffinlim_framings_cupy_equal_numpy(emulated, framing):
+    cupy = emulated
+    S = _spectrogram((33, 7), np.float64, seed=2)
+    gl = cumel.GriffinLim(64, n_iter=2, hop_length=16, seed=1, **framing)
+    expected = gl(S)
+    got = _host(gl(cupy.asarray(S)))
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-9 * np.abs(expected).max()
+
+
+def _small_front_end(**kw):
+    # HiFi-GAN's recipe at a size the emulator runs in seconds: magnitude + 1e-9, ln, 1e-5 floor,
+    # center=False with (n_fft - hop) / 2 of reflect padding
+    args = dict(sample_rate=8000, n_fft=128, hop_length=32, center=False, pad=48, power=1.0,
+                magnitude_eps=1e-9, n_mels=12, f_max=4000.0, norm="slaney", mel_type="slaney",
+                log="ln", floor=1e-5)
+    args.update(kw)
+    return cumel.Frontend(**args)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(log="log10", multiplier=10.0, ref="max",
+                                             dynamic_range=40.0, power=2.0, magnitude_eps=0.0)])
+def test_front_end_cupy_equals_numpy(emulated, kw):
+    cupy = emulated
+    fe = _small_front_end(**kw)
+    t = np.arange(320) / 8000
+    x = (np.sin(2 * np.pi * 440 * t) * np.exp(-8 * t)).astype(np.float64)
+    F = fe.features(x)
+    F_dev = fe.features(cupy.asarray(x))
+    assert isinstance(F_dev, cupy.ndarray)
+    assert np.abs(_host(F_dev) - F).max() <= 1e-9 * max(1.0, np.abs(F).max())
+    np.testing.assert_array_equal(_host(fe.floor_mask(F_dev)), fe.floor_mask(F))
+    y = fe.audio(F, length=len(x), n_iter=2, seed=0)
+    y_dev = _host(fe.audio(cupy.asarray(F), length=len(x), n_iter=2, seed=0))
+    assert y_dev.shape == y.shape == x.shape
+    # nnls on the device and on the host agree to their own rounding (see the test above)
+    assert np.abs(y_dev - y).max() <= 5e-4 * np.abs(y).max()
+    y_np = fe.audio(F, length=len(x), n_iter=2, seed=0, device="cuda")
+    assert isinstance(y_np, np.ndarray) and np.abs(y_np - y_dev).max() <= 1e-12 * np.abs(y).max()

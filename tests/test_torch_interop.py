@@ -89,3 +89,53 @@ def test_out_torch_cpu_tensor_receives_the_result():
     out64 = torch.empty((65, 5), dtype=torch.float64)
     with pytest.raises(ValueError, match="out must have shape .* dtype float32"):
         cumel.InverseMelScale(65, 24)(mel, out=out64)
+
+
+# -- GriffinLim, mel_to_audio and the front ends: torch in, torch out --------------------------------
+
+def _spec(shape=(2, 129, 12), seed=0):
+    return (np.random.default_rng(seed).random(shape) ** 4).astype(np.float32)
+
+
+def test_griffinlim_tensor_in_tensor_out():
+    S = _spec()
+    gl = cumel.GriffinLim(256, 3, hop_length=64, seed=0)
+    y = gl(torch.from_numpy(S))
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.float32 and y.shape == (2, 64 * 11)
+    np.testing.assert_array_equal(y.numpy(), gl(S))
+    y64 = cumel.griffinlim(torch.from_numpy(S.astype(np.float64)).requires_grad_(True), 256, 2,
+                           hop_length=64, seed=0)
+    assert isinstance(y64, torch.Tensor) and y64.dtype == torch.float64 and not y64.requires_grad
+
+
+def test_mel_to_audio_tensor_with_grad_in_tensor_out():
+    mel = cumel.MelScale(24, n_stft=129)(_spec((129, 12)))
+    tensor = torch.from_numpy(mel).requires_grad_(True)         # failed before: np.asarray(tensor)
+    y = cumel.mel_to_audio(tensor, 256, hop_length=64, n_iter=2, seed=0)
+    assert isinstance(y, torch.Tensor) and y.shape == (64 * 11,) and not y.requires_grad
+    np.testing.assert_array_equal(y.numpy(), cumel.mel_to_audio(mel, 256, hop_length=64, n_iter=2,
+                                                                seed=0))
+    assert torch.equal(tensor.detach(), torch.from_numpy(mel))
+
+
+def test_front_end_tensors_in_and_out():
+    fe = cumel.frontend("hifigan")
+    x = np.sin(np.arange(8192) * 0.05).astype(np.float32)
+    F = fe.features(torch.from_numpy(x))
+    assert isinstance(F, torch.Tensor) and F.shape == (80, 32)
+    np.testing.assert_array_equal(F.numpy(), fe.features(x))
+    y = cumel.mel_to_audio(F.requires_grad_(True), frontend="hifigan", length=8192, n_iter=2, seed=0)
+    assert isinstance(y, torch.Tensor) and y.shape == (8192,)
+    np.testing.assert_array_equal(y.numpy(), fe.audio(F.detach().numpy(), length=8192, n_iter=2,
+                                                      seed=0))
+    S = fe.spectrogram(F)
+    assert isinstance(S, torch.Tensor) and S.shape == (513, 32)
+    mel = fe.mel(F)
+    assert isinstance(mel, torch.Tensor) and (mel >= 0).all()
+
+
+def test_fb_as_a_tensor():
+    fb = torch.from_numpy(cumel.InverseMelScale(129, 24).plan.fb64.astype(np.float32))
+    own = cumel.InverseMelScale(129, fb=fb)
+    mel = cumel.MelScale(24, n_stft=129)(_spec((129, 5)))
+    np.testing.assert_allclose(own(mel), cumel.InverseMelScale(129, 24)(mel), rtol=1e-4, atol=1e-6)

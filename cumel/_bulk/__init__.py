@@ -42,6 +42,7 @@ from .inputs import (
 from .progress import Progress
 from .report import STATUSES, Result, summary_line, write_report
 from .solve import (
+    COMPRESSED,
     PER_FRAME_SOLVERS,
     Settings,
     audio_of,
@@ -50,11 +51,14 @@ from .solve import (
     save_outputs,
     solve_batch,
     solve_file,
+    solve_quietly,
+    sound,
     transform_for,
 )
 from .workers import Interrupted, exit_status, run_parallel, signal_of, stop_signals
 
 __all__ = [
+    "COMPRESSED",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -88,6 +92,8 @@ __all__ = [
     "signal_of",
     "solve_batch",
     "solve_file",
+    "solve_quietly",
+    "sound",
     "stop_signals",
     "summary_line",
     "transform_for",
@@ -199,6 +205,8 @@ def _run(jobs, problems, settings, overwrite, n_workers, batch_frames, progress,
     for r in sorted(results, key=lambda r: r.input):
         if r.status in ("failed", "not searched"):
             print(f"  {r.status}: {r.error}", file=out)
+        elif r.warning is not None:
+            print(f"  warning: {r.warning}", file=out)
     if report is not None:
         write_report(report, results, seconds, signum, command)
     if signum is not None:

@@ -23,6 +23,7 @@ class Result:
     seconds: float | None = None
     mel_residual: float | None = None
     error: str | None = None
+    warning: str | None = None       # written, but the mel looked like a log or dB mel
 
 
 def _counts(results):
@@ -36,9 +37,12 @@ def summary_line(results, seconds, signum=None):
     frames = sum(r.frames or 0 for r in results if r.status == "written")
     head = "cumel: " if signum is None else f"cumel: interrupted ({signal.Signals(signum).name}): "
     folders = f", {count['not searched']} folder(s) not searched" if count["not searched"] else ""
+    warned = sum(r.warning is not None for r in results)
+    compressed = (f"; {warned} looked like log or dB mels (pass --frontend, or undo the "
+                  "compression)" if warned else "")
     return (f"{head}{count['written']} written, {count['skipped']} skipped (already there), "
             f"{count['failed']} failed, {count['not run']} not run{folders}; {frames:,} frames in "
-            f"{seconds:.2f} s ({frames / max(seconds, 1e-9):,.0f} frames/s)")
+            f"{seconds:.2f} s ({frames / max(seconds, 1e-9):,.0f} frames/s){compressed}")
 
 
 def _row(result):

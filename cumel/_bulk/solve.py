@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._validate import COMPRESSED_SHARE, negative_share
 from ..transforms import InverseMelScale, residual_norms, total_residual
 from .atomic import save_npy, save_wav
 from .inputs import FileProblem, frames_of, load_mel
@@ -21,18 +22,48 @@ PER_FRAME_SOLVERS = ("nnls", "lstsq")    # frames independent: files can share o
 @dataclass
 class Settings:
     """The transform's arguments (without n_mels) and how to read inputs; small and picklable,
-    so each worker process builds its transforms from it once."""
+    so each worker process builds its transforms from it once.
+
+    With ``frontend`` (a :class:`cumel.Frontend`) the inputs are that front end's features: they
+    are undone (:meth:`linear`) and inverted on its filterbank, and their sound is made on its
+    frame grid. ``audio`` (``--wav``): Griffin-Lim keywords (hop_length, win_length, power,
+    n_iter, length, seed); ``wav_only``: the sound is the output, no spectrogram is written.
+    """
     n_stft: int
     n_mels: int | None = None
     key: str | None = None
     transform: dict = field(default_factory=dict)
-    audio: dict | None = None        # --wav over folders: GriffinLim keywords (hop_length, seed)
+    audio: dict | None = None
+    frontend: object = None
+    wav_only: bool = False
+    length: int | None = None        # --length: with a front end, only the frames it needs
 
     def cache_key(self, n_mels):
-        return (self.n_stft, n_mels, repr(sorted(self.transform.items())))
+        return (self.n_stft, n_mels, repr(sorted(self.transform.items())), self.frontend)
 
     def build(self, n_mels):
-        return InverseMelScale(self.n_stft, n_mels, **self.transform)
+        fe = self.frontend
+        if fe is None:
+            return InverseMelScale(self.n_stft, n_mels, **self.transform)
+        solve = {k: v for k, v in self.transform.items()
+                 if k not in ("sample_rate", "f_min", "f_max", "norm", "mel_type")}
+        if fe.fb is not None:
+            return InverseMelScale(fe.n_stft, fe.n_mels, fb=fe.fb, **solve)
+        return InverseMelScale(fe.n_stft, fe.n_mels, fe.sample_rate, fe.f_min, fe.f_max,
+                               norm=fe.norm, mel_type=fe.mel_type, **solve)
+
+    @property
+    def sample_rate(self):
+        if self.frontend is not None:
+            return self.frontend.sample_rate
+        return self.transform.get("sample_rate", 16000)
+
+    def linear(self, mel):
+        """What the transform inverts: the mel itself, or the front end's features undone (and
+        cut to the frames ``--length`` needs)."""
+        if self.frontend is None:
+            return mel
+        return self.frontend.mel(mel, length=self.length)
 
 
 _TRANSFORMS = {}     # per process: (settings, n_mels) -> InverseMelScale, built once
@@ -74,21 +105,64 @@ def failure(job, exc):
                   error=text if text.startswith(job.input) else f"{job.input}: {text}")
 
 
-def audio_of(S, sample_rate, hop_length=None, seed=None, device=None):
-    """Fast Griffin-Lim (32 iterations) of a power spectrogram ``S`` (..., n_stft, T), with
-    ``n_fft = 2 (n_stft - 1)``: the waveform (..., samples) and the :class:`GriffinLim` used."""
+def audio_of(S, sample_rate, hop_length=None, seed=None, device=None, *, n_iter=32,
+             win_length=None, power=None, length=None):
+    """Fast Griffin-Lim of a spectrogram ``S`` (..., n_stft, T) of ``|STFT|**power`` (power 2
+    unless given), with ``n_fft = 2 (n_stft - 1)``: the waveform (..., samples) and the
+    :class:`GriffinLim` used."""
     from ..griffin_lim import GriffinLim
-    gl = GriffinLim(2 * (S.shape[-2] - 1), hop_length=hop_length, seed=seed, device=device)
+    gl = GriffinLim(2 * (S.shape[-2] - 1), n_iter, win_length, hop_length,
+                    power=2.0 if power is None else power, length=length, seed=seed,
+                    device=device)
     return gl(S), gl
 
 
+def sound(S, settings):
+    """The waveform of the spectrogram ``S`` under ``settings`` (``--wav``): Griffin-Lim on the
+    front end's grid with ``frontend``, else :func:`audio_of`."""
+    audio = dict(settings.audio or {})
+    device = settings.transform.get("device")
+    if settings.frontend is not None:
+        return settings.frontend.griffin_lim(S, length=audio.get("length"),
+                                             n_iter=audio.get("n_iter", 32),
+                                             seed=audio.get("seed"), device=device)
+    return audio_of(S, settings.sample_rate, device=device, **audio)[0]
+
+
 def save_outputs(output, S, settings):
-    """The spectrogram to ``output``; with ``settings.audio`` also its sound, beside it (.wav)."""
+    """The spectrogram to ``output``; with ``settings.audio`` also its sound, beside it (.wav),
+    or, with ``settings.wav_only``, the sound alone to ``output``."""
     if settings.audio is not None:
-        y, _ = audio_of(S, settings.transform.get("sample_rate", 16000),
-                        device=settings.transform.get("device"), **settings.audio)
-        save_wav(Path(output).with_suffix(".wav"), y, settings.transform.get("sample_rate", 16000))
-    save_npy(output, S)              # last: an existing .npy means every output is complete
+        y = sound(S, settings)
+        save_wav(output if settings.wav_only else Path(output).with_suffix(".wav"), y,
+                 settings.sample_rate)
+    if not settings.wav_only:
+        save_npy(output, S)          # last: an existing .npy means every output is complete
+
+
+COMPRESSED = "looks like a log or dB mel"     # the words of cumel's warning (_validate)
+
+
+def compressed_warning(share):
+    """The command line's words for a mel with ``share`` of its values negative."""
+    return (f"mel: {share:.0%} of its values are negative, but it is taken as a linear (power "
+            f"or magnitude) mel: this {COMPRESSED}; pass --frontend NAME (cumel frontends lists "
+            "them) or undo the compression")
+
+
+def solve_quietly(transform, mel):
+    """``transform(mel)``, and the text of cumel's "looks like a log or dB mel" warning if it
+    gave one (None otherwise): the run reports it per file. Other warnings pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        S = transform(mel)
+    said = None
+    for w in caught:
+        if issubclass(w.category, UserWarning) and COMPRESSED in str(w.message):
+            said = compressed_warning(negative_share(np.asarray(mel), np))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return S, said
 
 
 def with_progress(transform, progress, frames, files=1):
@@ -109,16 +183,17 @@ def solve_file(job, settings, progress=None):
     ``progress(frames, files)``, when given, makes the callback the solve reports to."""
     t0 = time.perf_counter()
     try:
-        mel = load_mel(job.input, settings.key, settings.n_mels, settings.n_stft)
+        mel = settings.linear(load_mel(job.input, settings.key, settings.n_mels, settings.n_stft))
         transform = transform_for(settings, int(mel.shape[-2]))
         transform = with_progress(transform, progress, frames_of(mel.shape))
-        S = transform(mel)
+        S, said = solve_quietly(transform, mel)
         residual = mel_residual(transform, mel, S)
         save_outputs(job.output, S, settings)
     except Exception as exc:  # noqa: BLE001 - one file's failure, whatever it is, is that file's
         return failure(job, exc)
     return Result(job.input, job.output, "written", frames_of(mel.shape),
-                  time.perf_counter() - t0, residual)
+                  time.perf_counter() - t0, residual,
+                  warning=None if said is None else f"{job.input}: {said}")
 
 
 def solve_batch(jobs, settings, frame_budget, progress=None):
@@ -138,7 +213,10 @@ def solve_batch(jobs, settings, frame_budget, progress=None):
             save_outputs(job.output, spec, settings)
         except Exception as exc:  # noqa: BLE001 - this file's failure
             return failure(job, exc)
-        return Result(job.input, job.output, "written", cols.shape[1], seconds, residual)
+        share = negative_share(cols, np)
+        said = f"{job.input}: {compressed_warning(share)}" if share >= COMPRESSED_SHARE else None
+        return Result(job.input, job.output, "written", cols.shape[1], seconds, residual,
+                      warning=said)
 
     def flush():
         if not pending:
@@ -150,7 +228,7 @@ def solve_batch(jobs, settings, frame_budget, progress=None):
             columns = np.concatenate([cols for _, cols, _ in batch], axis=1)
             transform = with_progress(transform, progress, columns.shape[1], len(batch))
             t0 = time.perf_counter()
-            S = transform(columns)
+            S, _ = solve_quietly(transform, columns)     # said per file, in write()
         except Exception:  # noqa: BLE001 - retried file by file below, each failing on its own
             return [one(job, cols, shape) for job, cols, shape in batch]
         per_frame = (time.perf_counter() - t0) / max(S.shape[-1], 1)
@@ -165,14 +243,15 @@ def solve_batch(jobs, settings, frame_budget, progress=None):
         try:
             transform = transform_for(settings, cols.shape[0])
             t0 = time.perf_counter()
-            S = transform(cols)
+            S, _ = solve_quietly(transform, cols)
         except Exception as exc:  # noqa: BLE001 - this file's failure
             return failure(job, exc)
         return write(job, cols, shape, S, transform, time.perf_counter() - t0)
 
     for job in jobs:
         try:
-            mel = load_mel(job.input, settings.key, settings.n_mels, settings.n_stft)
+            mel = settings.linear(load_mel(job.input, settings.key, settings.n_mels,
+                                           settings.n_stft))
             dtype = np.float64 if mel.dtype == np.float64 else np.float32
             n_mels = mel.shape[-2]
             cols = np.moveaxis(mel.astype(dtype, copy=False), -2, 0).reshape(n_mels, -1)
