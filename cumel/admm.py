@@ -5,7 +5,7 @@ phases.  Here magnitude and phase are estimated together: among the spectrograms
 ``M``, the iteration looks for one that is also consistent (the STFT of a signal), so the STFT's
 redundancy can choose the detail that the mel projection discarded.  The splitting is that of
 Masuyama, Ueno and Ono, "Mel-spectrogram inversion via alternating direction method of
-multipliers" (ICASSP 2025, arXiv:2501.05557): a consistent copy ``Z`` of the coefficients ``X``
+multipliers" (2025, arXiv:2501.05557): a consistent copy ``Z`` of the coefficients ``X``
 and a mel-feasible copy ``W`` of the magnitudes ``Y``.  The updates below are derived here, for
 cumel's mel of ``|X| ** power``; the equation numbers refer to this docstring.
 
@@ -62,11 +62,12 @@ clips it is 0.1-1.2% below ``ISTFT(Z)`` in spectral convergence, at the cost of 
 
 Stopping: ``n_iter`` outer iterations, no other rule (like Griffin-Lim; the spectral convergence
 against the original is what matters and it has no in-loop estimate).  Measured on the standard
-workloads (``python -m bench audio --method admm``), see the README.
+workloads by ``python -m bench audio`` (its ``--admm-iters`` rows), see the README.
 
 Cost per iteration: one ISTFT + STFT (as a Griffin-Lim iteration), one pass over the bins for
-(2)-(3), and the mel step (one tridiagonal solve a frame plus ~8 passes over the bins at
-``inner_steps=0``).
+(2)-(3) (about twenty NumPy operations), and the mel step (one tridiagonal solve a frame plus
+about thirty NumPy passes over the bins at ``inner_steps=0``; one warp a frame on the GPU):
+two to three Griffin-Lim iterations on the CPU.
 """
 from __future__ import annotations
 
