@@ -34,8 +34,12 @@
 //   stalled = alpha ||v u|| <= tolerance_change ||s||;  out = 2^e max(z, 0)
 //   a frame with m = 0: out = max(c, 0) on the bins no triangle covers, 0 elsewhere
 // c and v stay in global memory (read through the cache at each pass, two more loads and a
-// division a bin): n_freqs doubles a warp would not fit beside the rest at 1025 bins.
-// nnls_solve is nnls_frame<T, false>: every operation of the plain iteration as it was.
+// division a bin): n_freqs doubles a warp would not fit beside the rest at 1025 bins. The prior's
+// per-frame state costs registers: 140-144 a thread (python -m bench kernels), 12 of 64 warps an
+// SM, against nnls_solve's 16; at inner_steps = 0 (the ADMM's default) a frame is the start and
+// one pass, so the launch is short either way.
+// nnls_solve is nnls_frame<T, false>: every operation of the plain iteration as it was, and its
+// registers too (117 on sm_80, 112 on sm_90: the prior is an empty type there).
 //
 // Launch design and cost model.
 // cost nnls_solve: frame_bytes = (n_mels + n_freqs) * item + 16; frame_flops = 4 * (n_mels + n_freqs)
@@ -105,7 +109,8 @@ struct NnlsPiece {
 };
 
 // The prior of one frame (nnls_prior): where its centre and spread are, and how they are scaled.
-// Without one (nnls_solve) z(j, t) is t and step(j, u) is u: the plain iteration's values.
+// Without one (nnls_solve: the empty specialisation below) z(j, t) is t and step(j, u) is u, the
+// plain iteration's values, and nothing is passed or kept.
 template <typename T, bool kPrior>
 struct NnlsPrior {
     const T* __restrict__ center;
@@ -136,11 +141,19 @@ struct NnlsPrior {
     }
 };
 
+template <typename T>
+struct NnlsPrior<T, false> {
+    __device__ __forceinline__ double c(int) const { return 0.0; }
+    __device__ __forceinline__ double v(int) const { return 1.0; }
+    __device__ __forceinline__ double z(int, double t) const { return t; }
+    __device__ __forceinline__ double step(int, double u) const { return u; }
+};
+
 template <typename T, bool kPrior>
 __device__ NnlsPiece nnls_piece(double c, double a_lo, double a_hi, const NnlsWarpState& st,
                                 const int* __restrict__ lo, const double* __restrict__ w_lo,
                                 const double* __restrict__ w_hi, int n_freqs, double c0, double c1,
-                                const NnlsPrior<T, kPrior>& pr, int lane) {
+                                const NnlsPrior<T, kPrior> pr, int lane) {
     double value = 0.0, slope = 0.0, left = a_lo, right = a_hi;
     for (int j = lane; j < n_freqs; j += 32) {
         const double t = pr.z(j, rmatvec_bin(lo, w_lo, w_hi, st.mu, j));
@@ -198,7 +211,7 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
         st.delta[n_mels] = 0.0;
     }
     const double m_norm = sqrt(warp_sum(m_sq));
-    if (kPrior) {
+    if constexpr (kPrior) {
         pr.f = f;
         pr.n_time = n_time;
         pr.exponent = exponent;
@@ -212,7 +225,8 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
 
     long long it_count = 0;
     double kkt = 0.0;
-    if (m_norm > 0.0 && kPrior) {
+    if constexpr (kPrior) {
+      if (m_norm > 0.0) {
         // ---- mu_0 = (A diag(v) A.T + eps I)^-1 (m - A c 2^-e): per mel, then Thomas ----
         for (int k = lane; k < n_mels; k += 32) {
             double ac = 0.0, dg = 0.0, up = 0.0;
@@ -248,6 +262,7 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
             }
             for (int k = n_mels - 2; k >= 0; --k) st.mu[k] -= st.upper_scaled[k] * st.mu[k + 1];
         }
+      }
     }
     if (m_norm > 0.0) {
         // ---- mu_0 = (A A.T + eps I)^-1 m with the cached factors (lane 0: sequential) ----
@@ -441,29 +456,6 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
 
 // Dynamic shared memory: warps_per_block * (7 * (n_mels + 1) doubles + 2 * ceil(n_freqs / 32)
 // unsigned), laid out warp by warp (see cumel/cuda/launch.py: nnls_shared_bytes).
-namespace cumel {
-
-__device__ __forceinline__ NnlsWarpState nnls_warp_state(int n_mels, int n_freqs) {
-    extern __shared__ double cumel_shared[];
-    const int warp = threadIdx.x >> 5;
-    const int n_words = (n_freqs + 31) / 32;
-    const int doubles_per_warp = 7 * (n_mels + 1) + n_words;  // 2 n_words unsigned = n_words doubles
-    double* base = cumel_shared + static_cast<long long>(warp) * doubles_per_warp;
-    NnlsWarpState st;
-    st.m = base;
-    st.mu = base + (n_mels + 1);
-    st.F = base + 2 * (n_mels + 1);
-    st.delta = base + 3 * (n_mels + 1);
-    st.diag = base + 4 * (n_mels + 1);
-    st.upper = base + 5 * (n_mels + 1);
-    st.upper_scaled = base + 6 * (n_mels + 1);
-    st.mask = reinterpret_cast<unsigned*>(base + 7 * (n_mels + 1));
-    st.mask_prev = st.mask + n_words;
-    return st;
-}
-
-}  // namespace cumel
-
 template <typename T>
 __global__ void nnls_solve(const T* __restrict__ mel, long long n_frames, int n_time,
                            long long mel_sb, long long mel_sk, long long mel_st,
@@ -476,11 +468,25 @@ __global__ void nnls_solve(const T* __restrict__ mel, long long n_frames, int n_
                            const double* __restrict__ start_upper_scaled,
                            const double* __restrict__ start_upper, double eps, long long step_cap,
                            double tolerance_loss, double tolerance_change) {
+    extern __shared__ double cumel_shared[];
     const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
     const int warps_per_block = blockDim.x >> 5;
-    const cumel::NnlsWarpState st = cumel::nnls_warp_state(n_mels, n_freqs);
+    const int n_words = (n_freqs + 31) / 32;
+    const int doubles_per_warp = 7 * (n_mels + 1) + n_words;  // 2 n_words unsigned = n_words doubles
+    double* base = cumel_shared + static_cast<long long>(warp) * doubles_per_warp;
+    cumel::NnlsWarpState st;
+    st.m = base;
+    st.mu = base + (n_mels + 1);
+    st.F = base + 2 * (n_mels + 1);
+    st.delta = base + 3 * (n_mels + 1);
+    st.diag = base + 4 * (n_mels + 1);
+    st.upper = base + 5 * (n_mels + 1);
+    st.upper_scaled = base + 6 * (n_mels + 1);
+    st.mask = reinterpret_cast<unsigned*>(base + 7 * (n_mels + 1));
+    st.mask_prev = st.mask + n_words;
     const cumel::NnlsPrior<T, false> none{};
-    const long long first = static_cast<long long>(blockIdx.x) * warps_per_block + (threadIdx.x >> 5);
+    const long long first = static_cast<long long>(blockIdx.x) * warps_per_block + warp;
     const long long stride = static_cast<long long>(gridDim.x) * warps_per_block;
     for (long long f = first; f < n_frames; f += stride) {
         cumel::nnls_frame<T, false>(mel, f, n_time, mel_sb, mel_sk, mel_st, out, out_sb, out_sj,
@@ -510,9 +516,23 @@ __global__ void nnls_prior(const T* __restrict__ mel, long long n_frames, int n_
                            const T* __restrict__ center, const T* __restrict__ spread,
                            long long prior_sb, long long prior_sj, long long prior_st,
                            double floor) {
+    extern __shared__ double cumel_shared[];
     const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
     const int warps_per_block = blockDim.x >> 5;
-    const cumel::NnlsWarpState st = cumel::nnls_warp_state(n_mels, n_freqs);
+    const int n_words = (n_freqs + 31) / 32;
+    const int doubles_per_warp = 7 * (n_mels + 1) + n_words;  // 2 n_words unsigned = n_words doubles
+    double* base = cumel_shared + static_cast<long long>(warp) * doubles_per_warp;
+    cumel::NnlsWarpState st;
+    st.m = base;
+    st.mu = base + (n_mels + 1);
+    st.F = base + 2 * (n_mels + 1);
+    st.delta = base + 3 * (n_mels + 1);
+    st.diag = base + 4 * (n_mels + 1);
+    st.upper = base + 5 * (n_mels + 1);
+    st.upper_scaled = base + 6 * (n_mels + 1);
+    st.mask = reinterpret_cast<unsigned*>(base + 7 * (n_mels + 1));
+    st.mask_prev = st.mask + n_words;
     cumel::NnlsPrior<T, true> prior{};
     prior.center = center;
     prior.spread = spread;
@@ -520,7 +540,7 @@ __global__ void nnls_prior(const T* __restrict__ mel, long long n_frames, int n_
     prior.sj = prior_sj;
     prior.st = prior_st;
     prior.floor = floor;
-    const long long first = static_cast<long long>(blockIdx.x) * warps_per_block + (threadIdx.x >> 5);
+    const long long first = static_cast<long long>(blockIdx.x) * warps_per_block + warp;
     const long long stride = static_cast<long long>(gridDim.x) * warps_per_block;
     for (long long f = first; f < n_frames; f += stride) {
         cumel::nnls_frame<T, true>(mel, f, n_time, mel_sb, mel_sk, mel_st, out, out_sb, out_sj,
