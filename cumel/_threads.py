@@ -10,7 +10,7 @@ import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["usable_cpus", "check_workers", "resolve_workers", "map_chunks"]
+__all__ = ["usable_cpus", "check_workers", "resolve_workers", "map_chunks", "Runner", "ranges"]
 
 
 def usable_cpus():
@@ -51,4 +51,40 @@ def map_chunks(fn, chunks, workers):
     with ThreadPoolExecutor(max_workers=min(workers, len(chunks)),
                             thread_name_prefix="cumel") as pool:
         for future in [pool.submit(fn, chunk) for chunk in chunks]:
+            future.result()
+
+
+def ranges(n, parts):
+    """``[(start, stop), ...]``: ``range(n)`` in at most ``parts`` near-equal runs."""
+    parts = max(1, min(int(parts), n))
+    edges = [n * k // parts for k in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+class Runner:
+    """Runs ``fn(a, b)`` over near-equal ranges of ``n`` items on one pool of ``workers`` threads
+    kept for the life of the ``with`` block (an iterative method calls it many times); with one
+    worker, or too few items to share, in the calling thread."""
+
+    def __init__(self, workers, minimum=1):
+        self.workers = max(1, int(workers))
+        self.minimum = max(1, int(minimum))      # items a thread needs to be worth starting
+        self.pool = None
+
+    def __enter__(self):
+        if self.workers > 1:
+            self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cumel")
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+
+    def __call__(self, fn, n):
+        parts = ranges(n, min(self.workers, n // self.minimum)) if self.pool is not None else []
+        if len(parts) <= 1:
+            fn(0, n)
+            return
+        for future in [self.pool.submit(fn, a, b) for a, b in parts]:
             future.result()

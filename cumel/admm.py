@@ -75,7 +75,7 @@ import numbers
 
 import numpy as np
 
-from . import _threads
+from . import _progress, _threads
 from .solvers import nnls as _nnls
 
 __all__ = ["DEFAULTS", "run"]
@@ -166,12 +166,6 @@ def run(gl, inverse, mel, S, settings, xp, workers=None):
     n_mels = mel.shape[-2]
     packed = mel.reshape((B, n_mels, T)).astype(real, copy=False)
     inner = gl.inner_length(T, n_out, settings["n_iter"] + settings["start_iter"])
-    # start: the cascade's answer (module docstring, "Start")
-    # C order for the fused pass (the FFT of a gathered frame array need not be)
-    Z = xp.ascontiguousarray(
-        gl.stft(gl.istft(gl.phases(xp, mag, settings["start_iter"], inner), inner, xp), xp))
-    XU = Z.copy()                          # X + U, with U_0 = 0
-    b = mag                                # Y + V, with V_0 = 0 (W_0 = mag)
     P = xp.ascontiguousarray(xp.swapaxes(S.reshape((B, F, T)), 1, 2)).astype(real, copy=True)
     center = xp.empty_like(P)
     spread = center if gl.power == 2.0 else xp.empty_like(P)
@@ -181,12 +175,26 @@ def run(gl, inverse, mel, S, settings, xp, workers=None):
         workers = max(1, min(workers, (B * T * F) // _nnls.CHUNK_ELEMENTS))
     step = _MelStep(inverse, packed, P, center, spread, settings["inner_steps"], xp, workers)
     work = {}                              # update's scratch arrays, kept between iterations
-    for _ in range(settings["n_iter"]):
-        update(Z, XU, P, b, center, spread, settings["rho"], settings["sigma"], gl.power, xp,
-               work)
-        Z = xp.ascontiguousarray(gl.stft(gl.istft(XU, inner, xp), xp))          # (4)
-        step()                                                          # (5), (6): P
-    return gl.istft(output_coefficients(Z, P, gl.power, xp), n_out, xp).reshape(lead + (n_out,))
+    total = settings["start_iter"] + settings["n_iter"]
+    # the NumPy FFTs on GriffinLim's threads (gl.workers), as in the cascade
+    with gl.runner(xp, mag.shape) as runner, \
+            _progress.bar(gl.progress, total, "it", "cumel admm") as tell:
+        run = runner if runner.workers > 1 else None
+        # start: the cascade's answer (module docstring, "Start"); C order for the fused pass
+        # (the FFT of a gathered frame array need not be)
+        X = gl.phases(xp, mag, settings["start_iter"], inner, run, tell)
+        Z = xp.ascontiguousarray(gl.stft(gl.istft(X, inner, xp, run), xp, run))
+        XU = Z.copy()                      # X + U, with U_0 = 0
+        b = mag                            # Y + V, with V_0 = 0 (W_0 = mag)
+        for _ in range(settings["n_iter"]):
+            update(Z, XU, P, b, center, spread, settings["rho"], settings["sigma"], gl.power,
+                   xp, work)
+            Z = xp.ascontiguousarray(gl.stft(gl.istft(XU, inner, xp, run), xp, run))   # (4)
+            step()                                                      # (5), (6): P
+            if tell is not None:
+                tell(1)
+        y = gl.istft(output_coefficients(Z, P, gl.power, xp), n_out, xp, run)
+    return y.reshape(lead + (n_out,))
 
 
 def output_coefficients(Z, P, power, xp):

@@ -128,7 +128,8 @@ def _to_wav(args, path, S, sample_rate, hop_default=None, fe=None):
     from .stft import stft
     if fe is not None:
         y = np.asarray(fe.griffin_lim(np.asarray(S), length=args.length, n_iter=args.n_iter,
-                                      seed=args.seed, device=args.device))
+                                      seed=args.seed, device=args.device,
+                                      workers=_workers(args)))
         n_fft, hop, win, power = fe.n_fft, fe.hop_length, fe.win_length, fe.power
         grid = dict(center=fe.center, pad=fe.pad, pad_mode=fe.pad_mode)
         what = f" on the {fe.name!r} front end's grid"
@@ -136,7 +137,7 @@ def _to_wav(args, path, S, sample_rate, hop_default=None, fe=None):
         hop = args.hop_length if args.hop_length is not None else hop_default
         y, gl = _bulk.audio_of(np.asarray(S), sample_rate, hop, args.seed, args.device,
                                n_iter=args.n_iter, win_length=args.win_length, power=args.power,
-                               length=args.length)
+                               length=args.length, workers=_workers(args))
         y = np.asarray(y)
         n_fft, hop, win, power, grid, what = (gl.n_fft, gl.hop_length, gl.win_length, gl.power,
                                               {}, "")

@@ -25,13 +25,14 @@ import wave
 
 import numpy as np
 
-from . import _backend, _validate
+from . import _backend, _progress, _threads, _validate
 from . import stft as _stft
 from .transforms import InverseMelScale
 
 __all__ = ["GriffinLim", "griffinlim", "mel_to_audio", "spectral_convergence", "write_wav"]
 
 EPS = 1e-16   # torchaudio's guard in angles / (|angles| + 1e-16)
+MIN_FRAMES_ELEMENTS = 1 << 15   # samples of frames (B x frames x n_fft) a thread takes at least
 
 
 def _check_real(value, name, low, high, high_open=True):
@@ -85,6 +86,13 @@ class GriffinLim:
         CuPy path alike, so both start from the same phases. None: fresh each call.
     device : {None, "cpu", "cuda", "auto"}, keyword only
         Where a NumPy input is computed (a CuPy input always runs on its own device).
+    workers : int or None, keyword only
+        Threads of the NumPy path (the frames' FFTs and the update are shared between them):
+        None (default) every usable core, 1 the calling thread. The result's bits do not
+        depend on it.
+    progress : bool, "auto" or callable, keyword only
+        A bar of the iterations on stderr (tqdm): True, "auto" (once the call has run 2 s) or
+        False (default); a callable is told each iteration done.
 
     Call with ``specgram`` of shape (..., n_fft // 2 + 1, T), non-negative: returns audio of
     shape (..., length), float64 for float64 input and float32 otherwise, same array type as the
@@ -94,7 +102,7 @@ class GriffinLim:
 
     def __init__(self, n_fft=400, n_iter=32, win_length=None, hop_length=None, window="hann",
                  power=2.0, momentum=0.99, length=None, rand_init=True, *, center=True, pad=None,
-                 pad_mode="reflect", seed=None, device=None):
+                 pad_mode="reflect", seed=None, device=None, workers=None, progress=False):
         self.n_fft, self.hop_length, self.win_length = _stft.check_stft_args(n_fft, hop_length,
                                                                             win_length)
         self.framing = _stft.padding(self.n_fft, center, pad, pad_mode)
@@ -113,6 +121,8 @@ class GriffinLim:
         self.rand_init = bool(rand_init)
         self.seed = _validate.check_seed(seed)
         self.device = _backend.check_device(device)
+        self.workers = _threads.check_workers(workers)
+        self.progress = _progress.check_progress(progress)
 
     @staticmethod
     def _check_window(window):
@@ -241,38 +251,54 @@ class GriffinLim:
                              f"hop_length={hop}: the signal would not be longer than {what}")
         return inner
 
-    def istft(self, X, length, xp):
+    def istft(self, X, length, xp, run=None):
         """Frames-major ISTFT (:func:`cumel.stft.frames_istft`) with this transform's STFT and
-        frame grid."""
+        frame grid (``run``: the NumPy threads of :meth:`runner`)."""
         return _stft.frames_istft(X, self.n_fft, self.hop_length, self.win_length, length, xp,
-                                  self.framing)
+                                  self.framing, run)
 
-    def stft(self, y, xp):
+    def stft(self, y, xp, run=None):
         """Frames-major STFT (:func:`cumel.stft.frames_stft`) with this transform's STFT and
-        frame grid."""
+        frame grid (``run``: the NumPy threads of :meth:`runner`)."""
         return _stft.frames_stft(y, self.n_fft, self.hop_length, self.win_length, xp,
-                                 self.framing)
+                                 self.framing, run)
 
-    def phases(self, xp, mag, n_iter, inner):
+    def runner(self, xp, shape):
+        """The threads of the NumPy path for a (B, T, F) batch: a :class:`cumel._threads.Runner`
+        to enter (``with``); pass it as ``run`` where its ``workers > 1``. The frames' FFTs and
+        the update are shared between them, a few frames a thread at least (fewer would not pay
+        for the hand-over)."""
+        workers = _threads.resolve_workers(self.workers) if xp is np else 1
+        return _threads.Runner(workers,
+                               minimum=max(1, MIN_FRAMES_ELEMENTS // (shape[0] * self.n_fft)))
+
+    def phases(self, xp, mag, n_iter, inner, run=None, tell=None):
         """``n_iter`` fast Griffin-Lim iterations on ``mag`` (B, T, F) from :meth:`start`: the
-        last ``X`` (B, T, F), complex (the loop of the module docstring)."""
+        last ``X`` (B, T, F), complex (the loop of the module docstring); ``tell(1)`` after
+        each iteration when given."""
         B, T, F = mag.shape
         cplx = np.complex64 if mag.dtype == np.float32 else np.complex128
         X = mag * xp.asarray(self.start((B, T, F)).astype(cplx))
         alpha = self.momentum / (1.0 + self.momentum)
         tprev = None
         for _ in range(n_iter):
-            rebuilt = self.stft(self.istft(X, inner, xp), xp)
-            X = update(rebuilt, tprev, mag, alpha, xp)
+            rebuilt = self.stft(self.istft(X, inner, xp, run), xp, run)
+            X = update(rebuilt, tprev, mag, alpha, xp, run)
             tprev = rebuilt
+            if tell is not None:
+                tell(1)
         return X
 
     def _iterate(self, xp, mag, n_out):
         inner = self.inner_length(mag.shape[1], n_out, self.n_iter)
-        return self.istft(self.phases(xp, mag, self.n_iter, inner), n_out, xp)
+        with self.runner(xp, mag.shape) as runner, \
+                _progress.bar(self.progress, self.n_iter, "it", "cumel griffin-lim") as tell:
+            run = runner if runner.workers > 1 else None
+            X = self.phases(xp, mag, self.n_iter, inner, run, tell)
+            return self.istft(X, n_out, xp, run)
 
 
-def update(rebuilt, tprev, mag, alpha, xp):
+def update(rebuilt, tprev, mag, alpha, xp, run=None):
     """One fused Griffin-Lim step: ``a = rebuilt - alpha * tprev``, ``mag * a / (|a| + 1e-16)``.
 
     Parameters
@@ -284,6 +310,8 @@ def update(rebuilt, tprev, mag, alpha, xp):
     mag : real array, shape (B, T, F)
     alpha : float
         ``momentum / (1 + momentum)``.
+    run : cumel._threads.Runner, optional
+        Shares the frames (axis 1) between threads (NumPy): elementwise, the same bits.
 
     Returns
     -------
@@ -292,26 +320,32 @@ def update(rebuilt, tprev, mag, alpha, xp):
     if xp is not np:
         from . import cuda
         return cuda.griffinlim_update(rebuilt, tprev, mag, alpha)
-    if tprev is None:
-        a = rebuilt.copy()
+    a = rebuilt.copy() if tprev is None else tprev
+
+    def step(lo, hi):
+        part = a[:, lo:hi]
+        if tprev is not None:
+            part *= alpha
+            np.subtract(rebuilt[:, lo:hi], part, out=part)
+        scale = np.abs(part)
+        scale += EPS
+        np.divide(mag[:, lo:hi], scale, out=scale)
+        part *= scale
+
+    if run is None:
+        step(0, a.shape[1])
     else:
-        a = tprev
-        a *= alpha
-        np.subtract(rebuilt, a, out=a)
-    scale = np.abs(a)
-    scale += EPS
-    np.divide(mag, scale, out=scale)
-    a *= scale
+        run(step, a.shape[1])
     return a
 
 
 def griffinlim(specgram, n_fft=400, n_iter=32, win_length=None, hop_length=None, window="hann",
                power=2.0, momentum=0.99, length=None, rand_init=True, *, center=True, pad=None,
-               pad_mode="reflect", seed=None, device=None):
+               pad_mode="reflect", seed=None, device=None, workers=None, progress=False):
     """Functional form of :class:`GriffinLim`."""
     return GriffinLim(n_fft, n_iter, win_length, hop_length, window, power, momentum, length,
                       rand_init, center=center, pad=pad, pad_mode=pad_mode, seed=seed,
-                      device=device)(specgram)
+                      device=device, workers=workers, progress=progress)(specgram)
 
 
 METHODS = ("griffinlim", "admm")
@@ -348,8 +382,8 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
                  win_length=_DEFAULT, power=_DEFAULT, n_iter=32, momentum=0.99, length=None,
                  f_min=_DEFAULT, f_max=_DEFAULT, norm=_DEFAULT, mel_type=_DEFAULT,
                  center=_DEFAULT, pad=_DEFAULT, pad_mode=_DEFAULT, fb=None, solver="nnls",
-                 seed=None, device=None, workers=None, method="griffinlim", rho=None,
-                 sigma=None, inner_steps=None, start_iter=None):
+                 seed=None, device=None, workers=None, progress=False, method="griffinlim",
+                 rho=None, sigma=None, inner_steps=None, start_iter=None):
     """Waveform from a mel spectrogram: :class:`cumel.InverseMelScale`, then :class:`GriffinLim`
     (``method="griffinlim"``, the cascade), or magnitude and phase jointly by ADMM from the
     cascade's answer (``method="admm"``, :mod:`cumel.admm`).
@@ -404,7 +438,11 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
     device : {None, "cpu", "cuda", "auto"}
         Where a NumPy input is computed; both stages run there, the result comes back as NumPy.
     workers : int, optional
-        Threads of the CPU stages (None: all usable cores; 1: the calling thread).
+        Threads of the CPU stages (None: all usable cores; 1: the calling thread); the result's
+        bits do not depend on it.
+    progress : bool, "auto" or callable
+        Progress bars on stderr (tqdm): the inverse mel scale's frames, then Griffin-Lim's
+        iterations; see :class:`cumel.InverseMelScale`.
     method : {"griffinlim", "admm"}, default "griffinlim"
         "griffinlim": nnls magnitude, then fast Griffin-Lim. "admm": the same start, then
         ``n_iter`` iterations of the joint magnitude-and-phase ADMM (:mod:`cumel.admm`).
@@ -439,12 +477,12 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
             given["fb"] = fb
         fe = _frontend(frontend, **given)
         return fe.audio(mel, length=length, n_iter=n_iter, seed=seed, device=device,
-                        workers=workers, momentum=momentum, solver=solver, **joint)
+                        workers=workers, momentum=momentum, solver=solver, progress=progress,
+                        **joint)
     if n_fft is None:
         raise ValueError("n_fft is required without frontend= (the FFT size of the mel's STFT; "
                          "or pass frontend='whisper', 'hifigan', ... for a model's features)")
     opts = dict(_PLAIN, **given)
-    extra = {} if workers is None else {"workers": workers}
     with _backend.foreign_scope(mel, "mel") as (mel, back):
         if getattr(mel, "ndim", 0) < 2:
             raise ValueError(f"mel must have at least 2 dims (..., n_mels, time), got shape "
@@ -452,11 +490,11 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
         gl = GriffinLim(n_fft, n_iter, opts["win_length"], opts["hop_length"],
                         power=opts["power"], momentum=momentum, length=length,
                         center=opts["center"], pad=opts["pad"], pad_mode=opts["pad_mode"],
-                        seed=seed)
+                        seed=seed, workers=workers, progress=progress)
         inverse = InverseMelScale(gl.n_freqs, None if fb is not None else mel.shape[-2],
                                   opts["sample_rate"], opts["f_min"], opts["f_max"],
                                   norm=opts["norm"], mel_type=opts["mel_type"], solver=solver,
-                                  seed=seed, fb=fb, **extra)
+                                  seed=seed, fb=fb, workers=workers, progress=progress)
         if method == "admm":
             from . import admm
             settings = admm.check_settings(n_iter, n_mels=inverse.n_mels, n_freqs=gl.n_freqs,

@@ -42,6 +42,7 @@ Presets (``cumel.frontends()``), each read from the project's own code:
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -442,15 +443,19 @@ class Frontend:
             S = self._spectrogram_packed(f, xp, length, solver, workers)
             return back(to_caller(S.reshape(lead + S.shape[-2:])))
 
-    def _spectrogram_packed(self, f, xp, length, solver, workers):
-        return self._inverse(solver, "cpu" if xp is np else None, workers)(
+    def _spectrogram_packed(self, f, xp, length, solver, workers, progress=False):
+        inverse = self._inverse(solver, "cpu" if xp is np else None, workers)
+        if progress:
+            inverse = copy.copy(inverse)            # the cached transform is shared
+            inverse.progress = progress
+        return inverse(
             self._mel_packed(f, xp, length))
 
     def _inverse(self, solver, device, workers):
         return _inverse_mel_scale(self, solver, device, workers)
 
     def griffin_lim(self, spectrogram, *, length=None, n_iter=32, seed=None, device=None,
-                    momentum=0.99):
+                    momentum=0.99, workers=None):
         """Sound from the front end's spectrogram (:meth:`spectrogram`): fast Griffin-Lim on its
         frame grid and padding, magnitudes ``sqrt(|X|^2)`` (``magnitude_eps`` taken off), peak
         scaled to 1 with ``ref="max"``.
@@ -458,7 +463,7 @@ class Frontend:
         Parameters
         ----------
         spectrogram : array, shape (..., n_stft, T)
-        length, n_iter, seed, device, momentum :
+        length, n_iter, seed, device, momentum, workers :
             As for :meth:`audio` (``length`` is not checked against the frames here: a longer
             one is padded with zeros, as :class:`cumel.GriffinLim` does).
 
@@ -468,24 +473,26 @@ class Frontend:
         """
         with _backend.foreign_scope(spectrogram, "spectrogram") as (spectrogram, back):
             xp, S, to_caller = _backend.select(spectrogram, device)
-            return back(to_caller(self._griffin_lim_xp(S, xp, length, n_iter, seed, momentum)))
+            return back(to_caller(self._griffin_lim_xp(S, xp, length, n_iter, seed, momentum,
+                                                       workers)))
 
-    def _griffin_lim_xp(self, S, xp, length, n_iter, seed, momentum):
+    def _griffin_lim_xp(self, S, xp, length, n_iter, seed, momentum, workers=None,
+                        progress=False):
         power = self.power
         if self.magnitude_eps:               # the magnitude under the front end's + eps
             S = S ** (2.0 / power) if power != 2.0 else S.copy()
             S -= self.magnitude_eps
             xp.maximum(S, 0, out=S)
             power = 2.0
-        y = _griffin_lim(self, n_iter, power, momentum, length, seed)(S)
+        y = _griffin_lim(self, n_iter, power, momentum, length, seed, workers, progress)(S)
         if self.ref == "max":
             peak = xp.abs(y).max(axis=-1, keepdims=True)
             y = y / xp.where(peak > 0, peak, 1)
         return y
 
     def audio(self, features, *, length=None, n_iter=32, seed=None, device=None, workers=None,
-              momentum=0.99, solver="nnls", method="griffinlim", rho=None, sigma=None,
-              inner_steps=None, start_iter=None):
+              momentum=0.99, solver="nnls", progress=False, method="griffinlim", rho=None,
+              sigma=None, inner_steps=None, start_iter=None):
         """Sound from features: :meth:`spectrogram`, then :meth:`griffin_lim`: fast Griffin-Lim
         on the front end's own frame grid and padding, so sample ``i`` of the result lines up
         with sample ``i`` of the audio the features came from. ``method="admm"``: from there,
@@ -510,6 +517,8 @@ class Frontend:
         momentum : float, default 0.99
         solver : str, default "nnls"
             Of :class:`cumel.InverseMelScale`.
+        progress : bool, "auto" or callable
+            Progress bars on stderr (see :class:`cumel.InverseMelScale`).
         method, rho, sigma, inner_steps, start_iter :
             As for :func:`cumel.mel_to_audio` (``n_iter``: the ADMM's outer iterations). The
             ADMM's mel step takes the mel as the mel of ``|X|**power``: a ``magnitude_eps``
@@ -532,16 +541,21 @@ class Frontend:
             xp, f = self._packed(f)
             if method == "admm":
                 y = self._admm_xp(f, xp, length, n_iter, seed, momentum, solver, workers,
-                                  admm_given)
+                                  progress, admm_given)
             else:
-                S = self._spectrogram_packed(f, xp, length, solver, workers)
-                y = self._griffin_lim_xp(S, xp, length, n_iter, seed, momentum)
+                S = self._spectrogram_packed(f, xp, length, solver, workers, progress)
+                y = self._griffin_lim_xp(S, xp, length, n_iter, seed, momentum, workers,
+                                         progress)
             return back(to_caller(y.reshape(lead + (y.shape[-1],))))
 
-    def _admm_xp(self, f, xp, length, n_iter, seed, momentum, solver, workers, admm_given):
+    def _admm_xp(self, f, xp, length, n_iter, seed, momentum, solver, workers, progress,
+                 admm_given):
         from . import admm
         inverse = self._inverse(solver, "cpu" if xp is np else None, workers)
-        gl = _griffin_lim(self, n_iter, self.power, momentum, length, seed)
+        if progress:
+            inverse = copy.copy(inverse)            # the cached transform is shared
+            inverse.progress = progress
+        gl = _griffin_lim(self, n_iter, self.power, momentum, length, seed, workers)
         settings = admm.check_settings(n_iter, n_mels=inverse.n_mels, n_freqs=gl.n_freqs,
                                        **admm_given)
         mel = self._mel_packed(f, xp, length)
@@ -639,11 +653,11 @@ def _inverse_mel_scale(fe, solver, device, workers):
                                **extra)
 
 
-def _griffin_lim(fe, n_iter, power, momentum, length, seed):
+def _griffin_lim(fe, n_iter, power, momentum, length, seed, workers=None, progress=False):
     from .griffin_lim import GriffinLim
     return GriffinLim(fe.n_fft, n_iter, fe.win_length, fe.hop_length, power=power,
                       momentum=momentum, length=length, center=fe.center, pad=fe.pad,
-                      pad_mode=fe.pad_mode, seed=seed)
+                      pad_mode=fe.pad_mode, seed=seed, workers=workers, progress=progress)
 
 
 # -- presets ---------------------------------------------------------------------------------------

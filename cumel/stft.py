@@ -202,7 +202,7 @@ def pad_signal(x, pad, xp):
     return xp.concatenate([head, x, tail], axis=1)
 
 
-def frames_stft(y, n_fft, hop_length, win_length, xp, pad=None):
+def frames_stft(y, n_fft, hop_length, win_length, xp, pad=None, run=None):
     """STFT of a batch of signals, frames-major.
 
     Parameters
@@ -214,6 +214,9 @@ def frames_stft(y, n_fft, hop_length, win_length, xp, pad=None):
         numpy or cupy.
     pad : Padding, optional
         Default ``center=True``'s (reflect, ``n_fft // 2`` each side).
+    run : cumel._threads.Runner, optional
+        Shares the frames' FFTs between threads (NumPy; each frame's transform is the same
+        arithmetic wherever it runs).
 
     Returns
     -------
@@ -234,10 +237,19 @@ def frames_stft(y, n_fft, hop_length, win_length, xp, pad=None):
                      lambda: (np.arange(n_fft)[None, :]
                               + hop_length * np.arange(n_frames)[:, None]).astype(np.int64))
         frames = x[:, idx]
-    return xp.fft.rfft(frames * window, n=n_fft, axis=-1)
+    if run is None or xp is not np:
+        return xp.fft.rfft(frames * window, n=n_fft, axis=-1)
+    out = np.empty((y.shape[0], n_frames, n_fft // 2 + 1),
+                   np.complex64 if y.dtype == np.float32 else np.complex128)
+
+    def transform(a, b):
+        _into(np.fft.rfft, frames[:, a:b] * window, n_fft, out[:, a:b])
+
+    run(transform, n_frames)
+    return out
 
 
-def frames_istft(X, n_fft, hop_length, win_length, length, xp, pad=None):
+def frames_istft(X, n_fft, hop_length, win_length, length, xp, pad=None, run=None):
     """Inverse of :func:`frames_stft`: windowed overlap-add over the squared-window envelope.
 
     Parameters
@@ -247,6 +259,8 @@ def frames_istft(X, n_fft, hop_length, win_length, length, xp, pad=None):
         Output samples; None for :func:`default_length`.
     pad : Padding, optional
         The padding of the forward transform (its ``left`` samples are dropped).
+    run : cumel._threads.Runner, optional
+        Shares the frames' inverse FFTs between threads (NumPy).
 
     Returns
     -------
@@ -260,10 +274,21 @@ def frames_istft(X, n_fft, hop_length, win_length, length, xp, pad=None):
             raise ValueError(f"{T} frames padded by {pad.left} + {pad.right} samples leave no "
                              "signal: pass length")
     real = np.float32 if X.dtype == np.complex64 else np.float64
-    frames = xp.fft.irfft(X, n=n_fft, axis=-1)
-    if frames.dtype != real:
-        frames = frames.astype(real)
-    frames *= _window(xp, n_fft, win_length, real)
+    window = _window(xp, n_fft, win_length, real)
+    if run is None or xp is not np:
+        frames = xp.fft.irfft(X, n=n_fft, axis=-1)
+        if frames.dtype != real:
+            frames = frames.astype(real)
+        frames *= window
+    else:
+        frames = np.empty((B, T, n_fft), real)
+
+        def transform(a, b):
+            part = frames[:, a:b]
+            _into(np.fft.irfft, X[:, a:b], n_fft, part)
+            part *= window
+
+        run(transform, T)
     # overlap-add: chunk r of every frame lands on hop-sized slot t + r
     R = -(-n_fft // hop_length)
     start = pad.left
@@ -278,6 +303,18 @@ def frames_istft(X, n_fft, hop_length, win_length, length, xp, pad=None):
                  lambda: _inverse_envelope(n_fft, hop_length, win_length, T, length,
                                            start).astype(real))
     return y * inv
+
+
+_FFT_OUT = int(np.__version__.split(".")[0]) >= 2       # numpy.fft takes out= since NumPy 2.0
+
+
+def _into(fft, x, n, out):
+    """``out[...] = fft(x, n=n, axis=-1)``, written in place where NumPy allows it (the
+    transforms keep single precision since NumPy 2.0, so the dtypes match)."""
+    if _FFT_OUT:
+        fft(x, n=n, axis=-1, out=out)
+    else:
+        out[...] = fft(x, n=n, axis=-1)
 
 
 # -- public wrappers ----------------------------------------------------------------------------

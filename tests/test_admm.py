@@ -373,3 +373,18 @@ def cstft_power(x, n_fft, hop, pad):
     gl = cumel.GriffinLim(n_fft, hop_length=hop, center=False, pad=pad)
     X = _stft.frames_stft(np.asarray(x, np.float64)[None], n_fft, hop, n_fft, np, gl.framing)[0]
     return (np.abs(X) ** 2).T
+
+
+def test_threads_change_no_bit():
+    w, M = _workload_excerpt(frames=64)
+    batch = np.stack([M, M[:, ::-1].copy(), 0.3 * M])
+    kw = _kw(w, method="admm", n_iter=3, start_iter=2)
+    one = cumel.mel_to_audio(batch, w.n_fft, workers=1, **kw)
+    three = cumel.mel_to_audio(batch, w.n_fft, workers=3, **kw)
+    assert np.array_equal(one, three)
+    gl = cumel.GriffinLim(w.n_fft, hop_length=w.hop, seed=1, workers=3)
+    inverse = InverseMelScale(w.n_stft, w.n_mels, w.sample_rate, w.f_min, w.f_max, norm=w.norm,
+                              mel_type=w.mel_scale, workers=3)
+    settings = admm.check_settings(3, None, None, None, 2, n_mels=w.n_mels, n_freqs=w.n_stft)
+    forced = admm.run(gl, inverse, batch, inverse(batch), settings, np, workers=3)
+    assert np.array_equal(forced, one)

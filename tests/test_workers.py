@@ -140,3 +140,60 @@ def test_dask_blocks_use_one_thread_unless_asked(monkeypatch):
     with dask.config.set(scheduler="threads"):
         cumel.InverseMelScale(201, 128, workers=2)(mel).compute()
     assert seen == [2, 2, 2, 2]
+
+
+# -- Griffin-Lim and mel_to_audio ---------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_griffinlim_bits_do_not_depend_on_workers(dtype):
+    S, _ = audio_pair("speech-201x128", "speech_00")
+    S = S[:, :700].astype(dtype)
+    batch = np.stack([S[:, :350], S[:, 350:]])
+    for kwargs in ({}, {"center": False, "pad": 120}):
+        one = cumel.GriffinLim(400, n_iter=6, hop_length=160, seed=3, workers=1, **kwargs)
+        for workers in (2, 5):
+            many = cumel.GriffinLim(400, n_iter=6, hop_length=160, seed=3, workers=workers,
+                                    **kwargs)
+            np.testing.assert_array_equal(many(S), one(S))
+            np.testing.assert_array_equal(many(batch), one(batch))
+
+
+def test_griffinlim_shares_its_frames_between_threads(monkeypatch):
+    S, _ = audio_pair("speech-201x128", "speech_00")
+    seen = set()
+    rfft = np.fft.rfft
+
+    def record(*args, **kwargs):
+        seen.add(threading.get_ident())
+        return rfft(*args, **kwargs)
+
+    monkeypatch.setattr(np.fft, "rfft", record)
+    cumel.GriffinLim(400, n_iter=2, hop_length=160, seed=0, workers=2)(S)
+    assert len(seen) == 2
+
+
+def test_mel_to_audio_and_front_ends_take_workers():
+    _, M = audio_pair("speech-201x128", "speech_01")
+    M = M[:, :300]
+    one = cumel.mel_to_audio(M, 400, hop_length=160, seed=1, n_iter=4, workers=1)
+    np.testing.assert_array_equal(
+        cumel.mel_to_audio(M, 400, hop_length=160, seed=1, n_iter=4, workers=2), one)
+    fe = cumel.frontend("whisper")
+    features = fe.features(np.random.default_rng(0).standard_normal(16000).astype(np.float32))
+    np.testing.assert_array_equal(fe.audio(features, length=16000, seed=0, n_iter=3, workers=2),
+                                  fe.audio(features, length=16000, seed=0, n_iter=3, workers=1))
+
+
+def test_griffinlim_progress_counts_iterations():
+    S, _ = audio_pair("speech-201x128", "speech_01")
+    counts = []
+    cumel.GriffinLim(400, n_iter=5, hop_length=160, seed=0, progress=counts.append)(S[:, :100])
+    assert sum(counts) == 5
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "all"])
+def test_griffinlim_and_mel_to_audio_reject_bad_workers(bad):
+    with pytest.raises(ValueError, match="workers must be None"):
+        cumel.GriffinLim(400, workers=bad)
+    with pytest.raises(ValueError, match="workers must be None"):
+        cumel.mel_to_audio(np.ones((128, 20), np.float32), 400, workers=bad)

@@ -106,14 +106,14 @@ def failure(job, exc):
 
 
 def audio_of(S, sample_rate, hop_length=None, seed=None, device=None, *, n_iter=32,
-             win_length=None, power=None, length=None):
+             win_length=None, power=None, length=None, workers=None):
     """Fast Griffin-Lim of a spectrogram ``S`` (..., n_stft, T) of ``|STFT|**power`` (power 2
     unless given), with ``n_fft = 2 (n_stft - 1)``: the waveform (..., samples) and the
     :class:`GriffinLim` used."""
     from ..griffin_lim import GriffinLim
     gl = GriffinLim(2 * (S.shape[-2] - 1), n_iter, win_length, hop_length,
                     power=2.0 if power is None else power, length=length, seed=seed,
-                    device=device)
+                    device=device, workers=workers)
     return gl(S), gl
 
 
@@ -121,12 +121,13 @@ def sound(S, settings):
     """The waveform of the spectrogram ``S`` under ``settings`` (``--wav``): Griffin-Lim on the
     front end's grid with ``frontend``, else :func:`audio_of`."""
     audio = dict(settings.audio or {})
-    device = settings.transform.get("device")
+    device, workers = settings.transform.get("device"), settings.transform.get("workers")
     if settings.frontend is not None:
         return settings.frontend.griffin_lim(S, length=audio.get("length"),
                                              n_iter=audio.get("n_iter", 32),
-                                             seed=audio.get("seed"), device=device)
-    return audio_of(S, settings.sample_rate, device=device, **audio)[0]
+                                             seed=audio.get("seed"), device=device,
+                                             workers=workers)
+    return audio_of(S, settings.sample_rate, device=device, workers=workers, **audio)[0]
 
 
 def save_outputs(output, S, settings):
