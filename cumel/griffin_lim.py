@@ -180,6 +180,30 @@ class GriffinLim:
 
     def _call(self, specgram):
         xp, S, to_caller = _backend.select(specgram, self.device)
+        prepared = self.magnitudes(xp, S)
+        if prepared is None:        # an empty batch
+            return to_caller(xp.zeros(self._lead(S) + (self._n_out(S.shape[-1]),),
+                                      self._real(S)))
+        mag, lead, n_out = prepared
+        y = self._iterate(xp, mag, n_out)
+        return to_caller(y.reshape(lead + (n_out,)))
+
+    @staticmethod
+    def _lead(S):
+        return tuple(S.shape[:-2])
+
+    @staticmethod
+    def _real(S):
+        return np.dtype(np.float64) if S.dtype == np.float64 else np.dtype(np.float32)
+
+    def _n_out(self, T):
+        return self.length if self.length is not None else _stft.default_length(
+            T, self.n_fft, self.hop_length, self.framing)
+
+    def magnitudes(self, xp, S):
+        """Validated magnitudes of a spectrogram already on ``xp``: ``(mag, lead, n_out)`` with
+        ``mag`` (B, T, n_freqs) frames-major, a fresh array (float64 for float64 input, float32
+        otherwise), or None for an empty batch."""
         if S.ndim < 2 or S.shape[-2] != self.n_freqs:
             raise ValueError(f"specgram must have shape (..., n_fft // 2 + 1 = {self.n_freqs}, "
                              f"time), got {tuple(S.shape)}")
@@ -191,16 +215,15 @@ class GriffinLim:
             raise ValueError("specgram contains NaN or Inf values")
         if S.size and bool((S < 0).any()):
             raise ValueError("specgram must be non-negative (a magnitude or power spectrogram)")
-        dtype = np.dtype(np.float64) if S.dtype == np.float64 else np.dtype(np.float32)
-        lead, T = tuple(S.shape[:-2]), S.shape[-1]
+        dtype = self._real(S)
+        lead, T = self._lead(S), S.shape[-1]
         B = int(np.prod(lead, dtype=np.int64))
-        n_out = self.length if self.length is not None else _stft.default_length(
-            T, self.n_fft, self.hop_length, self.framing)
+        n_out = self._n_out(T)
         if n_out < 1:
             raise ValueError(f"specgram has too few frames (T={T}) for the padding {self.pad}: "
                              "they cover no sample of the signal; pass length")
         if B == 0:
-            return to_caller(xp.zeros(lead + (n_out,), dtype))
+            return None
         # magnitudes, frames-major (B, T, F), a fresh array: the caller's is never touched
         mag = xp.ascontiguousarray(xp.swapaxes(S.reshape((B, self.n_freqs, T)), 1, 2)).astype(
             dtype, copy=True)
@@ -208,51 +231,71 @@ class GriffinLim:
             xp.sqrt(mag, out=mag)
         elif self.power != 1.0:
             mag **= 1.0 / self.power
-        y = self._iterate(xp, mag, n_out)
-        return to_caller(y.reshape(lead + (n_out,)))
+        return mag, lead, n_out
 
     # -- the iteration -----------------------------------------------------------------------
 
-    def _iterate(self, xp, mag, n_out):
-        B, T, F = mag.shape
-        real = mag.dtype
-        cplx = np.complex64 if real == np.float32 else np.complex128
-        n_fft, hop, win, pad = self.n_fft, self.hop_length, self.win_length, self.framing
-        # inner ISTFTs use ``length`` when it gives T frames back (torchaudio's loop); otherwise
-        # the natural length n_fft + hop * (T - 1) - left - right (hop * (T - 1) centred), and
-        # ``length`` only for the output
+    def inner_length(self, T, n_out, n_iter):
+        """Length of the inner ISTFTs of ``T`` frames: ``n_out`` when it gives ``T`` frames back
+        (torchaudio's loop), else None (the natural ``n_fft + hop * (T - 1) - left - right``,
+        ``hop * (T - 1)`` centred; ``n_out`` is then only the output's). Raises when ``T``
+        frames make no signal longer than the padding and ``n_iter`` iterations would need one."""
+        n_fft, hop, pad = self.n_fft, self.hop_length, self.framing
         shortest = max(pad.left, pad.right) + 1 if pad.mode == "reflect" else 1
         inner = n_out if _stft.frame_count(n_out, n_fft, hop, pad) == T else None
         if inner is not None and inner < shortest:
             inner = None
-        if _stft.default_length(T, n_fft, hop, pad) < shortest and self.n_iter > 0:
+        if _stft.default_length(T, n_fft, hop, pad) < shortest and n_iter > 0:
             what = "n_fft // 2" if pad.center else "the padding"
             raise ValueError(f"specgram has too few frames (T={T}) for n_fft={n_fft} and "
                              f"hop_length={hop}: the signal would not be longer than {what}")
+        return inner
 
-        # NumPy: the frames' FFTs and the update shared between threads, a few frames a thread
-        # at least (fewer would not pay for the hand-over)
+    def istft(self, X, length, xp, run=None):
+        """Frames-major ISTFT (:func:`cumel.stft.frames_istft`) with this transform's STFT and
+        frame grid (``run``: the NumPy threads of :meth:`runner`)."""
+        return _stft.frames_istft(X, self.n_fft, self.hop_length, self.win_length, length, xp,
+                                  self.framing, run)
+
+    def stft(self, y, xp, run=None):
+        """Frames-major STFT (:func:`cumel.stft.frames_stft`) with this transform's STFT and
+        frame grid (``run``: the NumPy threads of :meth:`runner`)."""
+        return _stft.frames_stft(y, self.n_fft, self.hop_length, self.win_length, xp,
+                                 self.framing, run)
+
+    def runner(self, xp, shape):
+        """The threads of the NumPy path for a (B, T, F) batch: a :class:`cumel._threads.Runner`
+        to enter (``with``); pass it as ``run`` where its ``workers > 1``. The frames' FFTs and
+        the update are shared between them, a few frames a thread at least (fewer would not pay
+        for the hand-over)."""
         workers = _threads.resolve_workers(self.workers) if xp is np else 1
-        with _threads.Runner(workers, minimum=max(1, MIN_FRAMES_ELEMENTS // (B * n_fft))) as run, \
+        return _threads.Runner(workers,
+                               minimum=max(1, MIN_FRAMES_ELEMENTS // (shape[0] * self.n_fft)))
+
+    def phases(self, xp, mag, n_iter, inner, run=None, tell=None):
+        """``n_iter`` fast Griffin-Lim iterations on ``mag`` (B, T, F) from :meth:`start`: the
+        last ``X`` (B, T, F), complex (the loop of the module docstring); ``tell(1)`` after
+        each iteration when given."""
+        B, T, F = mag.shape
+        cplx = np.complex64 if mag.dtype == np.float32 else np.complex128
+        X = mag * xp.asarray(self.start((B, T, F)).astype(cplx))
+        alpha = self.momentum / (1.0 + self.momentum)
+        tprev = None
+        for _ in range(n_iter):
+            rebuilt = self.stft(self.istft(X, inner, xp, run), xp, run)
+            X = update(rebuilt, tprev, mag, alpha, xp, run)
+            tprev = rebuilt
+            if tell is not None:
+                tell(1)
+        return X
+
+    def _iterate(self, xp, mag, n_out):
+        inner = self.inner_length(mag.shape[1], n_out, self.n_iter)
+        with self.runner(xp, mag.shape) as runner, \
                 _progress.bar(self.progress, self.n_iter, "it", "cumel griffin-lim") as tell:
-            run = run if workers > 1 else None
-
-            def istft(X, length):
-                return _stft.frames_istft(X, n_fft, hop, win, length, xp, pad, run)
-
-            def stft(y):
-                return _stft.frames_stft(y, n_fft, hop, win, xp, pad, run)
-
-            X = mag * xp.asarray(self.start((B, T, F)).astype(cplx))
-            alpha = self.momentum / (1.0 + self.momentum)
-            tprev = None
-            for _ in range(self.n_iter):
-                rebuilt = stft(istft(X, inner))
-                X = update(rebuilt, tprev, mag, alpha, xp, run)
-                tprev = rebuilt
-                if tell is not None:
-                    tell(1)
-            return istft(X, n_out)
+            run = runner if runner.workers > 1 else None
+            X = self.phases(xp, mag, self.n_iter, inner, run, tell)
+            return self.istft(X, n_out, xp, run)
 
 
 def update(rebuilt, tprev, mag, alpha, xp, run=None):
@@ -305,6 +348,22 @@ def griffinlim(specgram, n_fft=400, n_iter=32, win_length=None, hop_length=None,
                       device=device, workers=workers, progress=progress)(specgram)
 
 
+METHODS = ("griffinlim", "admm")
+
+
+def check_method(method, admm_given):
+    """``method`` in lower case; a ValueError lists the valid ones, or names the ADMM settings
+    (``admm_given``, None where not given) passed to another method."""
+    if not isinstance(method, str) or method.lower() not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}, "
+                         f"got {method!r}")
+    method = method.lower()
+    named = [k for k, v in admm_given.items() if v is not None]
+    if method != "admm" and named:
+        raise ValueError(f"{', '.join(named)} apply to method='admm' only (method={method!r})")
+    return method
+
+
 class _Default:
     """The default of a :func:`mel_to_audio` keyword: its documented value without ``frontend``,
     the front end's own with it (a value given explicitly overrides the front end's)."""
@@ -323,8 +382,11 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
                  win_length=_DEFAULT, power=_DEFAULT, n_iter=32, momentum=0.99, length=None,
                  f_min=_DEFAULT, f_max=_DEFAULT, norm=_DEFAULT, mel_type=_DEFAULT,
                  center=_DEFAULT, pad=_DEFAULT, pad_mode=_DEFAULT, fb=None, solver="nnls",
-                 seed=None, device=None, workers=None, progress=False):
-    """Waveform from a mel spectrogram: :class:`cumel.InverseMelScale`, then :class:`GriffinLim`.
+                 seed=None, device=None, workers=None, progress=False, method="griffinlim",
+                 rho=None, sigma=None, inner_steps=None, start_iter=None):
+    """Waveform from a mel spectrogram: :class:`cumel.InverseMelScale`, then :class:`GriffinLim`
+    (``method="griffinlim"``, the cascade), or magnitude and phase jointly by ADMM from the
+    cascade's answer (``method="admm"``, :mod:`cumel.admm`).
 
     Without ``frontend`` the mel is linear, of ``|STFT|**power`` (power 2: a power spectrogram,
     as ``torchaudio.transforms.MelSpectrogram`` and ``librosa.feature.melspectrogram`` make by
@@ -356,7 +418,9 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
         Samples; defaults ``win_length = n_fft``, ``hop_length = win_length // 4``.
     power : float, default 2.0
     n_iter : int, default 32
+        Griffin-Lim iterations, or ADMM outer iterations (``method="admm"``).
     momentum : float, default 0.99
+        Fast Griffin-Lim momentum (of the ADMM start, too).
     length : int, optional
         Output samples; default what the frames cover (``hop_length * (T - 1)`` centred). With
         ``frontend`` only the frames covering ``length`` are inverted, and a ``length`` longer
@@ -379,12 +443,28 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
     progress : bool, "auto" or callable
         Progress bars on stderr (tqdm): the inverse mel scale's frames, then Griffin-Lim's
         iterations; see :class:`cumel.InverseMelScale`.
+    method : {"griffinlim", "admm"}, default "griffinlim"
+        "griffinlim": nnls magnitude, then fast Griffin-Lim. "admm": the same start, then
+        ``n_iter`` iterations of the joint magnitude-and-phase ADMM (:mod:`cumel.admm`).
+    rho, sigma : float > 0, optional
+        ADMM penalties of the consistency split (``Z = X``) and the mel split (``W = Y``);
+        default ``rho = 0.75 (n_mels / n_freqs)^2`` and ``sigma = 10 rho``
+        (``cumel.admm.default_penalties``). ``method="admm"`` only.
+    inner_steps : int >= 0, optional
+        ADMM: Newton steps of each mel step after its weighted projection (0: the projection
+        alone). ``method="admm"`` only.
+    start_iter : int >= 0, optional
+        ADMM: fast Griffin-Lim iterations of the start. ``method="admm"`` only.
 
     Returns
     -------
     array, shape (..., length)
         float64 for float64 input, else float32; same array type as ``mel``.
     """
+    admm_given = {"rho": rho, "sigma": sigma, "inner_steps": inner_steps,
+                  "start_iter": start_iter}
+    method = check_method(method, admm_given)
+    joint = {} if method == "griffinlim" else dict(method=method, **admm_given)
     given = {k: v for k, v in dict(sample_rate=sample_rate, hop_length=hop_length,
                                    win_length=win_length, power=power, f_min=f_min, f_max=f_max,
                                    norm=norm, mel_type=mel_type, center=center, pad=pad,
@@ -397,7 +477,8 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
             given["fb"] = fb
         fe = _frontend(frontend, **given)
         return fe.audio(mel, length=length, n_iter=n_iter, seed=seed, device=device,
-                        workers=workers, momentum=momentum, solver=solver, progress=progress)
+                        workers=workers, momentum=momentum, solver=solver, progress=progress,
+                        **joint)
     if n_fft is None:
         raise ValueError("n_fft is required without frontend= (the FFT size of the mel's STFT; "
                          "or pass frontend='whisper', 'hifigan', ... for a model's features)")
@@ -414,8 +495,14 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
                                   opts["sample_rate"], opts["f_min"], opts["f_max"],
                                   norm=opts["norm"], mel_type=opts["mel_type"], solver=solver,
                                   seed=seed, fb=fb, workers=workers, progress=progress)
+        if method == "admm":
+            from . import admm
+            settings = admm.check_settings(n_iter, n_mels=inverse.n_mels, n_freqs=gl.n_freqs,
+                                           **admm_given)
         xp, mel_x, to_caller = _backend.select(mel, device)
         S = inverse(mel_x)
+        if method == "admm":
+            return back(to_caller(admm.run(gl, inverse, mel_x, S, settings, xp)))
         return back(to_caller(gl(S)))
 
 

@@ -491,10 +491,12 @@ class Frontend:
         return y
 
     def audio(self, features, *, length=None, n_iter=32, seed=None, device=None, workers=None,
-              momentum=0.99, solver="nnls", progress=False):
+              momentum=0.99, solver="nnls", progress=False, method="griffinlim", rho=None,
+              sigma=None, inner_steps=None, start_iter=None):
         """Sound from features: :meth:`spectrogram`, then :meth:`griffin_lim`: fast Griffin-Lim
         on the front end's own frame grid and padding, so sample ``i`` of the result lines up
-        with sample ``i`` of the audio the features came from.
+        with sample ``i`` of the audio the features came from. ``method="admm"``: from there,
+        magnitude and phase together (:mod:`cumel.admm`) on the same grid.
 
         Parameters
         ----------
@@ -517,6 +519,10 @@ class Frontend:
             Of :class:`cumel.InverseMelScale`.
         progress : bool, "auto" or callable
             Progress bars on stderr (see :class:`cumel.InverseMelScale`).
+        method, rho, sigma, inner_steps, start_iter :
+            As for :func:`cumel.mel_to_audio` (``n_iter``: the ADMM's outer iterations). The
+            ADMM's mel step takes the mel as the mel of ``|X|**power``: a ``magnitude_eps``
+            inside the front end's magnitude (HiFi-GAN's 1e-9) is left out of it.
 
         Returns
         -------
@@ -525,13 +531,39 @@ class Frontend:
             ``ref="max"`` each item is scaled to a peak of 1 (the features hold no absolute
             level).
         """
+        from .griffin_lim import check_method
+        admm_given = {"rho": rho, "sigma": sigma, "inner_steps": inner_steps,
+                      "start_iter": start_iter}
+        method = check_method(method, admm_given)
         with _backend.foreign_scope(features, "features") as (features, back):
             lead = tuple(getattr(features, "shape", ())[:-2])
             xp, f, to_caller = _backend.select(features, device)
             xp, f = self._packed(f)
-            S = self._spectrogram_packed(f, xp, length, solver, workers, progress)
-            y = self._griffin_lim_xp(S, xp, length, n_iter, seed, momentum, workers, progress)
+            if method == "admm":
+                y = self._admm_xp(f, xp, length, n_iter, seed, momentum, solver, workers,
+                                  progress, admm_given)
+            else:
+                S = self._spectrogram_packed(f, xp, length, solver, workers, progress)
+                y = self._griffin_lim_xp(S, xp, length, n_iter, seed, momentum, workers,
+                                         progress)
             return back(to_caller(y.reshape(lead + (y.shape[-1],))))
+
+    def _admm_xp(self, f, xp, length, n_iter, seed, momentum, solver, workers, progress,
+                 admm_given):
+        from . import admm
+        inverse = self._inverse(solver, "cpu" if xp is np else None, workers)
+        if progress:
+            inverse = copy.copy(inverse)            # the cached transform is shared
+            inverse.progress = progress
+        gl = _griffin_lim(self, n_iter, self.power, momentum, length, seed, workers)
+        settings = admm.check_settings(n_iter, n_mels=inverse.n_mels, n_freqs=gl.n_freqs,
+                                       **admm_given)
+        mel = self._mel_packed(f, xp, length)
+        y = admm.run(gl, inverse, mel, inverse(mel), settings, xp)
+        if self.ref == "max":
+            peak = xp.abs(y).max(axis=-1, keepdims=True)
+            y = y / xp.where(peak > 0, peak, 1)
+        return y
 
     # -- description -----------------------------------------------------------------------------
 

@@ -25,9 +25,30 @@
 // The gradient step, the clamp (s = max(t, 0)) and the convergence check are one fused loop:
 // nothing leaves the chip between iterations and the host never synchronises.
 //
+// nnls_prior: the same iteration for the proximal variant (cumel/solvers/nnls.py, "Prior"; the
+// mel step of cumel/admm.py): per bin a centre c and a spread v (each frame's spread divided by
+// its maximum, plus a floor), and everywhere above t replaced by z = c 2^-e + v t:
+//   mu_0 = (A diag(v) A.T + eps I)^-1 (m - A c 2^-e)   J's diag and upper with every bin active,
+//                                                    then Thomas on lane 0
+//   s = max(z, 0);  J = A diag(v (z > 0)) A.T + eps I;  phi'(a) = max(z + a v u, 0).u + ...
+//   stalled = alpha ||v u|| <= tolerance_change ||s||;  out = 2^e max(z, 0)
+//   a frame with m = 0: out = max(c, 0) on the bins no triangle covers, 0 elsewhere
+// c and v stay in global memory (read through the cache at each pass, two more loads and a
+// division a bin): n_freqs doubles a warp would not fit beside the rest at 1025 bins. The prior's
+// per-frame state costs registers: 140-144 a thread (python -m bench kernels), 12 of 64 warps an
+// SM, against nnls_solve's 16; at inner_steps = 0 (the ADMM's default) a frame is the start and
+// one pass, so the launch is short either way.
+// nnls_solve is nnls_frame<T, false>: every operation of the plain iteration as it was, and its
+// registers too (117 on sm_80, 112 on sm_90: the prior is an empty type there).
+//
 // Launch design and cost model.
 // cost nnls_solve: frame_bytes = (n_mels + n_freqs) * item + 16; frame_flops = 4 * (n_mels + n_freqs)
 // cost nnls_solve: step_bytes = 0; step_flops = 32 * n_freqs + 24 * n_mels; math = fp64
+// cost nnls_prior: frame_bytes = (n_mels + 3 * n_freqs) * item + 16
+// cost nnls_prior: frame_flops = 10 * n_freqs + 8 * n_mels; step_bytes = 8 * n_freqs * item
+// cost nnls_prior: step_flops = 48 * n_freqs + 24 * n_mels; math = fp64
+//   (the prior adds its two inputs once a frame and, from the cache, again at each pass: ~4
+//   passes a step; at inner_steps = 0 a frame costs the start and one pass for F)
 //   (a step: a Newton step with a full step taken; each line-search pass adds ~12 n_freqs flops.
 //   Per frame the mel in, the spectrum, step count and KKT residual out; the state never leaves
 //   the chip. By this count an H100 would allow ~1e9 frames/s: the kernel is latency bound,
@@ -87,19 +108,62 @@ struct NnlsPiece {
     double value, slope, left, right;
 };
 
+// The prior of one frame (nnls_prior): where its centre and spread are, and how they are scaled.
+// Without one (nnls_solve: the empty specialisation below) z(j, t) is t and step(j, u) is u, the
+// plain iteration's values, and nothing is passed or kept.
+template <typename T, bool kPrior>
+struct NnlsPrior {
+    const T* __restrict__ center;
+    const T* __restrict__ spread;
+    long long sb, sj, st;   // strides (B, rows, T) shared by center and spread
+    double floor;
+    long long f;            // the frame
+    int n_time, exponent;
+    double v_max;           // the frame's largest spread
+
+    __device__ __forceinline__ long long at(int j) const {
+        return strided_index(f, j, n_time, sb, sj, st);
+    }
+    __device__ __forceinline__ double c(int j) const {   // c 2^-e
+        return ldexp(static_cast<double>(center[at(j)]), -exponent);
+    }
+    __device__ __forceinline__ double v(int j) const {   // normalised spread
+        const double raw = static_cast<double>(spread[at(j)]);
+        return (v_max > 0.0 ? raw / v_max : 1.0) + floor;
+    }
+    __device__ __forceinline__ double z(int j, double t) const {
+        if (!kPrior) return t;
+        return t * v(j) + c(j);                          // NumPy: t *= v; t += c
+    }
+    __device__ __forceinline__ double step(int j, double u) const {
+        if (!kPrior) return u;
+        return v(j) * u;
+    }
+};
+
+template <typename T>
+struct NnlsPrior<T, false> {
+    __device__ __forceinline__ double c(int) const { return 0.0; }
+    __device__ __forceinline__ double v(int) const { return 1.0; }
+    __device__ __forceinline__ double z(int, double t) const { return t; }
+    __device__ __forceinline__ double step(int, double u) const { return u; }
+};
+
+template <typename T, bool kPrior>
 __device__ NnlsPiece nnls_piece(double c, double a_lo, double a_hi, const NnlsWarpState& st,
                                 const int* __restrict__ lo, const double* __restrict__ w_lo,
                                 const double* __restrict__ w_hi, int n_freqs, double c0, double c1,
-                                int lane) {
+                                const NnlsPrior<T, kPrior> pr, int lane) {
     double value = 0.0, slope = 0.0, left = a_lo, right = a_hi;
     for (int j = lane; j < n_freqs; j += 32) {
-        const double t = rmatvec_bin(lo, w_lo, w_hi, st.mu, j);
+        const double t = pr.z(j, rmatvec_bin(lo, w_lo, w_hi, st.mu, j));
         const double u = rmatvec_bin(lo, w_lo, w_hi, st.delta, j);
-        const double x = t + c * u;
+        const double su = pr.step(j, u);                 // z moves by su per unit of alpha
+        const double x = t + c * su;
         value += relu(x) * u;
-        if (x > 0.0 || (x == 0.0 && u > 0.0)) slope += u * u;  // active just right of c
-        if (u != 0.0) {
-            const double b = -t / u;
+        if (x > 0.0 || (x == 0.0 && su > 0.0)) slope += su * u;  // active just right of c
+        if (su != 0.0) {
+            const double b = -t / su;
             if (b > a_lo && b <= c) left = fmax(left, b);
             if (b > c && b < a_hi) right = fmin(right, b);
         }
@@ -112,7 +176,7 @@ __device__ NnlsPiece nnls_piece(double c, double a_lo, double a_hi, const NnlsWa
     return piece;
 }
 
-template <typename T>
+template <typename T, bool kPrior>
 __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, long long mel_sb,
                            long long mel_sk, long long mel_st, T* __restrict__ out,
                            long long out_sb, long long out_sj, long long out_st,
@@ -124,7 +188,7 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
                            const double* __restrict__ start_upper_scaled,
                            const double* __restrict__ start_upper, double eps, long long step_cap,
                            double tolerance_loss, double tolerance_change,
-                           const NnlsWarpState& st, int lane) {
+                           const NnlsWarpState& st, NnlsPrior<T, kPrior> pr, int lane) {
     const int n_words = (n_freqs + 31) / 32;
 
     // ---- load m, rescale it exactly by a power of two (max |m| in [0.5, 1)), ||m|| ----
@@ -147,13 +211,62 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
         st.delta[n_mels] = 0.0;
     }
     const double m_norm = sqrt(warp_sum(m_sq));
+    if constexpr (kPrior) {
+        pr.f = f;
+        pr.n_time = n_time;
+        pr.exponent = exponent;
+        double v_max = 0.0;
+        for (int j = lane; j < n_freqs; j += 32) {
+            v_max = fmax(v_max, static_cast<double>(pr.spread[pr.at(j)]));
+        }
+        pr.v_max = warp_max(v_max);
+    }
     __syncwarp();
 
     long long it_count = 0;
     double kkt = 0.0;
+    if constexpr (kPrior) {
+      if (m_norm > 0.0) {
+        // ---- mu_0 = (A diag(v) A.T + eps I)^-1 (m - A c 2^-e): per mel, then Thomas ----
+        for (int k = lane; k < n_mels; k += 32) {
+            double ac = 0.0, dg = 0.0, up = 0.0;
+            for (long long j = row_start[k]; j < row_start[k + 1]; ++j) {       // lo[j] == k
+                const int jj = static_cast<int>(j);
+                const double v = pr.v(jj);
+                ac += w_lo[j] * pr.c(jj);
+                dg += (w_lo[j] * w_lo[j]) * v;
+                up += (w_lo[j] * w_hi[j]) * v;
+            }
+            if (k > 0) {
+                for (long long j = row_start[k - 1]; j < row_start[k]; ++j) {   // lo[j] == k-1
+                    const int jj = static_cast<int>(j);
+                    ac += w_hi[j] * pr.c(jj);
+                    dg += (w_hi[j] * w_hi[j]) * pr.v(jj);
+                }
+            }
+            st.F[k] = st.m[k] - ac;          // the right-hand side, in F until the loop fills it
+            st.diag[k] = dg + eps;
+            st.upper[k] = up;
+        }
+        __syncwarp();
+        if (lane == 0) {
+            double inv_pivot = 1.0 / st.diag[0];
+            st.upper_scaled[0] = st.upper[0] * inv_pivot;
+            double y = st.F[0] * inv_pivot;
+            st.mu[0] = y;
+            for (int k = 1; k < n_mels; ++k) {
+                inv_pivot = 1.0 / (st.diag[k] - st.upper[k - 1] * st.upper_scaled[k - 1]);
+                st.upper_scaled[k] = st.upper[k] * inv_pivot;
+                y = (st.F[k] - st.upper[k - 1] * y) * inv_pivot;
+                st.mu[k] = y;
+            }
+            for (int k = n_mels - 2; k >= 0; --k) st.mu[k] -= st.upper_scaled[k] * st.mu[k + 1];
+        }
+      }
+    }
     if (m_norm > 0.0) {
         // ---- mu_0 = (A A.T + eps I)^-1 m with the cached factors (lane 0: sequential) ----
-        if (lane == 0) {
+        if (lane == 0 && !kPrior) {
             double y = st.m[0] * start_inv_pivot[0];
             st.mu[0] = y;
             for (int k = 1; k < n_mels; ++k) {
@@ -174,7 +287,7 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
             bool changed = false;
             for (int w = 0; w < n_words; ++w) {
                 const int j = w * 32 + lane;
-                const bool pos = j < n_freqs && rmatvec_bin(lo, w_lo, w_hi, st.mu, j) > 0.0;
+                const bool pos = j < n_freqs && pr.z(j, rmatvec_bin(lo, w_lo, w_hi, st.mu, j)) > 0.0;
                 const unsigned word = __ballot_sync(CUMEL_FULL_MASK, pos);
                 changed |= word != st.mask_prev[w];
                 if (lane == 0) st.mask[w] = word;
@@ -186,19 +299,31 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
             for (int k = lane; k < n_mels; k += 32) {
                 double as = 0.0, dg = 0.0, up = 0.0;
                 for (long long j = row_start[k]; j < row_start[k + 1]; ++j) {       // lo[j] == k
-                    const double t = rmatvec_bin(lo, w_lo, w_hi, st.mu, static_cast<int>(j));
+                    const int jj = static_cast<int>(j);
+                    const double t = pr.z(jj, rmatvec_bin(lo, w_lo, w_hi, st.mu, jj));
                     if (t > 0.0) {
                         as += w_lo[j] * t;
-                        dg += w_lo[j] * w_lo[j];
-                        up += w_lo[j] * w_hi[j];
+                        if (kPrior) {
+                            const double v = pr.v(jj);
+                            dg += (w_lo[j] * w_lo[j]) * v;
+                            up += (w_lo[j] * w_hi[j]) * v;
+                        } else {
+                            dg += w_lo[j] * w_lo[j];
+                            up += w_lo[j] * w_hi[j];
+                        }
                     }
                 }
                 if (k > 0) {
                     for (long long j = row_start[k - 1]; j < row_start[k]; ++j) {   // lo[j] == k-1
-                        const double t = rmatvec_bin(lo, w_lo, w_hi, st.mu, static_cast<int>(j));
+                        const int jj = static_cast<int>(j);
+                        const double t = pr.z(jj, rmatvec_bin(lo, w_lo, w_hi, st.mu, jj));
                         if (t > 0.0) {
                             as += w_hi[j] * t;
-                            dg += w_hi[j] * w_hi[j];
+                            if (kPrior) {
+                                dg += (w_hi[j] * w_hi[j]) * pr.v(jj);
+                            } else {
+                                dg += w_hi[j] * w_hi[j];
+                            }
                         }
                     }
                 }
@@ -253,12 +378,13 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
             const double slope0 = warp_sum(slope_part);  // phi'(0) = F.delta < 0
             double s_sq = 0.0, u_sq = 0.0, dphi1 = 0.0;
             for (int j = lane; j < n_freqs; j += 32) {
-                const double t = rmatvec_bin(lo, w_lo, w_hi, st.mu, j);
+                const double t = pr.z(j, rmatvec_bin(lo, w_lo, w_hi, st.mu, j));
                 const double u = rmatvec_bin(lo, w_lo, w_hi, st.delta, j);
+                const double su = pr.step(j, u);
                 const double s = relu(t);
                 s_sq += s * s;
-                u_sq += u * u;
-                dphi1 += relu(t + u) * u;
+                u_sq += su * su;
+                dphi1 += relu(t + su) * u;
             }
             s_sq = warp_sum(s_sq);
             u_sq = warp_sum(u_sq);
@@ -278,8 +404,8 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
                     const double step = hi_val - lo_val;
                     double c = step > 0.0 ? a_lo - lo_val * width / step : a_lo + 0.5 * width;
                     c = fmin(fmax(c, a_lo), a_hi);
-                    const NnlsPiece p = nnls_piece(c, a_lo, a_hi, st, lo, w_lo, w_hi, n_freqs, c0,
-                                                   c1, lane);
+                    const NnlsPiece p = nnls_piece<T, kPrior>(c, a_lo, a_hi, st, lo, w_lo, w_hi,
+                                                              n_freqs, c0, c1, pr, lane);
                     const double root = c - p.value / p.slope;
                     if (root >= p.left && root <= p.right) {
                         alpha = root;                 // phi' is linear on [left, right]
@@ -311,9 +437,12 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
         __syncwarp();
     }
 
-    // ---- out = max(A.T mu, 0), every bin of the frame written ----
+    // ---- out = max(A.T mu, 0) (nnls_prior: max(z, 0)), every bin of the frame written ----
     for (int j = lane; j < n_freqs; j += 32) {
-        const double t = rmatvec_bin(lo, w_lo, w_hi, st.mu, j);
+        double t = pr.z(j, rmatvec_bin(lo, w_lo, w_hi, st.mu, j));
+        if (kPrior && !(m_norm > 0.0)) {    // m = 0: the free bins keep max(c, 0), the rest 0
+            t = (w_lo[j] == 0.0 && w_hi[j] == 0.0) ? pr.c(j) : 0.0;
+        }
         out[strided_index(f, j, n_time, out_sb, out_sj, out_st)] = static_cast<T>(ldexp(relu(t), exponent));
     }
     if (lane == 0) {
@@ -356,13 +485,68 @@ __global__ void nnls_solve(const T* __restrict__ mel, long long n_frames, int n_
     st.upper_scaled = base + 6 * (n_mels + 1);
     st.mask = reinterpret_cast<unsigned*>(base + 7 * (n_mels + 1));
     st.mask_prev = st.mask + n_words;
-
+    const cumel::NnlsPrior<T, false> none{};
     const long long first = static_cast<long long>(blockIdx.x) * warps_per_block + warp;
     const long long stride = static_cast<long long>(gridDim.x) * warps_per_block;
     for (long long f = first; f < n_frames; f += stride) {
-        cumel::nnls_frame<T>(mel, f, n_time, mel_sb, mel_sk, mel_st, out, out_sb, out_sj, out_st,
-                             iterations, kkt, n_mels, n_freqs, lo, w_lo, w_hi, row_start,
-                             start_inv_pivot, start_upper_scaled, start_upper, eps, step_cap,
-                             tolerance_loss, tolerance_change, st, lane);
+        cumel::nnls_frame<T, false>(mel, f, n_time, mel_sb, mel_sk, mel_st, out, out_sb, out_sj,
+                                    out_st, iterations, kkt, n_mels, n_freqs, lo, w_lo, w_hi,
+                                    row_start, start_inv_pivot, start_upper_scaled, start_upper,
+                                    eps, step_cap, tolerance_loss, tolerance_change, st, none,
+                                    lane);
+    }
+}
+
+// The proximal variant: nnls_solve's arguments, then the centre and spread (B, n_freqs, T) with
+// their common strides and the floor of the normalised spread. The start factors are unused
+// (each frame factorises its own A diag(v) A.T + eps I); they stay in the list so that both
+// kernels are launched alike.
+template <typename T>
+__global__ void nnls_prior(const T* __restrict__ mel, long long n_frames, int n_time,
+                           long long mel_sb, long long mel_sk, long long mel_st,
+                           T* __restrict__ out, long long out_sb, long long out_sj,
+                           long long out_st, long long* __restrict__ iterations,
+                           double* __restrict__ kkt, int n_mels, int n_freqs,
+                           const int* __restrict__ lo, const double* __restrict__ w_lo,
+                           const double* __restrict__ w_hi, const long long* __restrict__ row_start,
+                           const double* __restrict__ start_inv_pivot,
+                           const double* __restrict__ start_upper_scaled,
+                           const double* __restrict__ start_upper, double eps, long long step_cap,
+                           double tolerance_loss, double tolerance_change,
+                           const T* __restrict__ center, const T* __restrict__ spread,
+                           long long prior_sb, long long prior_sj, long long prior_st,
+                           double floor) {
+    extern __shared__ double cumel_shared[];
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int warps_per_block = blockDim.x >> 5;
+    const int n_words = (n_freqs + 31) / 32;
+    const int doubles_per_warp = 7 * (n_mels + 1) + n_words;  // 2 n_words unsigned = n_words doubles
+    double* base = cumel_shared + static_cast<long long>(warp) * doubles_per_warp;
+    cumel::NnlsWarpState st;
+    st.m = base;
+    st.mu = base + (n_mels + 1);
+    st.F = base + 2 * (n_mels + 1);
+    st.delta = base + 3 * (n_mels + 1);
+    st.diag = base + 4 * (n_mels + 1);
+    st.upper = base + 5 * (n_mels + 1);
+    st.upper_scaled = base + 6 * (n_mels + 1);
+    st.mask = reinterpret_cast<unsigned*>(base + 7 * (n_mels + 1));
+    st.mask_prev = st.mask + n_words;
+    cumel::NnlsPrior<T, true> prior{};
+    prior.center = center;
+    prior.spread = spread;
+    prior.sb = prior_sb;
+    prior.sj = prior_sj;
+    prior.st = prior_st;
+    prior.floor = floor;
+    const long long first = static_cast<long long>(blockIdx.x) * warps_per_block + warp;
+    const long long stride = static_cast<long long>(gridDim.x) * warps_per_block;
+    for (long long f = first; f < n_frames; f += stride) {
+        cumel::nnls_frame<T, true>(mel, f, n_time, mel_sb, mel_sk, mel_st, out, out_sb, out_sj,
+                                   out_st, iterations, kkt, n_mels, n_freqs, lo, w_lo, w_hi,
+                                   row_start, start_inv_pivot, start_upper_scaled, start_upper,
+                                   eps, step_cap, tolerance_loss, tolerance_change, st, prior,
+                                   lane);
     }
 }

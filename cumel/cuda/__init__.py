@@ -14,9 +14,10 @@ One file per part:
     into chunks that fit, resident or streamed through the device on two streams.
 ``filterbank``
     The sparse filterbank on the device, cached on the transform's Plan.
-``nnls``, ``lstsq``, ``sgd``, ``griffinlim``
+``nnls``, ``lstsq``, ``sgd``, ``griffinlim``, ``admm``
     One per kernel family: its device constants and its launches (``sgd``: the torchaudio and
-    MindSpore solvers, which take the whole batch; ``griffinlim``: the fused update).
+    MindSpore solvers, which take the whole batch; ``griffinlim``: the fused update; ``admm``:
+    the fused update of ``cumel.admm`` and its mel step, the prior variant of nnls).
 
 Everything runs on the current device and CuPy's current stream: the caller
 (``InverseMelScale.__call__``) enters the input's device first. Device copies of the
@@ -29,6 +30,7 @@ CuPy is imported inside the functions: importing this package without CuPy is ha
 """
 from __future__ import annotations
 
+from .admm import admm_update, nnls_prior
 from .chunks import CHUNK_TARGET_BYTES, STREAMS, chunk_slabs, frames_per_chunk, solve, solve_host
 from .compile import (CXX_OPTIONS, KERNELS, _kernel, _kernel_on, _module, compile_options,
                       kernel_dir, kernel_source, module_code)
@@ -40,7 +42,8 @@ from .memory import DEVICE_FRACTION, DeviceMemoryError, memory_available
 from .sgd import iterations_per_launch
 
 __all__ = [
-    "solve", "solve_host", "griffinlim_update", "DeviceMemoryError", "DeviceLimitError",
+    "solve", "solve_host", "griffinlim_update", "admm_update", "nnls_prior",
+    "DeviceMemoryError", "DeviceLimitError",
     "KERNELS", "CXX_OPTIONS", "kernel_dir", "kernel_source", "module_code", "compile_options",
     "chunk_slabs", "frames_per_chunk", "iterations_per_launch", "memory_available",
     "nnls_shared_bytes", "sgd_shared_bytes", "lstsq_shared_bytes", "shared_layout",

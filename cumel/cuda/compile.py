@@ -23,12 +23,14 @@ from .. import _backend
 
 # (source file, cooperative launch?) -> the instantiations compiled from it
 KERNELS = {
-    ("nnls.cu", False): ("nnls_solve<float>", "nnls_solve<double>"),
+    ("nnls.cu", False): ("nnls_solve<float>", "nnls_solve<double>", "nnls_prior<float>",
+                         "nnls_prior<double>"),
     ("lstsq.cu", False): ("lstsq_apply<float>", "lstsq_apply<double>"),
     ("sgd.cu", True): ("torchaudio_sgd<float>", "torchaudio_sgd<double>"),
     ("sgd.cu", False): ("torchaudio_sgd<float>", "torchaudio_sgd<double>",
                         "mindspore_gd<float>", "mindspore_gd<double>"),
     ("griffinlim.cu", False): ("griffinlim_update<float>", "griffinlim_update<double>"),
+    ("admm.cu", False): ("admm_update<float>", "admm_update<double>"),
 }
 CXX_OPTIONS = ("-std=c++17",)
 

@@ -64,6 +64,27 @@ up to rounding, and the sign of a rounding-level value must not pick the step.  
 the active set is right the Newton step is exact, so the iteration ends in a handful of steps
 (2-10 on average, at most ~20, on real audio).
 
+Prior (the proximal variant, ``prior=``).  Given per-bin ``c`` (a centre, in the units of ``s``)
+and ``v > 0`` (a spread), the same machinery solves::
+
+    minimise_s  1/2 ||A s - m||^2 + eps/2 sum_j (s_j - c_j)^2 / v_j     subject to  s >= 0
+
+i.e. among the (near) exact non-negative solutions, the one nearest to ``c`` in the metric
+``diag(1 / v)`` instead of the least-norm one.  Everything above holds with ``t = A.T mu``
+replaced by ``z = c + v t``::
+
+    s(mu) = max(c + v A.T mu, 0);   F = A s + eps mu - m;   J = A diag(v (z > 0)) A.T + eps I
+    mu_0  = (A diag(v) A.T + eps I)^-1 (m - A c)        (the exact answer if no bin clamps)
+    phi'(a) = max(z + a v u, 0).u + c0 + a c1;   stalled = alpha ||v u|| <= tolerance_change ||s||
+
+``J`` is tridiagonal still, the line search exact still (breakpoints ``-z_j / (v_j u_j)``).  ``c``
+is rescaled with ``m`` (``s(2^k m, 2^k c) = 2^k s(m, c)``); ``v`` is scale-free: each frame's is
+divided by its maximum (all ones where that is 0) and ``floor`` added, so no bin is frozen and
+``eps`` keeps its meaning.  A frame with ``m = 0`` gets ``max(c, 0)`` on the bins no triangle
+covers and 0 elsewhere, the exact answer.  ``c = 0`` and ``v = 1`` is the plain problem; without a
+prior every operation above is the plain iteration's, bit for bit.  ``cumel.admm`` uses it as its
+mel step (``cap = 0``: ``s(mu_0)``, the weighted projection clamped at 0).
+
 The arithmetic is float64 for float32 and float64 input alike (a frame's state is tiny; the
 dual is ill-conditioned by design), and the result is cast to the input dtype.  Frames are
 columns (vectors along axis 0, as in a mel spectrogram), so every step is a vectorised operation
@@ -72,7 +93,7 @@ in any chunk and on any worker thread, and a converged frame drops out of the wo
 """
 from __future__ import annotations
 
-import threading
+import queue
 
 import numpy as np
 
@@ -97,6 +118,23 @@ def step_bound(n_mels):
     frame from holding its warp (or the CPU loop) for ``max_iter = 100000`` steps.
     """
     return 4 * int(n_mels) + 32
+
+
+class Prior:
+    """The centre and spread of the proximal variant (module docstring, "Prior").
+
+    Parameters
+    ----------
+    center : ndarray, shape (B, n_freqs, T)
+        ``c``, any real dtype and strides; read only.
+    spread : ndarray, shape (B, n_freqs, T)
+        ``v >= 0`` up to a per-frame factor (each frame's is divided by its maximum); read only.
+    floor : float, default 0.0
+        Added to the normalised spread.
+    """
+
+    def __init__(self, center, spread, floor=0.0):
+        self.center, self.spread, self.floor = center, spread, float(floor)
 
 
 class NnlsPlan:
@@ -309,14 +347,15 @@ def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
 
 
 def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, workers=1,
-               progress=None):
+               progress=None, prior=None, scratch=None):
     """Solve every frame of ``mel`` into ``out``, a cache-sized chunk of frames at a time.
 
     Memory: ``out`` is the only array that grows with the batch (besides two numbers a frame);
-    each worker thread has one chunk's work arrays, allocated once per call, into which it
-    gathers its frames (in float64), solves them and from which it writes them into ``out`` in
-    ``out.dtype``.  Chunks cannot change a result, since no operation mixes frames, so neither
-    can the number of threads that solve them.
+    each chunk being solved has one set of work arrays (at most ``workers`` sets, allocated once
+    per call, or kept in ``scratch`` between calls), into which it gathers its frames (in
+    float64), solves them and from which it writes them into ``out`` in ``out.dtype``.  Chunks
+    cannot change a result, since no operation mixes frames, so neither can the number of
+    threads that solve them, nor which set of work arrays a chunk gets.
 
     Parameters
     ----------
@@ -338,6 +377,13 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
         the calling thread.
     progress : callable or None
         Called with the number of frames of each chunk solved (from the worker threads).
+    prior : Prior or None
+        Solve the proximal variant (module docstring, "Prior") with this centre and spread,
+        gathered chunk by chunk like ``mel``; None: the plain problem.
+    scratch : dict or None
+        Keeps the work arrays between calls of the same plan and shapes (a caller that solves
+        again and again, as the ADMM's mel step, holds one dict): fresh multi-megabyte arrays
+        cost their page faults on every call.  None: allocated for this call only.
 
     Returns
     -------
@@ -350,11 +396,11 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
     cap = min(int(max_iter), step_bound(plan.n_mels))
     iterations = np.zeros((B, T), dtype=np.int64)
     kkt = np.zeros((B, T))
-    chunks = chunk_bounds(B * T, plan.sparse.n_freqs, workers)
+    chunks = chunk_bounds(B * T, plan.sparse.n_freqs, workers, uniform=cap == 0)
     if not chunks:
         return iterations, kkt
     capacity = max(b - a for a, b in chunks)
-    local = threading.local()
+    works = _work_sets(scratch, plan, capacity, prior is not None)
     errors = np.geterr()          # the caller's floating-point error handling, for every thread
 
     def run(bounds):
@@ -362,15 +408,28 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
             solve_chunk(bounds)
 
     def solve_chunk(bounds):
-        work = getattr(local, "work", None)
-        if work is None:
-            work = local.work = _Work(plan, capacity)
+        work = works.take()
+        try:
+            _solve_chunk(work, bounds)
+        finally:
+            works.give_back(work)
+
+    def _solve_chunk(work, bounds):
         a, b = bounds
         n = b - a
         m = work.mel_view("m", n)
         for frames, b_index, t0, t1 in _slabs(a, b, T):
             np.copyto(m[:, frames], mel[b_index, :, t0:t1], casting="unsafe")
-        s, it, kk = _solve_frames(plan, work, n, cap, tolerance_loss, tolerance_change)
+            if prior is not None:       # bins in the plan's run-major order
+                c = work.bin_view("c", n)
+                c[:, frames] = prior.center[b_index, :, t0:t1][plan.order]
+                v = work.bin_view("v", n)
+                if prior.spread is prior.center:
+                    np.copyto(v[:, frames], c[:, frames])
+                else:
+                    v[:, frames] = prior.spread[b_index, :, t0:t1][plan.order]
+        s, it, kk = _solve_frames(plan, work, n, cap, tolerance_loss, tolerance_change,
+                                  None if prior is None else prior.floor)
         for frames, b_index, t0, t1 in _slabs(a, b, T):
             out[b_index, :, t0:t1] = s[:, frames]
             iterations[b_index, t0:t1] = it[frames]
@@ -380,6 +439,35 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
 
     map_chunks(run, chunks, workers)
     return iterations, kkt
+
+
+class _WorkSets:
+    """Sets of work arrays for chunks of up to ``capacity`` frames: a chunk takes a free one (or
+    a new one: at most as many as chunks run at once) and gives it back."""
+
+    def __init__(self, plan, capacity, prior):
+        self.key = (plan, capacity, prior)
+        self.free = queue.SimpleQueue()
+
+    def take(self):
+        try:
+            return self.free.get_nowait()
+        except queue.Empty:
+            return _Work(*self.key)
+
+    def give_back(self, work):
+        self.free.put(work)
+
+
+def _work_sets(scratch, plan, capacity, prior):
+    """The caller's kept :class:`_WorkSets` when it fits (same plan and prior, enough capacity),
+    else a new one (kept in ``scratch`` if given)."""
+    if scratch is None:
+        return _WorkSets(plan, capacity, prior)
+    kept = scratch.get("nnls")
+    if kept is None or kept.key[0] is not plan or kept.key[2] != prior or kept.key[1] < capacity:
+        kept = scratch["nnls"] = _WorkSets(plan, capacity, prior)
+    return kept
 
 
 def _slabs(a, b, T):
@@ -393,15 +481,18 @@ def _slabs(a, b, T):
         f += t1 - t0
 
 
-def chunk_bounds(n_frames, n_freqs, workers):
+def chunk_bounds(n_frames, n_freqs, workers, uniform=False):
     """``[(start, stop), ...]``: near-equal runs of frames, at most ``CHUNK_ELEMENTS // n_freqs``
     a chunk; with several threads, at least ``CHUNKS_PER_WORKER`` chunks a thread where that
     leaves ``MIN_CHUNK_ELEMENTS`` a chunk (frames differ in cost: several chunks a thread even
-    out the load, and much smaller chunks would spend their time in per-call overhead)."""
+    out the load, and much smaller chunks would spend their time in per-call overhead).
+    ``uniform``: every frame costs the same (no Newton step, ``max_iter = 0``), so one chunk a
+    thread is enough."""
     chunk = max(1, CHUNK_ELEMENTS // n_freqs)
     if workers > 1:
         smallest = max(1, MIN_CHUNK_ELEMENTS // n_freqs)
-        chunk = min(chunk, max(smallest, -(-n_frames // (CHUNKS_PER_WORKER * workers))),
+        per_worker = 1 if uniform else CHUNKS_PER_WORKER
+        chunk = min(chunk, max(smallest, -(-n_frames // (per_worker * workers))),
                     max(1, -(-n_frames // workers)))
     n_chunks = -(-n_frames // chunk)
     edges = np.linspace(0, n_frames, n_chunks + 1).astype(np.int64)
@@ -418,13 +509,15 @@ class _Work:
     """
 
     _BIN_FLOAT = ("t", "s", "u", "x", "y", "s_out")
+    _BIN_PRIOR = ("c", "v", "w", "w_cols")     # centre, spread, v u and its searched columns
     _BIN_BOOL = ("d", "d_prev", "d_one", "cross")
     _MEL = ("m", "mu", "F", "delta", "tmp", "diag", "upper", "a_lo")
 
-    def __init__(self, plan, capacity):
+    def __init__(self, plan, capacity, prior=False):
         self.n_freqs, self.n_mels, self.capacity = plan.sparse.n_freqs, plan.n_mels, capacity
         size_bins, size_mels = self.n_freqs * capacity, self.n_mels * capacity
-        self.flat = {name: np.empty(size_bins) for name in self._BIN_FLOAT}
+        names = self._BIN_FLOAT + (self._BIN_PRIOR if prior else ())
+        self.flat = {name: np.empty(size_bins) for name in names}
         self.flat.update({name: np.empty(size_bins, dtype=bool) for name in self._BIN_BOOL})
         self.flat.update({name: np.empty(size_mels) for name in self._MEL})
         self.tridiag = _CyclicReduction(self.n_mels, capacity)
@@ -452,9 +545,34 @@ class _Work:
         return views
 
 
-def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change):
+def _tridiag_into(plan, d, x, a_lo, a_hi, tmp, diag, upper):
+    """``diag``, ``upper`` <- the tridiagonal ``A diag(d) A.T`` of run-major bin weights ``d``
+    (n_freqs, n); ``x``, ``a_lo``, ``a_hi``, ``tmp`` are scratch."""
+    wt = plan.weights
+    np.multiply(d, wt["w_lo2"], out=x)
+    plan.to_mel_order(plan.run_sums(x, a_lo), diag)
+    np.multiply(d, wt["w_hi2"], out=x)
+    plan.to_mel_order(plan.run_sums(x, a_hi), tmp)
+    diag[1:] += tmp[:-1]
+    np.multiply(d, wt["w_lohi"], out=x)
+    plan.to_mel_order(plan.run_sums(x, a_lo), upper)
+
+
+def _matvec_into(plan, s, x, a_lo, a_hi, tmp, out):
+    """``out`` <- ``A s`` for run-major ``s`` (n_freqs, n); ``x``, ``a_lo``, ``a_hi``, ``tmp``
+    are scratch."""
+    wt = plan.weights
+    np.multiply(s, wt["w_lo"], out=x)
+    plan.to_mel_order(plan.run_sums(x, a_lo), out)
+    np.multiply(s, wt["w_hi"], out=x)
+    plan.to_mel_order(plan.run_sums(x, a_hi), tmp)
+    out[1:] += tmp[:-1]
+
+
+def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=None):
     """The iteration of the module docstring on the ``N`` frames in ``work``'s ``m`` (float64,
-    overwritten).
+    overwritten); with ``floor`` not None, the prior variant with ``work``'s ``c`` and ``v``
+    (run-major, overwritten: rescaled and normalised).
 
     Returns ``s`` (n_freqs, N) in bin order (a view of ``work``'s ``y``), ``iterations`` and
     ``kkt`` (N,).  The frames still running are the first columns of the work arrays; a frame
@@ -474,13 +592,38 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change):
     iterations = np.zeros(N, dtype=np.int64)
     kkt = np.zeros(N)
     s_out[...] = 0.0
+    prior = floor is not None
+    priors = ["c", "v"] if prior else []
+    if prior:
+        c, v = work.bin_view("c", N), work.bin_view("v", N)
+        np.ldexp(c, -exponent, out=c)                 # the same scale as m
+        v_max = v.max(axis=0)
+        v /= np.where(v_max > 0, v_max, 1.0)
+        v[:, ~(v_max > 0)] = 1.0
+        v += floor
+        # m = 0: s = max(c, 0) on the bins no triangle covers, 0 elsewhere (exact)
+        silent = np.flatnonzero(~(m_norm > 0))
+        if silent.size:
+            free = (wt["w_lo"] == 0) & (wt["w_hi"] == 0)
+            s_out[:, silent] = np.maximum(c[:, silent], 0.0) * free
     frames = np.flatnonzero(m_norm > 0)               # chunk column of each running frame
     n = frames.size
     if n < N and n:
-        m, = work.compact(["m"], N, frames)
+        m, *_ = work.compact(["m"] + priors, N, frames)
         m_norm = m_norm[frames]
-    if n:
+    if n and not prior:
         mu = plan.start(m, out=work.mel_view("mu", n))
+    elif n:
+        # mu_0 = (A diag(v) A.T + eps I)^-1 (m - A c): the J below with every bin active
+        c, v, x = work.bin_view("c", n), work.bin_view("v", n), work.bin_view("x", n)
+        diag, upper = work.mel_view("diag", n), work.mel_view("upper", n)
+        a_lo, a_hi = work.mel_view("a_lo", n), work.mel_view("delta", n)
+        rhs, tmp = work.mel_view("F", n), work.mel_view("tmp", n)
+        _tridiag_into(plan, v, x, a_lo, a_hi, tmp, diag, upper)
+        diag += plan.eps
+        _matvec_into(plan, c, x, a_lo, a_hi, tmp, rhs)
+        np.subtract(m, rhs, out=rhs)
+        mu = work.tridiag.solve(diag, upper, rhs, work.mel_view("mu", n))
     # exact[i]: the last step of frame i was a full Newton step; if its active set is unchanged,
     # F is zero up to rounding (Newton is exact on a piece of the piecewise linear F).
     exact = np.zeros(n, dtype=bool)
@@ -499,6 +642,10 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change):
         np.take(mu, hi, axis=0, out=x, mode="clip")
         x *= wt["w_hi"]
         t += x
+        if prior:                                     # z = c + v t, kept in t
+            c, v = work.bin_view("c", n), work.bin_view("v", n)
+            t *= v
+            t += c
         np.greater(t, 0.0, out=d)
         np.maximum(t, 0.0, out=s)
         # F = A s + eps mu - m: the w_lo part of each mel's bin run, plus the w_hi part of the
@@ -529,7 +676,8 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change):
             recent = recent[:, keep]
             if keep.size == 0:
                 break
-            t, s, d, mu, m, F = work.compact(["t", "s", "d", "mu", "m", "F"], n, keep)
+            t, s, d, mu, m, F, *_ = work.compact(["t", "s", "d", "mu", "m", "F"] + priors, n,
+                                                 keep)
             n = keep.size
             u, x, d_prev = work.bin_view("u", n), work.bin_view("x", n), work.bin_view("d_prev", n)
             tmp, a_lo, a_hi = (work.mel_view(name, n) for name in ("tmp", "a_lo", "delta"))
@@ -538,14 +686,20 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change):
         # J = A diag(d) A.T + eps I (tridiagonal): diag_k sums w_lo^2 over the active bins of
         # mel k's run and w_hi^2 over the run below; upper_k sums w_lo w_hi over mel k's run
         diag, upper = work.mel_view("diag", n), work.mel_view("upper", n)
-        np.multiply(d, wt["w_lo2"], out=x)
-        plan.to_mel_order(plan.run_sums(x, a_lo), diag)
-        np.multiply(d, wt["w_hi2"], out=x)
-        plan.to_mel_order(plan.run_sums(x, a_hi), tmp)
-        diag[1:] += tmp[:-1]
-        diag += eps
-        np.multiply(d, wt["w_lohi"], out=x)
-        plan.to_mel_order(plan.run_sums(x, a_lo), upper)
+        if prior:                                     # J = A diag(v d) A.T + eps I
+            v, dv = work.bin_view("v", n), work.bin_view("w", n)
+            np.multiply(v, d, out=dv)
+            _tridiag_into(plan, dv, x, a_lo, a_hi, tmp, diag, upper)
+            diag += eps
+        else:
+            np.multiply(d, wt["w_lo2"], out=x)
+            plan.to_mel_order(plan.run_sums(x, a_lo), diag)
+            np.multiply(d, wt["w_hi2"], out=x)
+            plan.to_mel_order(plan.run_sums(x, a_hi), tmp)
+            diag[1:] += tmp[:-1]
+            diag += eps
+            np.multiply(d, wt["w_lohi"], out=x)
+            plan.to_mel_order(plan.run_sums(x, a_lo), upper)
         # delta = -J^-1 F
         delta = work.tridiag.solve(diag, upper, F, work.mel_view("delta", n))
         np.negative(delta, out=delta)
@@ -559,11 +713,14 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change):
         # compared with the answer s = max(t, 0). (Not compared with ||t||: on an inconsistent
         # frame the clamped bins of t grow like residual / eps and dwarf any useful step.)
         # The frame stops at the top of the next pass, so that its kkt is the returned iterate's.
+        step = None                                   # z moves by alpha * (v u) with a prior
+        if prior:
+            step = np.multiply(work.bin_view("v", n), u, out=work.bin_view("w", n))
         np.multiply(s, s, out=x)
         s_norm = np.sqrt(col_sum(x))
-        np.multiply(u, u, out=x)
+        np.multiply(u if step is None else step, u if step is None else step, out=x)
         u_norm = np.sqrt(col_sum(x))
-        alpha, full = _line_search(work, n, mu, delta, m, F, eps)
+        alpha, full = _line_search(work, n, mu, delta, m, F, eps, step)
         delta *= alpha
         mu += delta
         exact = full
@@ -574,10 +731,11 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change):
     return s_bins, iterations, kkt
 
 
-def _line_search(work, n, mu, delta, m, F, eps):
+def _line_search(work, n, mu, delta, m, F, eps, step=None):
     """Step length along the Newton direction, every frame's own: ``(alpha, full)``.
 
-    ``phi'(a) = max(t + a u, 0).u + c0 + a c1`` with ``c0 = (eps mu - m).delta`` and
+    ``phi'(a) = max(t + a step, 0).u + c0 + a c1`` (``step`` None means ``u``; with a prior it
+    is ``v u`` and ``t`` holds ``z``) with ``c0 = (eps mu - m).delta`` and
     ``c1 = eps delta.delta``.  Full step (``alpha = 1``, ``full`` True) where
     ``phi'(1) <= FULL_STEP_TIE |phi'(0)|``, ``phi'(0) = F.delta``; elsewhere the exact root of
     ``phi'`` on ``(0, 1)`` (:func:`_root_of_dphi`).  Reads ``t``, ``u``, ``d`` from ``work``;
@@ -594,7 +752,7 @@ def _line_search(work, n, mu, delta, m, F, eps):
     c1 = eps * col_sum(tmp)
     np.multiply(F, delta, out=tmp)
     slope0 = col_sum(tmp)                       # phi'(0) < 0: a descent direction
-    np.add(t, u, out=x)
+    np.add(t, u if step is None else step, out=x)
     np.greater(x, 0.0, out=d_one)               # active at a = 1
     np.maximum(x, 0.0, out=x)
     x *= u
@@ -612,13 +770,19 @@ def _line_search(work, n, mu, delta, m, F, eps):
         np.take(u, cols, axis=1, out=uc, mode="clip")
         np.take(d, cols, axis=1, out=on_zero, mode="clip")
         np.take(d_one, cols, axis=1, out=on_one, mode="clip")
+        step_cols = None
+        if step is not None:
+            step_cols = np.take(step, cols, axis=1, out=work.bin_view("w_cols", k), mode="clip")
         alpha[cols] = _root_of_dphi(tc, uc, on_zero, on_one, c0[cols], c1[cols], slope0[cols],
-                                    dphi_one[cols], scratch, work.bin_view("d_one", k))
+                                    dphi_one[cols], scratch, work.bin_view("d_one", k),
+                                    step_cols)
     return alpha, full
 
 
-def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, flags):
-    """The root in ``(0, 1)`` of ``phi'(a) = sum_j max(t_j + a u_j, 0) u_j + c0 + a c1``.
+def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, flags, step=None):
+    """The root in ``(0, 1)`` of ``phi'(a) = sum_j max(t_j + a u_j, 0) u_j + c0 + a c1``
+    (with ``step``: ``max(t_j + a step_j, 0) u_j``, the prior variant; ``step`` is ``u``
+    otherwise, and every product below the plain one).
 
     Parameters
     ----------
@@ -652,14 +816,15 @@ def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, f
     np.multiply(t, u, out=scratch)
     scratch *= always
     base_a = c0 + col_sum(scratch)
-    np.multiply(u, u, out=scratch)
+    np.multiply(u if step is None else step, u, out=scratch)
     scratch *= always
     base_b = c1 + col_sum(scratch)
     bin_, frame = np.nonzero(np.not_equal(on_zero, on_one, out=on_one))   # crossing bins, in
     tb, ub = t[bin_, frame], u[bin_, frame]                                # bin order per frame
-    brk = -tb / ub                                       # in [0, 1]
+    sb = ub if step is None else step[bin_, frame]
+    brk = -tb / sb                                       # in [0, 1]
     off = on_zero[bin_, frame]                           # active up to its breakpoint, then not
-    tu, uu = tb * ub, ub * ub
+    tu, uu = tb * ub, sb * ub
     alpha = np.empty(n)
     todo = np.arange(n)                                  # frames still searching
     lo, hi, val_lo, val_hi = np.zeros(n), np.ones(n), dphi_zero.copy(), dphi_one.copy()
