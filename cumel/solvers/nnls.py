@@ -93,6 +93,7 @@ in any chunk and on any worker thread, and a converged frame drops out of the wo
 """
 from __future__ import annotations
 
+import collections
 import queue
 
 import numpy as np
@@ -105,8 +106,8 @@ FULL_STEP_TIE = 1e-12            # phi'(1) within this fraction of |phi'(0)|: a 
 FLOOR_KKT = 1e-6                  # the rounding-floor rule applies below this relative KKT residual
 FLOOR_RATIO = 0.5                 # ... and stops a frame that did not halve it ...
 FLOOR_WINDOW = 3                  # ... within the last FLOOR_WINDOW iterates
-CHUNK_ELEMENTS = 1 << 18          # n_freqs x frames per work array: 2 MB of float64
-MIN_CHUNK_ELEMENTS = 1 << 16      # smallest chunk when the frames are shared between threads
+CHUNK_ELEMENTS = 1 << 19          # n_freqs x frames per work array: 4 MB of float64
+MIN_CHUNK_ELEMENTS = 1 << 19      # smallest chunk when the frames are shared between threads
 CHUNKS_PER_WORKER = 4             # chunks a thread, where the batch is large enough
 
 
@@ -459,11 +460,25 @@ class _WorkSets:
         self.free.put(work)
 
 
+_KEPT = collections.OrderedDict()   # work arrays kept between calls, for the last few plans
+KEPT_PLANS = 2
+
+
 def _work_sets(scratch, plan, capacity, prior):
     """The caller's kept :class:`_WorkSets` when it fits (same plan and prior, enough capacity),
-    else a new one (kept in ``scratch`` if given)."""
+    else a new one, kept in ``scratch`` if given, else in this module for the next call on the
+    same plan (at most ``KEPT_PLANS`` plans): a call on a clip after a call on a clip then finds
+    its work arrays with their pages already mapped (on a virtual machine a page fault costs a
+    few microseconds, and one chunk's arrays are thousands of pages)."""
     if scratch is None:
-        return _WorkSets(plan, capacity, prior)
+        key = (id(plan), prior)
+        kept = _KEPT.get(key)
+        if kept is None or kept.key[0] is not plan or kept.key[1] < capacity:
+            kept = _KEPT[key] = _WorkSets(plan, capacity, prior)
+        _KEPT.move_to_end(key)
+        while len(_KEPT) > KEPT_PLANS:
+            _KEPT.popitem(last=False)
+        return kept
     kept = scratch.get("nnls")
     if kept is None or kept.key[0] is not plan or kept.key[2] != prior or kept.key[1] < capacity:
         kept = scratch["nnls"] = _WorkSets(plan, capacity, prior)
@@ -485,15 +500,17 @@ def chunk_bounds(n_frames, n_freqs, workers, uniform=False):
     """``[(start, stop), ...]``: near-equal runs of frames, at most ``CHUNK_ELEMENTS // n_freqs``
     a chunk; with several threads, at least ``CHUNKS_PER_WORKER`` chunks a thread where that
     leaves ``MIN_CHUNK_ELEMENTS`` a chunk (frames differ in cost: several chunks a thread even
-    out the load, and much smaller chunks would spend their time in per-call overhead).
-    ``uniform``: every frame costs the same (no Newton step, ``max_iter = 0``), so one chunk a
-    thread is enough."""
+    out the load; but a smaller chunk makes every NumPy call shorter, and two threads then hand
+    the GIL back and forth more often than they compute: measured, a clip of a few hundred
+    frames split between two threads ran no faster than on one, so a batch smaller than two
+    chunks runs in the calling thread).  ``uniform``: every frame costs the same (no Newton
+    step, ``max_iter = 0``), so one chunk a thread is enough, however small."""
     chunk = max(1, CHUNK_ELEMENTS // n_freqs)
-    if workers > 1:
+    if workers > 1 and uniform:
+        chunk = min(chunk, max(1, -(-n_frames // workers)))
+    elif workers > 1:
         smallest = max(1, MIN_CHUNK_ELEMENTS // n_freqs)
-        per_worker = 1 if uniform else CHUNKS_PER_WORKER
-        chunk = min(chunk, max(smallest, -(-n_frames // (per_worker * workers))),
-                    max(1, -(-n_frames // workers)))
+        chunk = min(chunk, max(smallest, -(-n_frames // (CHUNKS_PER_WORKER * workers))))
     n_chunks = -(-n_frames // chunk)
     edges = np.linspace(0, n_frames, n_chunks + 1).astype(np.int64)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
@@ -676,9 +693,12 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=No
             recent = recent[:, keep]
             if keep.size == 0:
                 break
-            t, s, d, mu, m, F, *_ = work.compact(["t", "s", "d", "mu", "m", "F"] + priors, n,
-                                                 keep)
+            t, mu, m, F, *_ = work.compact(["t", "mu", "m", "F"] + priors, n, keep)
             n = keep.size
+            # s and d again from the kept t: one pass each, where moving them took two
+            s, d = work.bin_view("s", n), work.bin_view("d", n)
+            np.greater(t, 0.0, out=d)
+            np.maximum(t, 0.0, out=s)
             u, x, d_prev = work.bin_view("u", n), work.bin_view("x", n), work.bin_view("d_prev", n)
             tmp, a_lo, a_hi = (work.mel_view(name, n) for name in ("tmp", "a_lo", "delta"))
         iterations[frames] += 1
