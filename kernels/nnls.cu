@@ -35,11 +35,11 @@
 //   a frame with m = 0: out = max(c, 0) on the bins no triangle covers, 0 elsewhere
 // c and v stay in global memory (read through the cache at each pass, two more loads and a
 // division a bin): n_freqs doubles a warp would not fit beside the rest at 1025 bins. The prior's
-// per-frame state costs registers: 140-144 a thread (python -m bench kernels), 12 of 64 warps an
+// per-frame state costs registers: 140 a thread (python -m bench kernels), 12 of 64 warps an
 // SM, against nnls_solve's 16; at inner_steps = 0 (the ADMM's default) a frame is the start and
 // one pass, so the launch is short either way.
 // nnls_solve is nnls_frame<T, false>: every operation of the plain iteration as it was, and its
-// registers too (117 on sm_80, 112 on sm_90: the prior is an empty type there).
+// registers too (119 on sm_80, 114 on sm_90: the prior is an empty type there).
 //
 // Launch design and cost model.
 // cost nnls_solve: frame_bytes = (n_mels + n_freqs) * item + 16; frame_flops = 4 * (n_mels + n_freqs)
@@ -68,7 +68,7 @@
 //     ~2-3 typical: about 2 * 128 * 40 * 3 = 30k cycles of sweep latency per frame plus the bin
 //     passes, call it ~50k cycles (~30 us at 1.7 GHz).
 //   * Occupancy is low on purpose (python -m bench kernels): a warp holds a whole frame's
-//     state, in 112 registers a thread on sm_90 and 117 on sm_80 (no spills, no stack frame) and
+//     state, in 114 registers a thread on sm_90 and 119 on sm_80 (no spills, no stack frame) and
 //     ~7 KB of shared memory at 128 mels. Registers cap residency at 16 of 64 warps per SM on
 //     both (4 blocks of 4 warps; shared memory, 28 KB a block, would allow 7 on sm_90 and 5 on
 //     sm_80). 20 warps need <= 96 registers: __launch_bounds__(128, 5) gets there without spills
@@ -100,6 +100,26 @@ struct NnlsWarpState {
     unsigned* mask;       // d of this iteration, bit (j % 32) of word j / 32
     unsigned* mask_prev;  // d of the previous iteration
 };
+
+// The warp's slice of the block's dynamic shared memory, laid out as cumel/cuda sizes it
+// (nnls_shared_bytes): 7 (n_mels + 1) doubles, then the two bit masks.
+__device__ __forceinline__ NnlsWarpState nnls_warp_state(double* shared, int warp, int n_mels,
+                                                         int n_freqs) {
+    const int n_words = (n_freqs + 31) / 32;
+    const int doubles_per_warp = 7 * (n_mels + 1) + n_words;  // 2 n_words unsigned = n_words doubles
+    double* base = shared + static_cast<long long>(warp) * doubles_per_warp;
+    NnlsWarpState st;
+    st.m = base;
+    st.mu = base + (n_mels + 1);
+    st.F = base + 2 * (n_mels + 1);
+    st.delta = base + 3 * (n_mels + 1);
+    st.diag = base + 4 * (n_mels + 1);
+    st.upper = base + 5 * (n_mels + 1);
+    st.upper_scaled = base + 6 * (n_mels + 1);
+    st.mask = reinterpret_cast<unsigned*>(base + 7 * (n_mels + 1));
+    st.mask_prev = st.mask + n_words;
+    return st;
+}
 
 // One round of the exact line search at the point c of the bracket [a_lo, a_hi]: phi'(c), the
 // slope g of phi' just right of c, and the breakpoints bl <= c < br nearest to c inside the
@@ -472,19 +492,7 @@ __global__ void nnls_solve(const T* __restrict__ mel, long long n_frames, int n_
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
     const int warps_per_block = blockDim.x >> 5;
-    const int n_words = (n_freqs + 31) / 32;
-    const int doubles_per_warp = 7 * (n_mels + 1) + n_words;  // 2 n_words unsigned = n_words doubles
-    double* base = cumel_shared + static_cast<long long>(warp) * doubles_per_warp;
-    cumel::NnlsWarpState st;
-    st.m = base;
-    st.mu = base + (n_mels + 1);
-    st.F = base + 2 * (n_mels + 1);
-    st.delta = base + 3 * (n_mels + 1);
-    st.diag = base + 4 * (n_mels + 1);
-    st.upper = base + 5 * (n_mels + 1);
-    st.upper_scaled = base + 6 * (n_mels + 1);
-    st.mask = reinterpret_cast<unsigned*>(base + 7 * (n_mels + 1));
-    st.mask_prev = st.mask + n_words;
+    const cumel::NnlsWarpState st = cumel::nnls_warp_state(cumel_shared, warp, n_mels, n_freqs);
     const cumel::NnlsPrior<T, false> none{};
     const long long first = static_cast<long long>(blockIdx.x) * warps_per_block + warp;
     const long long stride = static_cast<long long>(gridDim.x) * warps_per_block;
@@ -520,19 +528,7 @@ __global__ void nnls_prior(const T* __restrict__ mel, long long n_frames, int n_
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
     const int warps_per_block = blockDim.x >> 5;
-    const int n_words = (n_freqs + 31) / 32;
-    const int doubles_per_warp = 7 * (n_mels + 1) + n_words;  // 2 n_words unsigned = n_words doubles
-    double* base = cumel_shared + static_cast<long long>(warp) * doubles_per_warp;
-    cumel::NnlsWarpState st;
-    st.m = base;
-    st.mu = base + (n_mels + 1);
-    st.F = base + 2 * (n_mels + 1);
-    st.delta = base + 3 * (n_mels + 1);
-    st.diag = base + 4 * (n_mels + 1);
-    st.upper = base + 5 * (n_mels + 1);
-    st.upper_scaled = base + 6 * (n_mels + 1);
-    st.mask = reinterpret_cast<unsigned*>(base + 7 * (n_mels + 1));
-    st.mask_prev = st.mask + n_words;
+    const cumel::NnlsWarpState st = cumel::nnls_warp_state(cumel_shared, warp, n_mels, n_freqs);
     cumel::NnlsPrior<T, true> prior{};
     prior.center = center;
     prior.spread = spread;
