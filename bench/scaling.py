@@ -44,14 +44,18 @@ def concatenated_mel(workload, audio_dir, clips):
     return np.ascontiguousarray(np.concatenate(mels, axis=1), np.float32), [n for n, _ in sources]
 
 
-def interleaved(runs, repeats, log):
+def interleaved(runs, repeats, log=None, each_round=None):
     """Time every ``(name, run)`` of ``runs``: one warm-up each, then ``repeats`` rounds that
-    run each once in turn (so a change of load on a shared machine hits every row alike).
-    Returns ``{name: (median seconds, last result)}``."""
+    run each once in turn (so a change of load on a shared machine hits every row alike), and
+    ``each_round()`` first in every round where given. Returns ``{name: (median seconds, last
+    result)}``."""
     last = {name: run() for name, run in runs}
     times = {name: [] for name, _ in runs}
     for k in range(repeats):
-        log(f"[scaling] round {k + 1}/{repeats}")
+        if log is not None:
+            log(f"[scaling] round {k + 1}/{repeats}")
+        if each_round is not None:
+            each_round()
         for name, run in runs:
             t0 = time.perf_counter()
             last[name] = run()

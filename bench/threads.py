@@ -32,6 +32,7 @@ from cumel.workloads import WORKLOADS
 
 from . import environment, report
 from .batches import load_clips, quiet_empty_filters, workload_filterbank
+from .scaling import interleaved
 
 CLIP_COLUMNS = ("workload", "clip", "frames", "nnls (s)", "lstsq + relu (s)", "nnls / lstsq",
                 "Newton steps mean / max", "max mel residual")
@@ -48,21 +49,6 @@ def parse_threads(text):
     if not counts or min(counts) < 1:
         raise ValueError(f"--threads must be a comma list of positive integers, got {text!r}")
     return counts
-
-
-def interleaved(runs, repeats, each_round=None):
-    """``{name: (median seconds, last result)}`` of ``[(name, run)]``: a warm-up each, then
-    ``repeats`` rounds running each once in turn (and ``each_round()`` first, if given)."""
-    last = {name: run() for name, run in runs}
-    times = {name: [] for name, _ in runs}
-    for _ in range(repeats):
-        if each_round is not None:
-            each_round()
-        for name, run in runs:
-            t0 = time.perf_counter()
-            last[name] = run()
-            times[name].append(time.perf_counter() - t0)
-    return {name: (statistics.median(times[name]), last[name]) for name, _ in runs}
 
 
 def parallel_ceiling(workers, seconds=0.2):
@@ -139,7 +125,7 @@ def thread_rows(workload, clips, counts, frames, repeats, log):
         for w in counts:
             ceilings[w].append(parallel_ceiling(w))
 
-    timed = interleaved(runs, repeats, probe)
+    timed = interleaved(runs, repeats, each_round=probe)
     reference = cumel.InverseMelScale(**kwargs, workers=1)(M)
     one = timed[1][0] if 1 in timed else None
     return [{"workload": workload.name, "frames": int(M.shape[1]), "workers": w,
