@@ -101,6 +101,24 @@ struct NnlsWarpState {
     unsigned* mask_prev;  // d of the previous iteration
 };
 
+// Thomas algorithm on one thread: x = T^-1 rhs for the symmetric tridiagonal T of diagonal
+// ``diag`` and super-diagonal ``upper`` (n rows); ``upper_scaled`` is scratch (upper_k / pivot_k).
+__device__ __forceinline__ void thomas_sweep(const double* diag, const double* upper,
+                                             double* upper_scaled, const double* rhs, double* x,
+                                             int n) {
+    double inv_pivot = 1.0 / diag[0];
+    upper_scaled[0] = upper[0] * inv_pivot;
+    double y = rhs[0] * inv_pivot;
+    x[0] = y;
+    for (int k = 1; k < n; ++k) {
+        inv_pivot = 1.0 / (diag[k] - upper[k - 1] * upper_scaled[k - 1]);
+        upper_scaled[k] = upper[k] * inv_pivot;
+        y = (rhs[k] - upper[k - 1] * y) * inv_pivot;
+        x[k] = y;
+    }
+    for (int k = n - 2; k >= 0; --k) x[k] -= upper_scaled[k] * x[k + 1];
+}
+
 // The warp's slice of the block's dynamic shared memory, laid out as cumel/cuda sizes it
 // (nnls_shared_bytes): 7 (n_mels + 1) doubles, then the two bit masks.
 __device__ __forceinline__ NnlsWarpState nnls_warp_state(double* shared, int warp, int n_mels,
@@ -269,19 +287,7 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
             st.upper[k] = up;
         }
         __syncwarp();
-        if (lane == 0) {
-            double inv_pivot = 1.0 / st.diag[0];
-            st.upper_scaled[0] = st.upper[0] * inv_pivot;
-            double y = st.F[0] * inv_pivot;
-            st.mu[0] = y;
-            for (int k = 1; k < n_mels; ++k) {
-                inv_pivot = 1.0 / (st.diag[k] - st.upper[k - 1] * st.upper_scaled[k - 1]);
-                st.upper_scaled[k] = st.upper[k] * inv_pivot;
-                y = (st.F[k] - st.upper[k - 1] * y) * inv_pivot;
-                st.mu[k] = y;
-            }
-            for (int k = n_mels - 2; k >= 0; --k) st.mu[k] -= st.upper_scaled[k] * st.mu[k + 1];
-        }
+        if (lane == 0) thomas_sweep(st.diag, st.upper, st.upper_scaled, st.F, st.mu, n_mels);
       }
     }
     if (m_norm > 0.0) {
@@ -371,17 +377,7 @@ __device__ void nnls_frame(const T* __restrict__ mel, long long f, int n_time, l
 
             // ---- delta = -J^-1 F: Thomas algorithm on lane 0 ----
             if (lane == 0) {
-                double inv_pivot = 1.0 / st.diag[0];
-                st.upper_scaled[0] = st.upper[0] * inv_pivot;
-                double y = st.F[0] * inv_pivot;
-                st.delta[0] = y;
-                for (int k = 1; k < n_mels; ++k) {
-                    inv_pivot = 1.0 / (st.diag[k] - st.upper[k - 1] * st.upper_scaled[k - 1]);
-                    st.upper_scaled[k] = st.upper[k] * inv_pivot;
-                    y = (st.F[k] - st.upper[k - 1] * y) * inv_pivot;
-                    st.delta[k] = y;
-                }
-                for (int k = n_mels - 2; k >= 0; --k) st.delta[k] -= st.upper_scaled[k] * st.delta[k + 1];
+                thomas_sweep(st.diag, st.upper, st.upper_scaled, st.F, st.delta, n_mels);
                 for (int k = 0; k < n_mels; ++k) st.delta[k] = -st.delta[k];
             }
             __syncwarp();
