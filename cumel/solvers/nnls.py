@@ -56,9 +56,10 @@ Line search.  ``phi'(a)``, the derivative of ``q`` along ``delta``, is continuou
 (``q`` is strongly convex) and piecewise linear: bin ``j`` switches on or off at its breakpoint
 ``b_j = -t_j / u_j``, and only the bins whose sign differs between ``t`` and ``t + u`` have a
 breakpoint in ``(0, 1)``.  The search is EXACT: it returns the root of ``phi'``, the minimiser of
-``q`` along the step, in one pass over those few crossing bins (NumPy: sort the breakpoints, sum
-the slopes of the pieces, find the piece where ``phi'`` changes sign; the kernel: a secant step
-inside the bracket, then the root of the linear piece holding it, a handful of passes).  The full
+``q`` along the step, from those few crossing bins (NumPy: sum the pieces' changes by the
+breakpoints' binary exponent, which picks the bucket holding the root, then sort that bucket's
+breakpoints and find the piece where ``phi'`` changes sign; the kernel: a secant step inside the
+bracket, then the root of the linear piece holding it, a handful of passes).  The full
 step is taken when ``phi'(1) <= 1e-12 |phi'(0)|``: at a converged Newton step ``phi'(1)`` is zero
 up to rounding, and the sign of a rounding-level value must not pick the step.  On a piece where
 the active set is right the Newton step is exact, so the iteration ends in a handful of steps
@@ -528,7 +529,7 @@ class _Work:
     _BIN_FLOAT = ("t", "s", "u", "x", "y", "s_out")
     _BIN_PRIOR = ("c", "v", "w", "w_cols")     # centre, spread, v u and its searched columns
     _BIN_BOOL = ("d", "d_prev", "d_one", "cross")
-    _MEL = ("m", "mu", "F", "delta", "tmp", "diag", "upper", "a_lo")
+    _MEL = ("m", "mu", "F", "delta", "tmp", "diag", "upper", "sums", "sums_hi")
 
     def __init__(self, plan, capacity, prior=False):
         self.n_freqs, self.n_mels, self.capacity = plan.sparse.n_freqs, plan.n_mels, capacity
@@ -562,28 +563,32 @@ class _Work:
         return views
 
 
-def _tridiag_into(plan, d, x, a_lo, a_hi, tmp, diag, upper):
+def _tridiag_into(plan, work, d, diag, upper):
     """``diag``, ``upper`` <- the tridiagonal ``A diag(d) A.T`` of run-major bin weights ``d``
-    (n_freqs, n); ``x``, ``a_lo``, ``a_hi``, ``tmp`` are scratch."""
-    wt = plan.weights
+    (n_freqs, n), with ``work``'s ``x``, ``sums`` and ``sums_hi`` as scratch."""
+    n = d.shape[1]
+    wt, x = plan.weights, work.bin_view("x", n)
+    sums, sums_hi = work.mel_view("sums", n), work.mel_view("sums_hi", n)
     np.multiply(d, wt["w_lo2"], out=x)
-    plan.to_mel_order(plan.run_sums(x, a_lo), diag)
+    plan.to_mel_order(plan.run_sums(x, sums), diag)
     np.multiply(d, wt["w_hi2"], out=x)
-    plan.to_mel_order(plan.run_sums(x, a_hi), tmp)
-    diag[1:] += tmp[:-1]
+    plan.to_mel_order(plan.run_sums(x, sums), sums_hi)
+    diag[1:] += sums_hi[:-1]
     np.multiply(d, wt["w_lohi"], out=x)
-    plan.to_mel_order(plan.run_sums(x, a_lo), upper)
+    plan.to_mel_order(plan.run_sums(x, sums), upper)
 
 
-def _matvec_into(plan, s, x, a_lo, a_hi, tmp, out):
-    """``out`` <- ``A s`` for run-major ``s`` (n_freqs, n); ``x``, ``a_lo``, ``a_hi``, ``tmp``
-    are scratch."""
-    wt = plan.weights
+def _matvec_into(plan, work, s, out):
+    """``out`` <- ``A s`` for run-major ``s`` (n_freqs, n): the ``w_lo`` part of each mel's bin
+    run plus the ``w_hi`` part of the run below it (scratch as :func:`_tridiag_into`)."""
+    n = s.shape[1]
+    wt, x = plan.weights, work.bin_view("x", n)
+    sums, sums_hi = work.mel_view("sums", n), work.mel_view("sums_hi", n)
     np.multiply(s, wt["w_lo"], out=x)
-    plan.to_mel_order(plan.run_sums(x, a_lo), out)
+    plan.to_mel_order(plan.run_sums(x, sums), out)
     np.multiply(s, wt["w_hi"], out=x)
-    plan.to_mel_order(plan.run_sums(x, a_hi), tmp)
-    out[1:] += tmp[:-1]
+    plan.to_mel_order(plan.run_sums(x, sums), sums_hi)
+    out[1:] += sums_hi[:-1]
 
 
 def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=None):
@@ -632,13 +637,11 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=No
         mu = plan.start(m, out=work.mel_view("mu", n))
     elif n:
         # mu_0 = (A diag(v) A.T + eps I)^-1 (m - A c): the J below with every bin active
-        c, v, x = work.bin_view("c", n), work.bin_view("v", n), work.bin_view("x", n)
-        diag, upper = work.mel_view("diag", n), work.mel_view("upper", n)
-        a_lo, a_hi = work.mel_view("a_lo", n), work.mel_view("delta", n)
-        rhs, tmp = work.mel_view("F", n), work.mel_view("tmp", n)
-        _tridiag_into(plan, v, x, a_lo, a_hi, tmp, diag, upper)
+        c, v = work.bin_view("c", n), work.bin_view("v", n)
+        diag, upper, rhs = (work.mel_view(name, n) for name in ("diag", "upper", "F"))
+        _tridiag_into(plan, work, v, diag, upper)
         diag += plan.eps
-        _matvec_into(plan, c, x, a_lo, a_hi, tmp, rhs)
+        _matvec_into(plan, work, c, rhs)
         np.subtract(m, rhs, out=rhs)
         mu = work.tridiag.solve(diag, upper, rhs, work.mel_view("mu", n))
     # exact[i]: the last step of frame i was a full Newton step; if its active set is unchanged,
@@ -652,7 +655,6 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=No
         t, s, u, x = (work.bin_view(name, n) for name in ("t", "s", "u", "x"))
         d, d_prev = work.bin_view("d", n), work.bin_view("d_prev", n)
         F, tmp = work.mel_view("F", n), work.mel_view("tmp", n)
-        a_lo, a_hi = work.mel_view("a_lo", n), work.mel_view("delta", n)   # delta: free here
         # t = A.T mu, s = max(t, 0), d = (t > 0)
         np.take(mu, lo, axis=0, out=t, mode="clip")
         t *= wt["w_lo"]
@@ -666,12 +668,9 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=No
         np.greater(t, 0.0, out=d)
         np.maximum(t, 0.0, out=s)
         # F = A s + eps mu - m: the w_lo part of each mel's bin run, plus the w_hi part of the
-        # run below it
-        np.multiply(s, wt["w_lo"], out=x)
-        plan.to_mel_order(plan.run_sums(x, a_lo), F)
-        np.multiply(s, wt["w_hi"], out=x)
-        plan.to_mel_order(plan.run_sums(x, a_hi), tmp)
-        F[1:] += tmp[:-1]
+        # run below it.  (Not J mu - m, equal in exact arithmetic: where mu is large, on frames
+        # no non-negative spectrum fits, its rounding would no longer describe the s returned.)
+        _matvec_into(plan, work, s, F)
         np.multiply(mu, eps, out=tmp)
         F += tmp
         F -= m
@@ -700,7 +699,7 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=No
             np.greater(t, 0.0, out=d)
             np.maximum(t, 0.0, out=s)
             u, x, d_prev = work.bin_view("u", n), work.bin_view("x", n), work.bin_view("d_prev", n)
-            tmp, a_lo, a_hi = (work.mel_view(name, n) for name in ("tmp", "a_lo", "delta"))
+            tmp = work.mel_view("tmp", n)
         iterations[frames] += 1
         kkt[frames] = rel
         # J = A diag(d) A.T + eps I (tridiagonal): diag_k sums w_lo^2 over the active bins of
@@ -709,17 +708,10 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=No
         if prior:                                     # J = A diag(v d) A.T + eps I
             v, dv = work.bin_view("v", n), work.bin_view("w", n)
             np.multiply(v, d, out=dv)
-            _tridiag_into(plan, dv, x, a_lo, a_hi, tmp, diag, upper)
-            diag += eps
+            _tridiag_into(plan, work, dv, diag, upper)
         else:
-            np.multiply(d, wt["w_lo2"], out=x)
-            plan.to_mel_order(plan.run_sums(x, a_lo), diag)
-            np.multiply(d, wt["w_hi2"], out=x)
-            plan.to_mel_order(plan.run_sums(x, a_hi), tmp)
-            diag[1:] += tmp[:-1]
-            diag += eps
-            np.multiply(d, wt["w_lohi"], out=x)
-            plan.to_mel_order(plan.run_sums(x, a_lo), upper)
+            _tridiag_into(plan, work, d, diag, upper)
+        diag += eps
         # delta = -J^-1 F
         delta = work.tridiag.solve(diag, upper, F, work.mel_view("delta", n))
         np.negative(delta, out=delta)
@@ -782,8 +774,13 @@ def _line_search(work, n, mu, delta, m, F, eps, step=None):
     # decide between the full step and the search (the kernel rounds differently).
     full = dphi_one <= FULL_STEP_TIE * np.abs(slope0)
     cols = np.flatnonzero(~full)
-    if cols.size:
-        k = cols.size
+    k = cols.size
+    if 2 * k >= n:
+        # most frames search: work on the whole arrays (a frame's search never reads another's
+        # columns) rather than gather the columns first
+        alpha[cols] = _root_of_dphi(t, u, d, d_one, c0, c1, slope0, dphi_one,
+                                    work.bin_view("y", n), work.bin_view("cross", n), step)[cols]
+    elif k:
         tc, uc, scratch = (work.bin_view(name, k) for name in ("s", "x", "y"))
         on_zero, on_one = work.bin_view("d_prev", k), work.bin_view("cross", k)
         np.take(t, cols, axis=1, out=tc, mode="clip")
@@ -799,20 +796,23 @@ def _line_search(work, n, mu, delta, m, F, eps, step=None):
     return alpha, full
 
 
-def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, flags, step=None):
+ROOT_BUCKETS = 48                 # breakpoints grouped by binary exponent: [2^-47, 2^-46), ..., [1/2, 1]
+
+
+def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, crossing,
+                  step=None):
     """The root in ``(0, 1)`` of ``phi'(a) = sum_j max(t_j + a u_j, 0) u_j + c0 + a c1``
     (with ``step``: ``max(t_j + a step_j, 0) u_j``, the prior variant; ``step`` is ``u``
-    otherwise, and every product below the plain one).
+    otherwise, and every product below the plain one), for every column.
 
     Parameters
     ----------
     t, u : ndarray, shape (n_freqs, n)
     on_zero, on_one : ndarray of bool, shape (n_freqs, n)
-        ``t > 0`` and ``t + u > 0``, the bins active at ``a = 0`` and at ``a = 1``;
-        ``on_one`` is overwritten.
+        ``t > 0`` and ``t + u > 0``, the bins active at ``a = 0`` and at ``a = 1``.
     c0, c1, dphi_zero, dphi_one : ndarray, shape (n,)
         ``c1 > 0``; ``phi'(0) < 0 < phi'(1)``.
-    scratch, flags : ndarray, shape (n_freqs, n), float64 and bool
+    scratch, crossing : ndarray, shape (n_freqs, n), float64 and bool
         Work arrays.
 
     Returns
@@ -820,68 +820,87 @@ def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, f
     ndarray, shape (n,)
 
     ``phi'`` is continuous, increasing and linear between the breakpoints ``b_j = -t_j / u_j``
-    of the bins active at one end only (the crossing bins; the others are active on all of
-    ``[0, 1]`` or nowhere): the bins active throughout add ``base_a + a base_b``, the crossing
-    bins, listed once, add ``t_j u_j + a u_j^2`` where active.  The search keeps a bracket
-    ``[lo, hi]`` with ``phi'(lo) <= 0 < phi'(hi)``; each round takes the secant point ``c``, the
-    slope ``g`` of ``phi'`` just right of ``c`` and the breakpoints ``bl <= c < br`` nearest to
-    it in the bracket.  If ``r = c - phi'(c) / g`` lies in ``[bl, br]``, ``phi'`` is linear
-    there and ``r`` is the root; otherwise the bracket moves past that piece, to
-    ``[br, hi]`` (``phi'(c) < 0``) or ``[lo, bl]``.  Each round ends the search or removes a
-    breakpoint from the bracket, so it ends (on real audio after 1-3 rounds, up to ~25); the
-    kernel runs the same rounds, summing over all bins.
+    of the crossing bins, those active at one end of ``[0, 1]`` only (the others are active on
+    all of it or nowhere).  Below every breakpoint the bins active at 0 add ``A + a B`` with
+    ``A = c0 + sum t_j u_j``, ``B = c1 + sum u_j^2``; past a breakpoint the bin switching off
+    takes its ``t_j u_j + a u_j^2`` away, a bin switching on adds it.  So running sums over the
+    breakpoints in increasing order give ``phi'`` at each of them, and the root lies on the first
+    piece where ``phi'`` turns positive, the linear interpolation between the piece's ends (the
+    kernel reaches the same root by a secant step and a walk over the pieces; both are exact up
+    to rounding).  Sorting every breakpoint would cost more than the rest of the step, and the
+    root is often far below most of them (steps of 1e-6 on hard frames), so the breakpoints are
+    first summed by binary exponent (``ROOT_BUCKETS`` buckets, an exact partition of ``[0, 1]``),
+    ``phi'`` at the bucket edges picks the bucket holding the root, and only that bucket's
+    breakpoints are sorted.
     """
     n = t.shape[1]
-    always = np.logical_and(on_zero, on_one, out=flags)
     np.multiply(t, u, out=scratch)
-    scratch *= always
-    base_a = c0 + col_sum(scratch)
+    scratch *= on_zero
+    a_start = c0 + col_sum(scratch)
     np.multiply(u if step is None else step, u, out=scratch)
-    scratch *= always
-    base_b = c1 + col_sum(scratch)
-    # crossing bins, in bin order per frame (flatnonzero: np.nonzero on 2-D is several times slower)
-    bin_, frame = np.divmod(np.flatnonzero(np.not_equal(on_zero, on_one, out=on_one)), n)
+    scratch *= on_zero
+    b_start = c1 + col_sum(scratch)
+    # crossing bins (flatnonzero: np.nonzero on 2-D is several times slower)
+    bin_, frame = np.divmod(np.flatnonzero(np.not_equal(on_zero, on_one, out=crossing)), n)
     tb, ub = t[bin_, frame], u[bin_, frame]
     sb = ub if step is None else step[bin_, frame]
     brk = -tb / sb                                       # in [0, 1]
-    off = on_zero[bin_, frame]                           # active up to its breakpoint, then not
-    tu, uu = tb * ub, sb * ub
-    alpha = np.empty(n)
-    todo = np.arange(n)                                  # frames still searching
-    lo, hi, val_lo, val_hi = np.zeros(n), np.ones(n), dphi_zero.copy(), dphi_one.copy()
-    for _ in range(brk.size + 2):
-        k = todo.size
-        width = hi - lo
-        step = val_hi - val_lo
-        c = np.where(step > 0, lo - val_lo * width / np.where(step > 0, step, 1.0), lo + 0.5 * width)
-        c = np.minimum(np.maximum(c, lo), hi)
-        cf = c[frame]
-        on_at_c = np.where(off, brk > cf, brk < cf)
-        on_right = np.where(off, brk > cf, brk <= cf)    # the piece just right of c
-        v = base_a + c * base_b + np.bincount(frame, np.where(on_at_c, tu + cf * uu, 0.0), k)
-        g = base_b + np.bincount(frame, np.where(on_right, uu, 0.0), k)
-        bl, br = lo.copy(), hi.copy()
-        left = (brk > lo[frame]) & (brk <= cf)
-        np.maximum.at(bl, frame[left], brk[left])
-        right = (brk > cf) & (brk < hi[frame])
-        np.minimum.at(br, frame[right], brk[right])
-        root = c - v / g
-        found = (root >= bl) & (root <= br)
-        collapsed = ~found & (hi <= lo)                  # rounding left no room: take lo
-        alpha[todo[found]] = root[found]
-        alpha[todo[collapsed]] = lo[collapsed]
-        below = v < 0
-        val_lo, lo = np.where(below, v + g * (br - c), val_lo), np.where(below, br, lo)
-        val_hi, hi = np.where(below, val_hi, v - g * (c - bl)), np.where(below, hi, bl)
-        going = ~(found | collapsed)
-        if not going.any():
-            return alpha
-        keep = np.flatnonzero(going)
-        renumber = np.cumsum(going) - 1
-        entries = going[frame]
-        frame, brk, off, tu, uu = renumber[frame[entries]], brk[entries], off[entries], \
-            tu[entries], uu[entries]
-        todo, lo, hi, val_lo, val_hi, base_a, base_b = (
-            a[keep] for a in (todo, lo, hi, val_lo, val_hi, base_a, base_b))
-    alpha[todo] = lo
-    return alpha
+    d_a, d_b = tb * ub, sb * ub                          # what each adds where it is active
+    switch_off = on_zero[bin_, frame]                    # active up to its breakpoint
+    np.negative(d_a, out=d_a, where=switch_off)
+    np.negative(d_b, out=d_b, where=switch_off)
+    # bucket q >= 1 holds [2^(q - G), 2^(q - G + 1)) (the last one also 1), bucket 0 [0, 2^(1 - G))
+    G = ROOT_BUCKETS
+    _, exponent = np.frexp(brk)
+    bucket = np.clip(exponent + (G - 1), 0, G - 1)
+    bucket[brk == 0.0] = 0
+    slot = frame * G + bucket
+    # (np.bincount returns integers when there is nothing to count)
+    a_edge = np.bincount(slot, d_a, n * G).astype(np.float64, copy=False).reshape(n, G)
+    b_edge = np.bincount(slot, d_b, n * G).astype(np.float64, copy=False).reshape(n, G)
+    a_edge[:, 0] += a_start
+    b_edge[:, 0] += b_start
+    np.cumsum(a_edge, axis=1, out=a_edge)                # A, B above every breakpoint of buckets <= q
+    np.cumsum(b_edge, axis=1, out=b_edge)
+    edges = np.ldexp(1.0, np.arange(1 - G, 1))           # upper edge of bucket q: 2^(q + 1 - G)
+    edge_values = a_edge + edges * b_edge                # phi' there (the last: phi'(1))
+    edge_values[:, -1] = dphi_one
+    root_bucket = np.argmax(edge_values > 0.0, axis=1)
+    rows = np.arange(n)
+    lower = np.where(root_bucket > 0, edges[root_bucket - 1], 0.0)
+    lower_value = np.where(root_bucket > 0, edge_values[rows, root_bucket - 1], dphi_zero)
+    a_lower = np.where(root_bucket > 0, a_edge[rows, root_bucket - 1], a_start)
+    b_lower = np.where(root_bucket > 0, b_edge[rows, root_bucket - 1], b_start)
+    upper, upper_value = edges[root_bucket], edge_values[rows, root_bucket]
+    # the root's bucket: its breakpoints in order, frame by frame
+    inside = np.flatnonzero(bucket == root_bucket[frame])
+    order = inside[np.lexsort((brk[inside], frame[inside]))]
+    frame, brk, d_a, d_b = frame[order], brk[order], d_a[order], d_b[order]
+    counts = np.bincount(frame, minlength=n)
+    width = int(counts.max(initial=0))
+    position = np.arange(frame.size) - (np.cumsum(counts) - counts)[frame]
+    # row f: column i + 1 holds A, B past its bucket's i-th breakpoint (padding: no change)
+    a_run = np.zeros((n, width + 1))
+    b_run = np.zeros((n, width + 1))
+    a_run[:, 0], b_run[:, 0] = a_lower, b_lower
+    a_run[frame, position + 1] = d_a
+    b_run[frame, position + 1] = d_b
+    np.cumsum(a_run, axis=1, out=a_run)
+    np.cumsum(b_run, axis=1, out=b_run)
+    # points: the bucket's lower edge, its breakpoints, its upper edge (padding: the upper edge)
+    points = np.empty((n, width + 2))
+    points[:, 0] = lower
+    points[:, 1:] = upper[:, None]
+    points[frame, position + 1] = brk
+    values = np.empty((n, width + 2))
+    values[:, 0] = lower_value
+    np.multiply(points[:, 1:-1], b_run[:, :-1], out=values[:, 1:-1])
+    values[:, 1:-1] += a_run[:, :-1]
+    padding = np.arange(width)[None, :] >= counts[:, None]
+    np.copyto(values[:, 1:-1], upper_value[:, None], where=padding)
+    values[:, -1] = upper_value
+    right = np.maximum(np.argmax(values > 0.0, axis=1), 1)
+    p0, p1 = points[rows, right - 1], points[rows, right]
+    v0, v1 = values[rows, right - 1], values[rows, right]
+    alpha = p0 - v0 * ((p1 - p0) / (v1 - v0))
+    return np.minimum(np.maximum(alpha, p0), p1)
