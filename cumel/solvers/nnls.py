@@ -280,50 +280,67 @@ class _CyclicReduction:
         scratch = [np.empty((n_rows // 2) * capacity) for _ in range(3)]
         for level in self.buffers:
             level.extend(scratch)
+        self.programs = {}
 
     def solve(self, diag, upper, rhs, out):
         """``out`` (n_rows, N) <- solution; ``upper[-1]`` must be 0.  Inputs are not modified."""
+        key = (diag.shape[1],) + tuple(a.__array_interface__["data"][0] for a in (diag, upper, rhs, out))
+        ops = self.programs.get(key)
+        if ops is None:
+            if len(self.programs) >= 64:
+                self.programs.clear()
+            ops = self.programs[key] = self._program(diag, upper, rhs, out)
+        for op, args in ops:
+            op(*args)
+        return out
+
+    def _program(self, diag, upper, rhs, out):
+        """The operations of one solve as ``(function, arguments)``, every slice and view made
+        once: the work arrays stay where they are, so a solve of the same arrays (a Newton step
+        after a Newton step, the frames unchanged) only runs the list (a slice costs about as
+        much Python time as a small array operation)."""
         N = diag.shape[1]
+        ops = []
         systems = [(diag, upper, rhs)]
         for (rows, half), flat in zip(self.levels, self.buffers):
             D, E, R = systems[-1]
             D1, E1, R1, _, a_left, a_right, tmp = (b[:half * N].reshape(half, N) for b in flat)
             right = (rows - 1) // 2           # odd rows that have a right neighbour
             # a_left = -e[i-1] / d[i-1], a_right = -e[i] / d[i+1] (0 when there is none)
-            np.divide(E[0:2 * half:2], D[0:2 * half:2], out=a_left)
-            np.negative(a_left, out=a_left)
-            np.divide(E[1:2 * right:2], D[2:2 * right + 1:2], out=a_right[:right])
-            np.negative(a_right[:right], out=a_right[:right])
-            np.multiply(a_left, E[0:2 * half:2], out=tmp)
-            np.add(D[1::2], tmp, out=D1)
-            np.multiply(a_right[:right], E[1:2 * right:2], out=tmp[:right])
-            D1[:right] += tmp[:right]
-            np.multiply(a_right[:right], E[2:2 * right + 1:2], out=E1[:right])
-            E1[right:] = 0.0
-            np.multiply(a_left, R[0:2 * half:2], out=tmp)
-            np.add(R[1::2], tmp, out=R1)
-            np.multiply(a_right[:right], R[2:2 * right + 1:2], out=tmp[:right])
-            R1[:right] += tmp[:right]
+            ops += [(np.divide, (E[0:2 * half:2], D[0:2 * half:2], a_left)),
+                    (np.negative, (a_left, a_left)),
+                    (np.divide, (E[1:2 * right:2], D[2:2 * right + 1:2], a_right[:right])),
+                    (np.negative, (a_right[:right], a_right[:right])),
+                    (np.multiply, (a_left, E[0:2 * half:2], tmp)),
+                    (np.add, (D[1::2], tmp, D1)),
+                    (np.multiply, (a_right[:right], E[1:2 * right:2], tmp[:right])),
+                    (np.add, (D1[:right], tmp[:right], D1[:right])),
+                    (np.multiply, (a_right[:right], E[2:2 * right + 1:2], E1[:right])),
+                    (np.copyto, (E1[right:], 0.0)),
+                    (np.multiply, (a_left, R[0:2 * half:2], tmp)),
+                    (np.add, (R[1::2], tmp, R1)),
+                    (np.multiply, (a_right[:right], R[2:2 * right + 1:2], tmp[:right])),
+                    (np.add, (R1[:right], tmp[:right], R1[:right]))]
             systems.append((D1, E1, R1))
         # the last system has one row; back up, recovering the even rows of each level
         D, _, R = systems[-1]
         x_odd = self.buffers[-1][3][:N].reshape(1, N) if self.levels else out
-        np.divide(R, D, out=x_odd)
+        ops.append((np.divide, (R, D, x_odd)))
         for level in range(len(self.levels) - 1, -1, -1):
             rows, half = self.levels[level]
             D, E, R = systems[level]
             x = out if level == 0 else self.buffers[level - 1][3][:rows * N].reshape(rows, N)
             tmp = self.buffers[level][6][:half * N].reshape(half, N)
-            x[1::2] = x_odd
-            np.copyto(x[0::2], R[0::2])
             evens = (rows + 1) // 2
-            np.multiply(E[1:2 * (evens - 1):2], x_odd[:evens - 1], out=tmp[:evens - 1])
-            x[2::2] -= tmp[:evens - 1]
-            np.multiply(E[0:2 * half:2], x_odd, out=tmp)
-            x[0:2 * half:2] -= tmp
-            np.divide(x[0::2], D[0::2], out=x[0::2])
+            ops += [(np.copyto, (x[1::2], x_odd)),
+                    (np.copyto, (x[0::2], R[0::2])),
+                    (np.multiply, (E[1:2 * (evens - 1):2], x_odd[:evens - 1], tmp[:evens - 1])),
+                    (np.subtract, (x[2::2], tmp[:evens - 1], x[2::2])),
+                    (np.multiply, (E[0:2 * half:2], x_odd, tmp)),
+                    (np.subtract, (x[0:2 * half:2], tmp, x[0:2 * half:2])),
+                    (np.divide, (x[0::2], D[0::2], x[0::2]))]
             x_odd = x
-        return out
+        return ops
 
 
 def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
@@ -539,12 +556,38 @@ class _Work:
         self.flat.update({name: np.empty(size_bins, dtype=bool) for name in self._BIN_BOOL})
         self.flat.update({name: np.empty(size_mels) for name in self._MEL})
         self.tridiag = _CyclicReduction(self.n_mels, capacity)
+        self.views = {}               # (name, columns) -> view; see bin_view
 
     def bin_view(self, name, n):
-        return self.flat[name][:self.n_freqs * n].reshape(self.n_freqs, n)
+        """The first ``n`` columns of bin array ``name``: (n_freqs, n), made once per ``n``."""
+        view = self.views.get((name, n))
+        if view is None:
+            view = self.views[name, n] = self.flat[name][:self.n_freqs * n].reshape(self.n_freqs, n)
+        return view
 
     def mel_view(self, name, n):
-        return self.flat[name][:self.n_mels * n].reshape(self.n_mels, n)
+        """The first ``n`` columns of mel array ``name``: (n_mels, n), made once per ``n``."""
+        view = self.views.get((name, n))
+        if view is None:
+            view = self.views[name, n] = self.flat[name][:self.n_mels * n].reshape(self.n_mels, n)
+        return view
+
+    def run_sums(self, plan, n):
+        """:meth:`NnlsPlan.run_sums` of ``x`` into ``sums`` (``n`` columns), the same additions
+        on slices made once per ``n``."""
+        blocks = self.views.get(("run_sums", n))
+        if blocks is None:
+            x, out, off = self.bin_view("x", n), self.mel_view("sums", n), plan.offsets
+            first = off[1] - off[0] if len(off) > 1 else 0
+            blocks = self.views["run_sums", n] = (
+                out[:first], x[:first], out[first:],
+                [(out[:off[r + 1] - off[r]], x[off[r]:off[r + 1]]) for r in range(1, len(off) - 1)])
+        out_first, x_first, out_rest, adds = blocks
+        out_rest.fill(0.0)
+        np.copyto(out_first, x_first)
+        for total, part in adds:
+            np.add(total, part, out=total)
+        return self.mel_view("sums", n)
 
     def compact(self, names, n_old, keep):
         """Keep the columns ``keep`` of the work arrays ``names``: (rows, n_old) ->
@@ -565,17 +608,17 @@ class _Work:
 
 def _tridiag_into(plan, work, d, diag, upper):
     """``diag``, ``upper`` <- the tridiagonal ``A diag(d) A.T`` of run-major bin weights ``d``
-    (n_freqs, n), with ``work``'s ``x``, ``sums`` and ``sums_hi`` as scratch."""
+    (n_freqs, n), with ``work``'s ``x``, ``sums`` (:meth:`_Work.run_sums`) and ``sums_hi`` as scratch."""
     n = d.shape[1]
     wt, x = plan.weights, work.bin_view("x", n)
-    sums, sums_hi = work.mel_view("sums", n), work.mel_view("sums_hi", n)
+    sums_hi = work.mel_view("sums_hi", n)
     np.multiply(d, wt["w_lo2"], out=x)
-    plan.to_mel_order(plan.run_sums(x, sums), diag)
+    plan.to_mel_order(work.run_sums(plan, n), diag)
     np.multiply(d, wt["w_hi2"], out=x)
-    plan.to_mel_order(plan.run_sums(x, sums), sums_hi)
+    plan.to_mel_order(work.run_sums(plan, n), sums_hi)
     diag[1:] += sums_hi[:-1]
     np.multiply(d, wt["w_lohi"], out=x)
-    plan.to_mel_order(plan.run_sums(x, sums), upper)
+    plan.to_mel_order(work.run_sums(plan, n), upper)
 
 
 def _matvec_into(plan, work, s, out):
@@ -583,11 +626,11 @@ def _matvec_into(plan, work, s, out):
     run plus the ``w_hi`` part of the run below it (scratch as :func:`_tridiag_into`)."""
     n = s.shape[1]
     wt, x = plan.weights, work.bin_view("x", n)
-    sums, sums_hi = work.mel_view("sums", n), work.mel_view("sums_hi", n)
+    sums_hi = work.mel_view("sums_hi", n)
     np.multiply(s, wt["w_lo"], out=x)
-    plan.to_mel_order(plan.run_sums(x, sums), out)
+    plan.to_mel_order(work.run_sums(plan, n), out)
     np.multiply(s, wt["w_hi"], out=x)
-    plan.to_mel_order(plan.run_sums(x, sums), sums_hi)
+    plan.to_mel_order(work.run_sums(plan, n), sums_hi)
     out[1:] += sums_hi[:-1]
 
 
@@ -602,6 +645,8 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=No
     """
     eps = plan.eps
     lo, hi, wt = plan.lo, plan.hi, plan.weights
+    if len(work.views) > 4096:                        # views of earlier calls' column counts
+        work.views.clear()
     m, tmp = work.mel_view("m", N), work.mel_view("tmp", N)
     s_out = work.bin_view("s_out", N)
     # Exact rescaling by a power of two: every frame's largest |m| lands in [0.5, 1), so no
@@ -796,7 +841,7 @@ def _line_search(work, n, mu, delta, m, F, eps, step=None):
     return alpha, full
 
 
-ROOT_BUCKETS = 48                 # breakpoints grouped by binary exponent: [2^-47, 2^-46), ..., [1/2, 1]
+ROOT_BUCKETS = 32                 # breakpoints grouped by binary exponent: [2^-31, 2^-30), ..., [1/2, 1]
 
 
 def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, crossing,
@@ -851,27 +896,35 @@ def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, c
     np.negative(d_b, out=d_b, where=switch_off)
     # bucket q >= 1 holds [2^(q - G), 2^(q - G + 1)) (the last one also 1), bucket 0 [0, 2^(1 - G))
     G = ROOT_BUCKETS
-    _, exponent = np.frexp(brk)
-    bucket = np.clip(exponent + (G - 1), 0, G - 1)
+    _, bucket = np.frexp(brk)
+    bucket += G - 1
+    np.maximum(bucket, 0, out=bucket)
+    np.minimum(bucket, G - 1, out=bucket)
     bucket[brk == 0.0] = 0
-    slot = frame * G + bucket
-    # (np.bincount returns integers when there is nothing to count)
-    a_edge = np.bincount(slot, d_a, n * G).astype(np.float64, copy=False).reshape(n, G)
-    b_edge = np.bincount(slot, d_b, n * G).astype(np.float64, copy=False).reshape(n, G)
-    a_edge[:, 0] += a_start
-    b_edge[:, 0] += b_start
-    np.cumsum(a_edge, axis=1, out=a_edge)                # A, B above every breakpoint of buckets <= q
-    np.cumsum(b_edge, axis=1, out=b_edge)
+    # row q, column f: A and B above every breakpoint of frame f's buckets <= q.  (Running sums
+    # row after row: np.cumsum along a short axis is slow and holds the GIL; np.bincount
+    # returns integers when there is nothing to count.)
+    slot = bucket * n + frame
+    a_edge = np.bincount(slot, d_a, G * n).astype(np.float64, copy=False).reshape(G, n)
+    b_edge = np.bincount(slot, d_b, G * n).astype(np.float64, copy=False).reshape(G, n)
+    a_edge[0] += a_start
+    b_edge[0] += b_start
+    for q in range(1, G):
+        np.add(a_edge[q - 1], a_edge[q], out=a_edge[q])
+        np.add(b_edge[q - 1], b_edge[q], out=b_edge[q])
     edges = np.ldexp(1.0, np.arange(1 - G, 1))           # upper edge of bucket q: 2^(q + 1 - G)
-    edge_values = a_edge + edges * b_edge                # phi' there (the last: phi'(1))
-    edge_values[:, -1] = dphi_one
-    root_bucket = np.argmax(edge_values > 0.0, axis=1)
-    rows = np.arange(n)
-    lower = np.where(root_bucket > 0, edges[root_bucket - 1], 0.0)
-    lower_value = np.where(root_bucket > 0, edge_values[rows, root_bucket - 1], dphi_zero)
-    a_lower = np.where(root_bucket > 0, a_edge[rows, root_bucket - 1], a_start)
-    b_lower = np.where(root_bucket > 0, b_edge[rows, root_bucket - 1], b_start)
-    upper, upper_value = edges[root_bucket], edge_values[rows, root_bucket]
+    edge_values = edges[:, None] * b_edge                # phi' there (the last: phi'(1))
+    edge_values += a_edge
+    edge_values[-1] = dphi_one
+    root_bucket = np.argmax(edge_values > 0.0, axis=0)
+    cols = np.arange(n)
+    below = np.maximum(root_bucket - 1, 0)
+    first = root_bucket == 0
+    lower = np.where(first, 0.0, edges[below])
+    lower_value = np.where(first, dphi_zero, edge_values[below, cols])
+    a_lower = np.where(first, a_start, a_edge[below, cols])
+    b_lower = np.where(first, b_start, b_edge[below, cols])
+    upper, upper_value = edges[root_bucket], edge_values[root_bucket, cols]
     # the root's bucket: its breakpoints in order, frame by frame
     inside = np.flatnonzero(bucket == root_bucket[frame])
     order = inside[np.lexsort((brk[inside], frame[inside]))]
@@ -879,28 +932,31 @@ def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, c
     counts = np.bincount(frame, minlength=n)
     width = int(counts.max(initial=0))
     position = np.arange(frame.size) - (np.cumsum(counts) - counts)[frame]
-    # row f: column i + 1 holds A, B past its bucket's i-th breakpoint (padding: no change)
-    a_run = np.zeros((n, width + 1))
-    b_run = np.zeros((n, width + 1))
-    a_run[:, 0], b_run[:, 0] = a_lower, b_lower
-    a_run[frame, position + 1] = d_a
-    b_run[frame, position + 1] = d_b
-    np.cumsum(a_run, axis=1, out=a_run)
-    np.cumsum(b_run, axis=1, out=b_run)
+    # column f, row i + 1: A, B past its bucket's i-th breakpoint (padding: no change)
+    a_run = np.zeros((width + 1, n))
+    b_run = np.zeros((width + 1, n))
+    a_run[0], b_run[0] = a_lower, b_lower
+    a_run[position + 1, frame] = d_a
+    b_run[position + 1, frame] = d_b
+    for i in range(1, width + 1):
+        np.add(a_run[i - 1], a_run[i], out=a_run[i])
+        np.add(b_run[i - 1], b_run[i], out=b_run[i])
     # points: the bucket's lower edge, its breakpoints, its upper edge (padding: the upper edge)
-    points = np.empty((n, width + 2))
-    points[:, 0] = lower
-    points[:, 1:] = upper[:, None]
-    points[frame, position + 1] = brk
-    values = np.empty((n, width + 2))
-    values[:, 0] = lower_value
-    np.multiply(points[:, 1:-1], b_run[:, :-1], out=values[:, 1:-1])
-    values[:, 1:-1] += a_run[:, :-1]
-    padding = np.arange(width)[None, :] >= counts[:, None]
-    np.copyto(values[:, 1:-1], upper_value[:, None], where=padding)
-    values[:, -1] = upper_value
-    right = np.maximum(np.argmax(values > 0.0, axis=1), 1)
-    p0, p1 = points[rows, right - 1], points[rows, right]
-    v0, v1 = values[rows, right - 1], values[rows, right]
-    alpha = p0 - v0 * ((p1 - p0) / (v1 - v0))
+    points = np.empty((width + 2, n))
+    points[0] = lower
+    points[1:] = upper
+    points[position + 1, frame] = brk
+    values = np.empty((width + 2, n))
+    values[0] = lower_value
+    np.multiply(points[1:-1], b_run[:-1], out=values[1:-1])
+    values[1:-1] += a_run[:-1]
+    padding = np.arange(width)[:, None] >= counts
+    np.copyto(values[1:-1], upper_value, where=padding)
+    values[-1] = upper_value
+    right = np.maximum(np.argmax(values > 0.0, axis=0), 1)
+    p0, p1 = points[right - 1, cols], points[right, cols]
+    v0, v1 = values[right - 1, cols], values[right, cols]
+    # (v0 <= 0 < v1 where phi'(1) > 0; a column not searched, solved alongside, may have neither)
+    gap = v1 - v0
+    alpha = p0 - v0 * np.divide(p1 - p0, gap, out=np.zeros(n), where=gap > 0.0)
     return np.minimum(np.maximum(alpha, p0), p1)
