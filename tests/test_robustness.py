@@ -204,17 +204,19 @@ def test_out_is_checked():
 
 def test_cpu_work_memory_does_not_grow_with_the_batch():
     # NumPy reports its allocations to tracemalloc. Each worker thread keeps one chunk's work
-    # arrays for the whole call (measured: about 15 x CHUNK_ELEMENTS float64 a thread at
-    # 201 x 128), whatever the batch; the old path copied the input three times in float64 and
-    # kept every chunk's float64 result. Twice the batch (both large enough to fill every
-    # thread's chunks) may not take more memory.
+    # arrays for the whole call (measured: about 15 chunks of float64 a thread at 201 x 128),
+    # whatever the batch; the old path copied the input three times in float64 and kept every
+    # chunk's float64 result. Twice the batch (both large enough to fill every thread's chunks
+    # at their largest) may not take more memory.
     _, M = audio_pair("speech-201x128", "speech_00")
     frames = np.stack([M[:, i:i + 500] for i in range(0, 108, 9)]).astype(np.float32)
-    chunk_bytes = nnls.CHUNK_ELEMENTS * 8
     for workers in (1, 2):
+        chunk_elements = nnls.CHUNK_ELEMENTS if workers == 1 else nnls.THREAD_CHUNK_ELEMENTS
+        chunk_bytes = chunk_elements * 8
+        filled = -(-nnls.CHUNKS_PER_WORKER * workers * chunk_elements // (frames[:, 0].size * 201))
         inv = cumel.InverseMelScale(201, 128, workers=workers)
         peaks = []
-        for copies in (2, 4):                       # 24 and 48 clips: 10 and 19 MB of output
+        for copies in (filled, 2 * filled):         # 12 clips of 500 frames a copy
             mel = np.concatenate([frames] * copies)
             out = np.empty((mel.shape[0], 201, 500), np.float32)
             inv(mel[:1], out=out[:1])               # plan built outside the measurement

@@ -65,9 +65,12 @@ def test_chunks_cover_the_batch_once():
                 starts, stops = zip(*chunks)
                 assert starts[0] == 0 and stops[-1] == n_frames
                 assert list(starts[1:]) == list(stops[:-1])
-                assert max(b - a for a, b in chunks) * n_freqs <= max(nnls.CHUNK_ELEMENTS, n_freqs)
-                if workers > 1 and n_frames * n_freqs >= 4 * workers * nnls.CHUNK_ELEMENTS:
+                cap = nnls.CHUNK_ELEMENTS if workers == 1 else nnls.THREAD_CHUNK_ELEMENTS
+                assert max(b - a for a, b in chunks) * n_freqs <= max(cap, n_freqs)
+                if workers > 1 and n_frames * n_freqs >= 4 * workers * nnls.THREAD_CHUNK_ELEMENTS:
                     assert len(chunks) >= 4 * workers     # every thread gets several
+                if n_frames <= max(1, nnls.MIN_CHUNK_ELEMENTS // n_freqs):
+                    assert len(chunks) == 1               # too small to share: the calling thread
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", 2.0])

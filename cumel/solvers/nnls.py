@@ -108,6 +108,7 @@ FLOOR_KKT = 1e-6                  # the rounding-floor rule applies below this r
 FLOOR_RATIO = 0.5                 # ... and stops a frame that did not halve it ...
 FLOOR_WINDOW = 3                  # ... within the last FLOOR_WINDOW iterates
 CHUNK_ELEMENTS = 1 << 19          # n_freqs x frames per work array: 4 MB of float64
+THREAD_CHUNK_ELEMENTS = 1 << 20   # ... when the frames are shared between threads
 MIN_CHUNK_ELEMENTS = 1 << 19      # smallest chunk when the frames are shared between threads
 CHUNKS_PER_WORKER = 4             # chunks a thread, where the batch is large enough
 
@@ -190,6 +191,7 @@ class NnlsPlan:
         diag, upper = sparse.tridiag(np.ones(sparse.n_freqs), np, self.w)
         self.eps = EPS_REL * float(diag.max()) if diag.max() > 0 else EPS_REL
         self.start_upper = upper
+        self.start_diag = diag + self.eps
         self.start_inv_pivot, self.start_upper_scaled = _thomas_factor(diag + self.eps, upper)
 
     def start(self, m, out=None):
@@ -516,18 +518,21 @@ def _slabs(a, b, T):
 
 def chunk_bounds(n_frames, n_freqs, workers, uniform=False):
     """``[(start, stop), ...]``: near-equal runs of frames, at most ``CHUNK_ELEMENTS // n_freqs``
-    a chunk; with several threads, at least ``CHUNKS_PER_WORKER`` chunks a thread where that
-    leaves ``MIN_CHUNK_ELEMENTS`` a chunk (frames differ in cost: several chunks a thread even
-    out the load; but a smaller chunk makes every NumPy call shorter, and two threads then hand
-    the GIL back and forth more often than they compute: measured, a clip of a few hundred
-    frames split between two threads ran no faster than on one, so a batch smaller than two
-    chunks runs in the calling thread).  ``uniform``: every frame costs the same (no Newton
-    step, ``max_iter = 0``), so one chunk a thread is enough, however small."""
+    a chunk; with several threads, at most ``THREAD_CHUNK_ELEMENTS // n_freqs`` and at least
+    ``CHUNKS_PER_WORKER`` chunks a thread where that leaves ``MIN_CHUNK_ELEMENTS`` a chunk (frames
+    differ in cost: several chunks a thread even out the load; but a smaller chunk makes every
+    NumPy call shorter, and threads hand the GIL back and forth around every call: measured, a
+    clip of a few hundred frames split between two threads ran slower than on one, so a batch
+    smaller than two chunks runs in the calling thread, and threads get twice the chunk of one
+    thread, which ran 10-15 % faster on two threads than the single thread's chunk).
+    ``uniform``: every frame costs the same (no Newton step, ``max_iter = 0``), so one chunk a
+    thread is enough, however small."""
     chunk = max(1, CHUNK_ELEMENTS // n_freqs)
     if workers > 1 and uniform:
         chunk = min(chunk, max(1, -(-n_frames // workers)))
     elif workers > 1:
         smallest = max(1, MIN_CHUNK_ELEMENTS // n_freqs)
+        chunk = max(1, THREAD_CHUNK_ELEMENTS // n_freqs)
         chunk = min(chunk, max(smallest, -(-n_frames // (CHUNKS_PER_WORKER * workers))))
     n_chunks = -(-n_frames // chunk)
     edges = np.linspace(0, n_frames, n_chunks + 1).astype(np.int64)
@@ -679,7 +684,12 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=No
         m, *_ = work.compact(["m"] + priors, N, frames)
         m_norm = m_norm[frames]
     if n and not prior:
-        mu = plan.start(m, out=work.mel_view("mu", n))
+        # mu_0 = (A A.T + eps I)^-1 m by the Newton steps' cyclic reduction (a Thomas sweep is
+        # three operations a row, too many small calls: threads would hand the GIL over at each)
+        diag, upper = work.mel_view("diag", n), work.mel_view("upper", n)
+        np.copyto(diag, plan.start_diag[:, None])
+        np.copyto(upper, plan.start_upper[:, None])
+        mu = work.tridiag.solve(diag, upper, m, work.mel_view("mu", n))
     elif n:
         # mu_0 = (A diag(v) A.T + eps I)^-1 (m - A c): the J below with every bin active
         c, v = work.bin_view("c", n), work.bin_view("v", n)
