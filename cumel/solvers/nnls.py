@@ -24,7 +24,7 @@ of shared memory) for the whole solve.
 Iteration (per frame; ``kernels/nnls.cu`` runs exactly this, one frame per warp)::
 
     e = exponent of max|m| (frexp);  m <- m 2^-e     # exact rescaling: s(c m) = c s(m)
-    mu_0 = (A A.T + eps I)^-1 m        # cached factorisation; s(mu_0) is torchaudio 2.x's lstsq+relu
+    mu_0 = (A A.T + eps I)^-1 m        # a fixed system; s(mu_0) is torchaudio 2.x's lstsq+relu
     for it in 0, 1, ..., cap:          # cap = min(max_iter, step_bound(n_mels))
         t  = A.T mu;  s = max(t, 0);  d = (t > 0)
         F  = A s + eps mu - m;  kkt = ||F|| / ||m||
@@ -169,9 +169,11 @@ class NnlsPlan:
     sorted_to_mel : ndarray of intp, shape (n_mels,)
         Position of each mel in the sorted order (``sums_sorted[sorted_to_mel]`` is in mel
         order).
-    start_inv_pivot, start_upper_scaled, start_upper : ndarray, shape (n_mels,)
-        Thomas factorisation of ``A A.T + eps I``: ``1 / pivot_k``, ``upper_k / pivot_k`` and
-        ``upper_k``.
+    start_diag, start_upper : ndarray, shape (n_mels,)
+        Diagonal and super-diagonal of ``A A.T + eps I``, the start's system (NumPy solves it
+        by cyclic reduction, as the Newton steps' systems).
+    start_inv_pivot, start_upper_scaled : ndarray, shape (n_mels,)
+        Its Thomas factorisation, ``1 / pivot_k`` and ``upper_k / pivot_k`` (the kernels').
     """
 
     def __init__(self, sparse):
@@ -194,11 +196,6 @@ class NnlsPlan:
         self.start_diag = diag + self.eps
         self.start_inv_pivot, self.start_upper_scaled = _thomas_factor(diag + self.eps, upper)
 
-    def start(self, m, out=None):
-        """``mu_0 = (A A.T + eps I)^-1 m`` for columns ``m`` (n_mels, N), into ``out``."""
-        return _thomas_solve(self.start_inv_pivot, self.start_upper_scaled, self.start_upper, m,
-                             out)
-
     def run_sums(self, x, out):
         """Sum of each bin run of the run-major ``x`` (n_freqs, N) into ``out`` (n_mels, N), in
         the sorted order: ``out[i] = x[first bin of run i] + x[second bin] + ...``."""
@@ -216,8 +213,9 @@ class NnlsPlan:
         return np.take(sums_sorted, self.sorted_to_mel, axis=0, out=out, mode="clip")
 
 
-# Tridiagonal systems, one per column, vectors along axis 0: every step of a sweep is one
-# vectorised operation over the frames.
+# Tridiagonal systems: the Thomas factors of the fixed start system (for the kernels), and cyclic
+# reduction for a stack of systems, one per column, vectors along axis 0 (NumPy: every step is
+# one vectorised operation over the frames).
 
 def _thomas_factor(diag, upper):
     """Factors of a symmetric tridiagonal matrix: ``1 / pivot_k`` and ``upper_k / pivot_k``."""
@@ -230,21 +228,6 @@ def _thomas_factor(diag, upper):
         inv_pivot[k] = 1.0 / pivot
         upper_scaled[k] = upper[k] * inv_pivot[k]
     return inv_pivot, upper_scaled
-
-
-def _thomas_solve(inv_pivot, upper_scaled, upper, rhs, out=None):
-    """Solve ``T x = rhs`` (rhs (n, ...)) with the factors of :func:`_thomas_factor` (n,);
-    the solution is written into ``out`` (a new array if None)."""
-    y = np.array(rhs, dtype=np.float64) if out is None else out
-    if out is not None:
-        np.copyto(y, rhs)
-    y[0] *= inv_pivot[0]
-    for k in range(1, y.shape[0]):
-        y[k] -= upper[k - 1] * y[k - 1]
-        y[k] *= inv_pivot[k]
-    for k in range(y.shape[0] - 2, -1, -1):
-        y[k] -= upper_scaled[k] * y[k + 1]
-    return y
 
 
 class _CyclicReduction:
