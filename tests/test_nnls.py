@@ -200,7 +200,9 @@ def test_first_step_is_the_pseudo_inverse():
     _, M = audio_pair("speech-201x128", "speech_04")
     inv = cumel.InverseMelScale(201, 128, max_iter=1, tolerance_loss=0.0)
     plan = inv.plan.nnls()
-    s0 = np.maximum(plan.sparse.rmatvec(plan.start(M[:, :30]), np), 0)
+    s0, iterations, _ = nnls.solve(plan, M[:, :30], max_iter=0, tolerance_loss=0.0,
+                                   tolerance_change=0.0)                # s(mu_0): no Newton step
+    assert (iterations == 0).all()
     lstsq = cumel.InverseMelScale(201, 128, solver="lstsq")(M[:, :30].astype(np.float64))
     assert np.linalg.norm(s0 - lstsq) <= 1e-5 * np.linalg.norm(lstsq)
 
