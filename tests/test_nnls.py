@@ -219,3 +219,48 @@ def test_large_batch_is_solved_in_chunks_with_the_same_bits(monkeypatch):
     whole = inv(M)
     monkeypatch.setattr(nnls, "CHUNK_ELEMENTS", 201 * 37)     # 37 frames a chunk
     np.testing.assert_array_equal(inv(M), whole)
+
+
+def _dphi(t, u, step, c0, c1, a):
+    """phi'(a) of every column, straight from its definition (float64)."""
+    return (np.maximum(t + a * step, 0.0) * u).sum(axis=0) + c0 + a * c1
+
+
+@pytest.mark.parametrize("prior", [False, True])
+def test_line_search_root_is_exact(prior):
+    # Columns whose roots lie anywhere from 1e-10 to 1 (hard frames take steps of 1e-6, below
+    # most breakpoints), with breakpoints spread over many binary exponents.
+    rng = np.random.default_rng(7)
+    n_bins, n = 300, 64
+    t = rng.standard_normal((n_bins, n))
+    u = rng.standard_normal((n_bins, n)) * 10.0 ** rng.uniform(-6, 3, (n_bins, 1))
+    step = u * rng.uniform(0.1, 10.0, (n_bins, n)) if prior else u
+    c1 = 10.0 ** rng.uniform(-12, -6, n)
+    g0, g1 = _dphi(t, u, step, 0.0, c1, 0.0), _dphi(t, u, step, 0.0, c1, 1.0)
+    share = 10.0 ** rng.uniform(-10, 0, n)                  # where between phi'(0) and phi'(1)
+    c0 = -(g0 + share * (g1 - g0))
+    lo, hi = np.zeros(n), np.ones(n)
+    for _ in range(200):                                    # bisection: the reference root
+        mid = 0.5 * (lo + hi)
+        below = _dphi(t, u, step, c0, c1, mid) < 0.0
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    on_zero, on_one = t > 0.0, t + step > 0.0
+    args = (c0, c1, _dphi(t, u, step, c0, c1, 0.0), _dphi(t, u, step, c0, c1, 1.0))
+
+    def root(cols):
+        k = len(cols)
+        return nnls._root_of_dphi(t[:, cols], u[:, cols], on_zero[:, cols], on_one[:, cols],
+                                  *(a[cols] for a in args), np.empty((n_bins, k)),
+                                  np.empty((n_bins, k), bool), step[:, cols] if prior else None)
+
+    alpha = root(np.arange(n))
+    assert ((alpha >= 0.0) & (alpha <= 1.0)).all()
+    # phi'(alpha) is zero up to the rounding of its own terms (measured: 2e-15 of their sum; a
+    # root on a wrong piece misses by the piece's slope times the distance)
+    terms = (np.abs(np.maximum(t + alpha * step, 0.0) * u)).sum(axis=0) + np.abs(c0) + alpha * c1
+    assert (np.abs(_dphi(t, u, step, c0, c1, alpha)) <= 1e-13 * terms).all()
+    # and it is the bisection's root, up to the conditioning of the tiniest (measured: 2e-8)
+    np.testing.assert_allclose(alpha, hi, rtol=1e-6, atol=0.0)
+    # a column alone gives the bits it has among the others
+    for col in (0, 17, n - 1):
+        assert root([col])[0] == alpha[col]
