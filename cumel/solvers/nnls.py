@@ -507,7 +507,7 @@ def chunk_bounds(n_frames, n_freqs, workers, uniform=False):
     NumPy call shorter, and threads hand the GIL back and forth around every call: measured, a
     clip of a few hundred frames split between two threads ran slower than on one, so a batch
     smaller than two chunks runs in the calling thread, and threads get twice the chunk of one
-    thread, which ran 10-15 % faster on two threads than the single thread's chunk).
+    thread, which ran 2-11 % faster on two threads than the single thread's chunk).
     ``uniform``: every frame costs the same (no Newton step, ``max_iter = 0``), so one chunk a
     thread is enough, however small."""
     chunk = max(1, CHUNK_ELEMENTS // n_freqs)
