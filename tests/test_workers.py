@@ -30,6 +30,7 @@ def test_bits_do_not_depend_on_workers_or_chunks(music_batch, workers, monkeypat
     reference, info = cumel.InverseMelScale(**MUSIC, workers=1)(music_batch, return_info=True)
     for chunk_elements in (nnls.CHUNK_ELEMENTS, 40 * 1025, 1025):   # several chunks, one frame
         monkeypatch.setattr(nnls, "CHUNK_ELEMENTS", chunk_elements)
+        monkeypatch.setattr(nnls, "THREAD_CHUNK_ELEMENTS", chunk_elements)
         monkeypatch.setattr(nnls, "MIN_CHUNK_ELEMENTS", min(chunk_elements, nnls.MIN_CHUNK_ELEMENTS))
         S, other = cumel.InverseMelScale(**MUSIC, workers=workers)(music_batch, return_info=True)
         np.testing.assert_array_equal(S, reference)
