@@ -227,17 +227,22 @@ def _dphi(t, u, step, c0, c1, a):
 
 
 @pytest.mark.parametrize("prior", [False, True])
-def test_line_search_root_is_exact(prior):
+@pytest.mark.parametrize("crowded", [False, True])
+def test_line_search_root_is_exact(prior, crowded):
     # Columns whose roots lie anywhere from 1e-10 to 1 (hard frames take steps of 1e-6, below
-    # most breakpoints), with breakpoints spread over many binary exponents.
+    # most breakpoints), with breakpoints spread over many binary exponents; or every bin
+    # crossing in [1/2, 1), one bucket holding them all.
     rng = np.random.default_rng(7)
     n_bins, n = 300, 64
     t = rng.standard_normal((n_bins, n))
-    u = rng.standard_normal((n_bins, n)) * 10.0 ** rng.uniform(-6, 3, (n_bins, 1))
-    step = u * rng.uniform(0.1, 10.0, (n_bins, n)) if prior else u
+    if crowded:
+        u = -t / rng.uniform(0.5, 1.0, (n_bins, n))          # breakpoints -t / u in [1/2, 1)
+    else:
+        u = rng.standard_normal((n_bins, n)) * 10.0 ** rng.uniform(-6, 3, (n_bins, 1))
+    step = u * rng.uniform(0.1, 10.0, (n_bins, n)) if prior and not crowded else u
     c1 = 10.0 ** rng.uniform(-12, -6, n)
     g0, g1 = _dphi(t, u, step, 0.0, c1, 0.0), _dphi(t, u, step, 0.0, c1, 1.0)
-    share = 10.0 ** rng.uniform(-10, 0, n)                  # where between phi'(0) and phi'(1)
+    share = rng.uniform(0.05, 1.0, n) if crowded else 10.0 ** rng.uniform(-10, 0, n)
     c0 = -(g0 + share * (g1 - g0))
     lo, hi = np.zeros(n), np.ones(n)
     for _ in range(200):                                    # bisection: the reference root

@@ -931,9 +931,13 @@ def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, c
     a_run[0], b_run[0] = a_lower, b_lower
     a_run[position + 1, frame] = d_a
     b_run[position + 1, frame] = d_b
-    for i in range(1, width + 1):
-        np.add(a_run[i - 1], a_run[i], out=a_run[i])
-        np.add(b_run[i - 1], b_run[i], out=b_run[i])
+    if width <= 32:
+        for i in range(1, width + 1):
+            np.add(a_run[i - 1], a_run[i], out=a_run[i])
+            np.add(b_run[i - 1], b_run[i], out=b_run[i])
+    else:                                                # (the same additions, in one call each)
+        np.cumsum(a_run, axis=0, out=a_run)
+        np.cumsum(b_run, axis=0, out=b_run)
     # points: the bucket's lower edge, its breakpoints, its upper edge (padding: the upper edge)
     points = np.empty((width + 2, n))
     points[0] = lower
