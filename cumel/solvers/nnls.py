@@ -594,32 +594,34 @@ class _Work:
         return views
 
 
+def _run_sums_into(plan, work, x, weight, out):
+    """``out`` (n_mels, n), mel order <- ``x * plan.weights[weight]`` summed over each mel's bin
+    run, for run-major ``x`` (n_freqs, n); ``work``'s ``x`` and ``sums`` are scratch."""
+    n = x.shape[1]
+    np.multiply(x, plan.weights[weight], out=work.bin_view("x", n))
+    return plan.to_mel_order(work.run_sums(plan, n), out)
+
+
+def _own_and_below_into(plan, work, x, own, below, out):
+    """``out[k]`` <- the ``own``-weighted sum over mel k's bin run plus the ``below``-weighted
+    sum over the run below it (``work``'s ``sums_hi`` is scratch too)."""
+    _run_sums_into(plan, work, x, own, out)
+    lower = _run_sums_into(plan, work, x, below, work.mel_view("sums_hi", x.shape[1]))
+    out[1:] += lower[:-1]
+
+
 def _tridiag_into(plan, work, d, diag, upper):
     """``diag``, ``upper`` <- the tridiagonal ``A diag(d) A.T`` of run-major bin weights ``d``
-    (n_freqs, n), with ``work``'s ``x``, ``sums`` (:meth:`_Work.run_sums`) and ``sums_hi`` as scratch."""
-    n = d.shape[1]
-    wt, x = plan.weights, work.bin_view("x", n)
-    sums_hi = work.mel_view("sums_hi", n)
-    np.multiply(d, wt["w_lo2"], out=x)
-    plan.to_mel_order(work.run_sums(plan, n), diag)
-    np.multiply(d, wt["w_hi2"], out=x)
-    plan.to_mel_order(work.run_sums(plan, n), sums_hi)
-    diag[1:] += sums_hi[:-1]
-    np.multiply(d, wt["w_lohi"], out=x)
-    plan.to_mel_order(work.run_sums(plan, n), upper)
+    (n_freqs, n): ``diag_k`` sums ``w_lo^2 d`` over mel k's run and ``w_hi^2 d`` over the run
+    below, ``upper_k`` sums ``w_lo w_hi d`` over mel k's run."""
+    _own_and_below_into(plan, work, d, "w_lo2", "w_hi2", diag)
+    _run_sums_into(plan, work, d, "w_lohi", upper)
 
 
 def _matvec_into(plan, work, s, out):
     """``out`` <- ``A s`` for run-major ``s`` (n_freqs, n): the ``w_lo`` part of each mel's bin
-    run plus the ``w_hi`` part of the run below it (scratch as :func:`_tridiag_into`)."""
-    n = s.shape[1]
-    wt, x = plan.weights, work.bin_view("x", n)
-    sums_hi = work.mel_view("sums_hi", n)
-    np.multiply(s, wt["w_lo"], out=x)
-    plan.to_mel_order(work.run_sums(plan, n), out)
-    np.multiply(s, wt["w_hi"], out=x)
-    plan.to_mel_order(work.run_sums(plan, n), sums_hi)
-    out[1:] += sums_hi[:-1]
+    run plus the ``w_hi`` part of the run below it."""
+    _own_and_below_into(plan, work, s, "w_lo", "w_hi", out)
 
 
 def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=None):
