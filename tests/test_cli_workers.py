@@ -1,5 +1,7 @@
 """The CLI's threads (``--workers``) and its progress bar within one large file."""
 import io
+import os
+import time
 
 import numpy as np
 import pytest
@@ -70,3 +72,65 @@ def test_a_file_reports_its_frames_as_they_are_solved(tmp_path, monkeypatch):
     assert len(solved) >= 2 and sum(solved) == 400
     np.testing.assert_array_equal(np.load(job.output),
                                   cumel.InverseMelScale(N_STFT, 128, workers=1)(M[:, :400]))
+
+
+def _wait_for(path, seconds=60.0):
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def report_in_halves(job, settings, progress=None):
+    """``solve`` for the test below (imported by the workers from this module): reports half of
+    a 100-frame file, waits until the parent has shown it, then the rest, and waits again."""
+    assert progress is not None
+    advance = progress(100, 1)
+    for done in (50, 100):
+        advance(50)
+        _wait_for(f"{job.input}.seen{done}")
+    return _bulk.Result(job.input, job.output, "written", 100, 0.0)
+
+
+class _Seen:
+    """Stands for the bar: records what the workers report, and says so to them."""
+
+    def __init__(self):
+        self.calls = []
+
+    def solved(self, key, frames, total):
+        self.calls.append((os.path.basename(key), frames, total))
+        open(f"{key}.seen{frames}", "w").close()
+
+
+def test_worker_processes_report_solved_frames_within_a_file(tmp_path):
+    jobs = [_bulk.Job(str(tmp_path / f"{name}.npy"), str(tmp_path / f"{name}.out.npy"))
+            for name in ("a", "b", "c")]
+    results, seen = [], _Seen()
+    _bulk.run_parallel(jobs, _bulk.Settings(N_STFT), 2, results.append, solve=report_in_halves,
+                       progress=seen)
+    assert sorted(r.status for r in results) == ["written"] * 3
+    for name in ("a", "b", "c"):
+        mine = [(frames, total) for key, frames, total in seen.calls if key == f"{name}.npy"]
+        assert (50, 100) in mine and (100, 100) in mine          # half a file, then all of it
+        assert mine == sorted(mine)                               # never back
+
+
+def test_bar_keeps_each_worker_file_apart():
+    stream = io.StringIO()
+    bar = _bulk.Progress(3, stream=stream)
+    if bar.bar is None:
+        pytest.skip("tqdm is not installed (the plain fallback prints one line per file)")
+    bar.solved("a.npy", 50, 100)
+    bar.solved("b.npy", 25, 100)
+    bar.solved("a.npy", 40, 100)                                 # a stale count: no move back
+    assert bar.bar.n == pytest.approx(0.75)
+    assert bar.partial_frames == 75
+    bar.update(_bulk.Result("a.npy", "a.out.npy", "written", 100, 1.0))
+    assert bar.bar.n == pytest.approx(1.25)                      # a whole, b a quarter
+    bar.solved("b.npy", 100, 100)
+    bar.update(_bulk.Result("b.npy", "b.out.npy", "failed", error="b.npy: bad"))
+    assert bar.bar.n == pytest.approx(2.0)
+    assert bar.partial_frames == 0 and bar.frames == 100
+    bar.update(_bulk.Result("c.npy", "c.out.npy", "written", 10, 1.0))   # never reported
+    assert bar.bar.n == pytest.approx(3.0)
+    bar.close()

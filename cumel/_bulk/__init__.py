@@ -188,7 +188,8 @@ def _run(jobs, problems, settings, overwrite, n_workers, batch_frames, progress,
             for r in solve_batch(todo, settings, batch_frames, bar.within):
                 record(r)
         elif n_workers > 1 and len(todo) > 1:
-            run_parallel(todo, settings, min(n_workers, len(todo)), record)
+            run_parallel(todo, settings, min(n_workers, len(todo)), record,
+                         progress=bar if bar.bar is not None else None)
         else:
             for job in todo:
                 record(solve_file(job, settings, bar.within))

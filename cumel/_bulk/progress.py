@@ -19,6 +19,7 @@ class Progress:
         self.lock = threading.Lock()
         self.moved = 0.0            # the bar's advance within the files in hand
         self.partial_frames = 0     # their frames solved so far
+        self.in_hand = {}           # input -> (advance, frames) of a file another process solves
         if enabled and not plain:
             try:
                 from tqdm import tqdm
@@ -47,6 +48,23 @@ class Progress:
 
         return advance
 
+    def solved(self, key, frames, total):
+        """``frames`` of the ``total`` frames of file ``key`` are solved (reported by the worker
+        process solving it): the bar moves to that share of the file. Never moves back;
+        :meth:`update` with that file's result adds the rest."""
+        if self.bar is None or total <= 0:
+            return
+        with self.lock:
+            moved, counted = self.in_hand.get(key, (0.0, 0))
+            frames = min(max(int(frames), counted), int(total))
+            share = frames / total
+            if frames == counted:
+                return
+            self.in_hand[key] = (share, frames)
+            self.partial_frames += frames - counted
+            self.bar.set_postfix_str(f"{self.frames_per_second():,.0f} frames/s", refresh=False)
+            self.bar.update(share - moved)
+
     def frames_per_second(self):
         frames = self.frames + self.partial_frames
         return frames / max(time.perf_counter() - self.t0, 1e-9)
@@ -54,16 +72,24 @@ class Progress:
     def update(self, result):
         self.done += 1
         with self.lock:
+            shown = self.in_hand.pop(result.input, None)
+            if shown is not None:                  # reported by a worker process: its own share
+                self.partial_frames -= shown[1]
             if result.status == "written":
                 self.frames += result.frames or 0
-                self.partial_frames = max(0, self.partial_frames - (result.frames or 0))
+                if shown is None:
+                    self.partial_frames = max(0, self.partial_frames - (result.frames or 0))
         if self.bar is not None:
             with self.lock:
-                step = max(0.0, 1.0 - self.moved) if self.moved else 1.0
-                self.moved = max(0.0, self.moved - 1.0)
+                if shown is not None:
+                    step = max(0.0, 1.0 - shown[0])
+                else:
+                    step = max(0.0, 1.0 - self.moved) if self.moved else 1.0
+                    self.moved = max(0.0, self.moved - 1.0)
                 self.bar.set_postfix_str(f"{self.frames_per_second():,.0f} frames/s",
                                          refresh=False)
-                self.bar.update(step)
+                # shares of files add up to the total up to rounding: never past it (tqdm warns)
+                self.bar.update(min(step, max(0.0, self.total - self.bar.n)))
         elif self.enabled:
             elapsed = max(time.perf_counter() - self.t0, 1e-9)
             print(f"cumel: [{self.done}/{self.total}] {result.status} {result.input} "

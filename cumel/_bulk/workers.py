@@ -17,6 +17,10 @@ kernel closes that end, the worker's watcher thread reads end-of-file, removes t
 temporary files and exits at once. The forkserver exits by itself once the parent and every
 worker are gone (it reads end-of-file on its own "alive" pipe, whose write ends they hold).
 
+Progress. With a progress bar, each worker posts the frames solved so far of the file in hand to
+its own slot of a small shared-memory array (:class:`_Solved`); the parent reads the slots
+while it waits for results, so the bar moves within large files here too.
+
 A worker that dies (the kernel's out-of-memory killer, a crash in a native library) breaks the
 pool: the files it could have been solving are then solved again one at a time, each in a
 fresh single-worker pool, so that the one that kills its worker fails alone, and the rest go on
@@ -36,6 +40,7 @@ from .report import Result
 from .solve import failure, solve_file
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+POLL_SECONDS = 0.2        # how often the parent reads the workers' solved frames (the bar's pace)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -85,12 +90,80 @@ def stop_signals():
 
 # -- worker processes ----------------------------------------------------------------------------
 
-def _worker_start(parent_alive):
-    """First thing in each worker: ignore the stop signals, and die with the parent."""
+def _worker_start(parent_alive, solved=None):
+    """First thing in each worker: ignore the stop signals, die with the parent, and take a
+    slot of ``solved`` (when the parent shows progress)."""
+    global _SLOT
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     threading.Thread(target=_die_with_parent, args=(parent_alive,), daemon=True,
                      name="cumel-parent-watch").start()
+    _SLOT = None if solved is None else solved.claim()
+
+
+_SLOT = None              # in a worker: its slot of the pool's _Solved, or None
+
+
+class _Solved:
+    """Frames solved so far of the file each worker has in hand, in shared memory.
+
+    Slot ``i`` is three integers: the serial number of the worker's job plus one (0: none
+    yet), the frames solved and the frames of the file. Only worker ``i`` writes it (its solver
+    threads under a lock of its own); the parent reads it without a lock. A worker starting a
+    file clears the counts before it writes the new serial, and the parent reads the serial
+    before and after the counts and skips a slot whose serial changed in between: a count it
+    reads belongs to the serial it reads (the bar also never moves back).
+    """
+
+    def __init__(self, ctx, n_workers):
+        self.slots = ctx.RawArray("q", 3 * n_workers)
+        self.claimed = ctx.Value("i", 0)
+        self.n_workers = n_workers
+        self.index = None
+
+    def claim(self):
+        """In a worker: take the next free slot (this object, bound to it)."""
+        with self.claimed.get_lock():
+            self.index = self.claimed.value
+            self.claimed.value += 1
+        return self if self.index < self.n_workers else None
+
+    def reporter(self, serial):
+        """In a worker, for job ``serial``: the ``progress(frames, files)`` of
+        :func:`.solve.solve_file`, counting into this worker's slot."""
+        slots, base, lock = self.slots, 3 * self.index, threading.Lock()
+        slots[base + 1] = slots[base + 2] = 0
+        slots[base] = serial + 1
+
+        def within(frames, files=1):
+            slots[base + 2] = int(frames)
+
+            def advance(n):
+                with lock:
+                    slots[base + 1] += int(n)
+
+            return advance
+
+        return within
+
+    def poll(self, jobs, finished, progress):
+        """In the parent: tell ``progress`` the solved frames of each job in hand (not in
+        ``finished``, the serials already recorded)."""
+        slots = self.slots
+        for base in range(0, 3 * self.n_workers, 3):
+            serial = slots[base] - 1
+            solved, total = slots[base + 1], slots[base + 2]
+            if serial < 0 or slots[base] - 1 != serial or serial in finished:
+                continue
+            progress.solved(jobs[serial].input, solved, total)
+
+
+def _solve_reporting(solve, job, settings, serial):
+    """In a worker: ``solve(job, settings)``, reporting its solved frames to this worker's
+    slot when the parent shows progress."""
+    if _SLOT is None:
+        return solve(job, settings)
+    return solve(job, settings, _SLOT.reporter(serial))
 
 
 def _die_with_parent(parent_alive):
@@ -120,11 +193,13 @@ def _mp_context():
 class _Pool:
     """A process pool whose workers die with this process (see the module docstring)."""
 
-    def __init__(self, n_workers):
+    def __init__(self, n_workers, progress=False):
         ctx = _mp_context()
         self._alive_r, self._alive_w = ctx.Pipe(duplex=False)
+        self.solved = _Solved(ctx, n_workers) if progress else None
         self.executor = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
-                                            initializer=_worker_start, initargs=(self._alive_r,))
+                                            initializer=_worker_start,
+                                            initargs=(self._alive_r, self.solved))
 
     def close(self, cancel=False, broken=False):
         """Wait for the files in hand (cancelling the others with ``cancel``), then let go.
@@ -142,9 +217,13 @@ class _Pool:
             self._alive_r.close()
 
 
-def run_parallel(jobs, settings, n_workers, record, solve=solve_file):
+def run_parallel(jobs, settings, n_workers, record, solve=solve_file, progress=None):
     """Solve each job in one of ``n_workers`` processes (each builds its transforms once),
     calling ``record(result)`` as files finish.
+
+    ``progress``: a :class:`.progress.Progress` told the solved frames of the files in hand
+    (``solve`` is then called with a third argument, the ``progress(frames, files)`` of
+    :func:`.solve.solve_file`), or None.
 
     On an interrupt, pending files are cancelled, the ones in hand finish (each output is
     complete or absent) and are recorded, and the interrupt is re-raised. A worker that dies
@@ -153,47 +232,51 @@ def run_parallel(jobs, settings, n_workers, record, solve=solve_file):
     """
     todo = list(jobs)
     while todo:
-        todo = _run_pool(todo, settings, min(n_workers, len(todo)), record, solve)
+        todo = _run_pool(todo, settings, min(n_workers, len(todo)), record, solve, progress)
         if not todo:
             break
         # the pool broke: a file being solved killed its worker. Files are taken in order, so
         # it is among the first n_workers unfinished; solve those alone, then go on
         suspects, todo = todo[:n_workers], todo[n_workers:]
         for job in suspects:
-            if not _run_pool([job], settings, 1, record, solve):
+            if not _run_pool([job], settings, 1, record, solve, progress):
                 continue
             record(Result(job.input, job.output, "failed",
                           error=f"{job.input}: the worker process solving it died (killed by the "
                                 "system, e.g. out of memory, or a crash); nothing was written"))
 
 
-def _run_pool(jobs, settings, n_workers, record, solve):
+def _run_pool(jobs, settings, n_workers, record, solve, progress=None):
     """Run ``jobs`` in one pool; returns the jobs not finished when the pool broke ([] when
     none did)."""
-    pool = _Pool(n_workers)
-    futures, reported = {}, set()
+    pool = _Pool(n_workers, progress is not None)
+    futures, reported, finished = {}, set(), set()
     try:
-        for job in jobs:
-            futures[pool.executor.submit(solve, job, settings)] = job
+        for serial, job in enumerate(jobs):
+            futures[pool.executor.submit(_solve_reporting, solve, job, settings, serial)] = serial
         todo = set(futures)
         while todo:
-            done, todo = wait(todo, return_when=FIRST_COMPLETED)
+            done, todo = wait(todo, timeout=None if pool.solved is None else POLL_SECONDS,
+                              return_when=FIRST_COMPLETED)
             broken = False
             for fut in [f for f in futures if f in done]:            # in submission order
                 if _is_broken(fut):
                     broken = True
                 else:
                     reported.add(fut)
-                    record(_result(fut, futures[fut]))
+                    finished.add(futures[fut])
+                    record(_result(fut, jobs[futures[fut]]))
             if broken:
                 break
+            if pool.solved is not None:
+                pool.solved.poll(jobs, finished, progress)
     except BaseException:
         pool.close(cancel=True, broken=_broken(futures))      # the files in hand finish
-        _record_finished(futures, reported, record)
+        _record_finished(futures, jobs, reported, record)
         raise
     pool.close(cancel=True, broken=_broken(futures))
-    _record_finished(futures, reported, record)   # finished while the pool was breaking
-    return [job for fut, job in futures.items() if fut not in reported]
+    _record_finished(futures, jobs, reported, record)   # finished while the pool was breaking
+    return [jobs[serial] for fut, serial in futures.items() if fut not in reported]
 
 
 def _is_broken(fut):
@@ -204,11 +287,11 @@ def _broken(futures):
     return any(_is_broken(fut) for fut in futures)
 
 
-def _record_finished(futures, reported, record):
-    for fut, job in futures.items():
+def _record_finished(futures, jobs, reported, record):
+    for fut, serial in futures.items():
         if fut not in reported and fut.done() and not fut.cancelled() and not _is_broken(fut):
             reported.add(fut)
-            record(_result(fut, job))
+            record(_result(fut, jobs[serial]))
 
 
 def _result(fut, job):
