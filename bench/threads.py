@@ -5,7 +5,9 @@ Two tables per workload, both at the defaults a user gets:
 - clips: for every clip of the workload (``--audio DIR``, its ``speech_*``/``music_*`` files;
   synthetic signals without it), nnls with ``workers=None`` (every usable core) against
   ``numpy.linalg.lstsq`` + relu (NumPy's BLAS, its own threads), float32: times, their ratio,
-  Newton steps per frame and the largest per-frame mel residual of nnls;
+  Newton steps per frame and the largest per-frame mel residual of nnls; then the same for all
+  the clips as one batch (``ALL_CLIPS``: their frames side by side, as a folder run with
+  ``--batch-frames`` solves them; a clip alone is one chunk of nnls, solved on one core);
 - threads: the clips side by side, tiled to at least ``--frames`` frames (default 24000), solved
   with ``workers`` = each count of ``--threads``: frames/s, speed-up over one thread, and
   whether the bits equal the one-thread answer.
@@ -39,6 +41,7 @@ CLIP_COLUMNS = ("workload", "clip", "frames", "nnls (s)", "lstsq + relu (s)", "n
 THREAD_COLUMNS = ("workload", "frames", "workers", "time (s)", "frames/s", "speed-up vs 1",
                   "machine's ceiling", "same bits as 1")
 DEFAULT_FRAMES = 24000
+ALL_CLIPS = "all clips, one batch"
 
 
 def parse_threads(text):
@@ -97,8 +100,10 @@ def clip_rows(workload, clips, repeats, log):
     inv = cumel.InverseMelScale(**workload.inverse_kwargs())          # workers=None: every core
     lstsq = lstsq_relu(np.ascontiguousarray(workload_filterbank(workload, np.float32).T))
     rows = []
-    for name, audio in clips:
-        M = np.ascontiguousarray(workload.pair(audio)[1], np.float32)
+    mels = [(name, np.ascontiguousarray(workload.pair(audio)[1], np.float32)) for name, audio in clips]
+    if len(mels) > 1:
+        mels.append((ALL_CLIPS, np.ascontiguousarray(np.concatenate([M for _, M in mels], axis=1))))
+    for name, M in mels:
         timed = interleaved([("nnls", lambda: inv(M)), ("lstsq", lambda: lstsq(M))], repeats)
         t_nnls, t_lstsq = timed["nnls"][0], timed["lstsq"][0]
         _, info = inv(M, return_info=True)      # the diagnostics, outside the timing
@@ -149,7 +154,9 @@ def markdown(results):
              f"- audio: {s['audio'] or 'synthetic signals'}; float32; default tolerances; time: "
              f"median of {s['repeats']} interleaved runs after one warm-up", "",
              "Every clip, both at their defaults (nnls `workers=None`: "
-             f"{s['usable_cores']} threads here; lstsq: NumPy's BLAS threads):", "",
+             f"{s['usable_cores']} threads here; lstsq: NumPy's BLAS threads), then each "
+             f"workload's clips side by side in one call (\"{ALL_CLIPS}\": a clip alone is one "
+             "chunk of nnls, on one core):", "",
              "| " + " | ".join(CLIP_COLUMNS) + " |", "|" + "---|" * len(CLIP_COLUMNS)]
     for r in results["clips"]:
         lines.append(f"| {r['workload']} | {r['clip']} | {r['frames']} | {r['nnls_seconds']:.4f} | "

@@ -17,6 +17,8 @@ def test_threads_table_runs_and_checks_bits(tmp_path, capsys):
     clips = results["clips"]
     assert clips and all(c["converged"] and c["max_mel_residual"] <= 1e-5 and c["ratio"] > 0
                          for c in clips)
+    assert clips[-1]["clip"] == "all clips, one batch"
+    assert clips[-1]["frames"] == sum(c["frames"] for c in clips[:-1])
     assert "machine's ceiling" in (out / "results.md").read_text()
     assert "nnls / lstsq" in capsys.readouterr().out
 
