@@ -44,11 +44,13 @@ def concatenated_mel(workload, audio_dir, clips):
     return np.ascontiguousarray(np.concatenate(mels, axis=1), np.float32), [n for n, _ in sources]
 
 
-def interleaved(runs, repeats, log=None, each_round=None):
+def interleaved(runs, repeats, log=None, each_round=None, settle=0.0):
     """Time every ``(name, run)`` of ``runs``: one warm-up each, then ``repeats`` rounds that
     run each once in turn (so a change of load on a shared machine hits every row alike), and
-    ``each_round()`` first in every round where given. Returns ``{name: (median seconds, last
-    result)}``."""
+    ``each_round()`` first in every round where given. ``settle``: seconds to wait, untimed,
+    before each timed run (OpenBLAS's threads keep spinning for 0.1-0.3 s after a call,
+    measured: a threaded run right after a BLAS one would share its cores with them). Returns
+    ``{name: (median seconds, last result)}``."""
     last = {name: run() for name, run in runs}
     times = {name: [] for name, _ in runs}
     for k in range(repeats):
@@ -57,6 +59,8 @@ def interleaved(runs, repeats, log=None, each_round=None):
         if each_round is not None:
             each_round()
         for name, run in runs:
+            if settle:
+                time.sleep(settle)
             t0 = time.perf_counter()
             last[name] = run()
             times[name].append(time.perf_counter() - t0)

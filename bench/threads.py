@@ -13,7 +13,10 @@ Two tables per workload, both at the defaults a user gets:
   whether the bits equal the one-thread answer.
 
 Times are medians of ``--repeats`` runs after a warm-up, the rows of a table interleaved round by
-round (a change of load on a shared machine hits every row alike). Each round of the thread table
+round (a change of load on a shared machine hits every row alike); in the clips table each timed
+run starts ``SETTLE_SECONDS`` after the one before, once OpenBLAS's threads have stopped spinning
+(measured: nnls on two threads right after lstsq took 140 ms for the tts clips side by side, 120
+ms 0.3 s later). Each round of the thread table
 also measures the machine's own ceiling: W threads of a plain NumPy multiply (2 MB arrays, no
 Python in between) against one, the most any threaded code can gain at that moment (a virtual
 machine's cores may be shared with its neighbours). Writes ``results.json`` and ``results.md``
@@ -42,6 +45,7 @@ THREAD_COLUMNS = ("workload", "frames", "workers", "time (s)", "frames/s", "spee
                   "machine's ceiling", "same bits as 1")
 DEFAULT_FRAMES = 24000
 ALL_CLIPS = "all clips, one batch"
+SETTLE_SECONDS = 0.3      # before each timed run of the clips table: lstsq's BLAS threads go idle
 
 
 def parse_threads(text):
@@ -104,7 +108,8 @@ def clip_rows(workload, clips, repeats, log):
     if len(mels) > 1:
         mels.append((ALL_CLIPS, np.ascontiguousarray(np.concatenate([M for _, M in mels], axis=1))))
     for name, M in mels:
-        timed = interleaved([("nnls", lambda: inv(M)), ("lstsq", lambda: lstsq(M))], repeats)
+        timed = interleaved([("nnls", lambda: inv(M)), ("lstsq", lambda: lstsq(M))], repeats,
+                            settle=SETTLE_SECONDS)
         t_nnls, t_lstsq = timed["nnls"][0], timed["lstsq"][0]
         _, info = inv(M, return_info=True)      # the diagnostics, outside the timing
         rows.append({"workload": workload.name, "clip": name, "frames": int(M.shape[1]),
