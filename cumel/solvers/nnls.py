@@ -287,26 +287,30 @@ class _CyclicReduction:
         N = diag.shape[1]
         ops = []
         systems = [(diag, upper, rhs)]
+        signs = [1.0]              # the super-diagonal kept at each level is sign * e (see below)
         for (rows, half), flat in zip(self.levels, self.buffers):
             D, E, R = systems[-1]
-            D1, E1, R1, _, a_left, a_right, tmp = (b[:half * N].reshape(half, N) for b in flat)
+            D1, E1, R1, _, p_left, p_right, tmp = (b[:half * N].reshape(half, N) for b in flat)
             right = (rows - 1) // 2           # odd rows that have a right neighbour
-            # a_left = -e[i-1] / d[i-1], a_right = -e[i] / d[i+1] (0 when there is none)
-            ops += [(np.divide, (E[0:2 * half:2], D[0:2 * half:2], a_left)),
-                    (np.negative, (a_left, a_left)),
-                    (np.divide, (E[1:2 * right:2], D[2:2 * right + 1:2], a_right[:right])),
-                    (np.negative, (a_right[:right], a_right[:right])),
-                    (np.multiply, (a_left, E[0:2 * half:2], tmp)),
-                    (np.add, (D[1::2], tmp, D1)),
-                    (np.multiply, (a_right[:right], E[1:2 * right:2], tmp[:right])),
-                    (np.add, (D1[:right], tmp[:right], D1[:right])),
-                    (np.multiply, (a_right[:right], E[2:2 * right + 1:2], E1[:right])),
+            # p_left = E[i-1] / d[i-1], p_right = E[i] / d[i+1] (0 when there is none), with E the
+            # kept sign * e: the a_left, a_right above are -sign p_left, -sign p_right.  So
+            # a e = -p E exactly (sign^2 = 1), a r = -sign p r, and e' = -p_right E[i+1] is
+            # kept as p_right E[i+1] (sign -1): the same bits as negating a, one call fewer each.
+            add_r = np.add if signs[-1] < 0 else np.subtract
+            ops += [(np.divide, (E[0:2 * half:2], D[0:2 * half:2], p_left)),
+                    (np.divide, (E[1:2 * right:2], D[2:2 * right + 1:2], p_right[:right])),
+                    (np.multiply, (p_left, E[0:2 * half:2], tmp)),
+                    (np.subtract, (D[1::2], tmp, D1)),
+                    (np.multiply, (p_right[:right], E[1:2 * right:2], tmp[:right])),
+                    (np.subtract, (D1[:right], tmp[:right], D1[:right])),
+                    (np.multiply, (p_right[:right], E[2:2 * right + 1:2], E1[:right])),
                     (np.copyto, (E1[right:], 0.0)),
-                    (np.multiply, (a_left, R[0:2 * half:2], tmp)),
-                    (np.add, (R[1::2], tmp, R1)),
-                    (np.multiply, (a_right[:right], R[2:2 * right + 1:2], tmp[:right])),
-                    (np.add, (R1[:right], tmp[:right], R1[:right]))]
+                    (np.multiply, (p_left, R[0:2 * half:2], tmp)),
+                    (add_r, (R[1::2], tmp, R1)),
+                    (np.multiply, (p_right[:right], R[2:2 * right + 1:2], tmp[:right])),
+                    (add_r, (R1[:right], tmp[:right], R1[:right]))]
             systems.append((D1, E1, R1))
+            signs.append(-1.0)
         # the last system has one row; back up, recovering the even rows of each level
         D, _, R = systems[-1]
         x_odd = self.buffers[-1][3][:N].reshape(1, N) if self.levels else out
@@ -317,12 +321,13 @@ class _CyclicReduction:
             x = out if level == 0 else self.buffers[level - 1][3][:rows * N].reshape(rows, N)
             tmp = self.buffers[level][6][:half * N].reshape(half, N)
             evens = (rows + 1) // 2
+            sub_e = np.subtract if signs[level] > 0 else np.add     # - e x, with E = sign e
             ops += [(np.copyto, (x[1::2], x_odd)),
                     (np.copyto, (x[0::2], R[0::2])),
                     (np.multiply, (E[1:2 * (evens - 1):2], x_odd[:evens - 1], tmp[:evens - 1])),
-                    (np.subtract, (x[2::2], tmp[:evens - 1], x[2::2])),
+                    (sub_e, (x[2::2], tmp[:evens - 1], x[2::2])),
                     (np.multiply, (E[0:2 * half:2], x_odd, tmp)),
-                    (np.subtract, (x[0:2 * half:2], tmp, x[0:2 * half:2])),
+                    (sub_e, (x[0:2 * half:2], tmp, x[0:2 * half:2])),
                     (np.divide, (x[0::2], D[0::2], x[0::2]))]
             x_odd = x
         return ops
@@ -862,7 +867,8 @@ def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, c
     ``phi'`` is continuous, increasing and linear between the breakpoints ``b_j = -t_j / u_j``
     of the crossing bins, those active at one end of ``[0, 1]`` only (the others are active on
     all of it or nowhere).  Below every breakpoint the bins active at 0 add ``A + a B`` with
-    ``A = c0 + sum t_j u_j``, ``B = c1 + sum u_j^2``; past a breakpoint the bin switching off
+    ``A = c0 + sum t_j u_j``, ``B = c1 + sum u_j^2`` (sums over the bins active at 0; ``A`` is
+    ``phi'(0)``, given: ``s.u = (A s).delta``); past a breakpoint the bin switching off
     takes its ``t_j u_j + a u_j^2`` away, a bin switching on adds it.  So running sums over the
     breakpoints in increasing order give ``phi'`` at each of them, and the root lies on the first
     piece where ``phi'`` turns positive, the linear interpolation between the piece's ends (the
@@ -874,9 +880,7 @@ def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, c
     breakpoints are sorted.
     """
     n = t.shape[1]
-    np.multiply(t, u, out=scratch)
-    scratch *= on_zero
-    a_start = c0 + col_sum(scratch)
+    a_start = dphi_zero                                  # = c0 + sum_(on_zero) t u, one pass fewer
     np.multiply(u if step is None else step, u, out=scratch)
     scratch *= on_zero
     b_start = c1 + col_sum(scratch)
@@ -896,17 +900,19 @@ def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, c
     np.maximum(bucket, 0, out=bucket)
     np.minimum(bucket, G - 1, out=bucket)
     bucket[brk == 0.0] = 0
-    # row q, column f: A and B above every breakpoint of frame f's buckets <= q.  (Running sums
-    # row after row: np.cumsum along a short axis is slow and holds the GIL; np.bincount
-    # returns integers when there is nothing to count.)
-    slot = bucket * n + frame
-    a_edge = np.bincount(slot, d_a, G * n).astype(np.float64, copy=False).reshape(G, n)
-    b_edge = np.bincount(slot, d_b, G * n).astype(np.float64, copy=False).reshape(G, n)
+    # edge[q] = (A, B) rows, column f: A and B above every breakpoint of frame f's buckets <= q.
+    # (Running sums row after row, A and B side by side so that one call adds both: np.cumsum
+    # along a short axis is slow and holds the GIL, and each call costs a GIL hand-over when
+    # threads solve chunks side by side; np.bincount returns integers when there is nothing to
+    # count.)
+    slot = bucket * (2 * n) + frame
+    edge = np.bincount(np.concatenate((slot, slot + n)), np.concatenate((d_a, d_b)), 2 * G * n)
+    edge = edge.astype(np.float64, copy=False).reshape(G, 2, n)
+    a_edge, b_edge = edge[:, 0], edge[:, 1]
     a_edge[0] += a_start
     b_edge[0] += b_start
     for q in range(1, G):
-        np.add(a_edge[q - 1], a_edge[q], out=a_edge[q])
-        np.add(b_edge[q - 1], b_edge[q], out=b_edge[q])
+        np.add(edge[q - 1], edge[q], out=edge[q])
     edges = np.ldexp(1.0, np.arange(1 - G, 1))           # upper edge of bucket q: 2^(q + 1 - G)
     edge_values = edges[:, None] * b_edge                # phi' there (the last: phi'(1))
     edge_values += a_edge
@@ -928,18 +934,16 @@ def _root_of_dphi(t, u, on_zero, on_one, c0, c1, dphi_zero, dphi_one, scratch, c
     width = int(counts.max(initial=0))
     position = np.arange(frame.size) - (np.cumsum(counts) - counts)[frame]
     # column f, row i + 1: A, B past its bucket's i-th breakpoint (padding: no change)
-    a_run = np.zeros((width + 1, n))
-    b_run = np.zeros((width + 1, n))
+    run = np.zeros((width + 1, 2, n))
+    a_run, b_run = run[:, 0], run[:, 1]
     a_run[0], b_run[0] = a_lower, b_lower
     a_run[position + 1, frame] = d_a
     b_run[position + 1, frame] = d_b
     if width <= 32:
         for i in range(1, width + 1):
-            np.add(a_run[i - 1], a_run[i], out=a_run[i])
-            np.add(b_run[i - 1], b_run[i], out=b_run[i])
-    else:                                                # (the same additions, in one call each)
-        np.cumsum(a_run, axis=0, out=a_run)
-        np.cumsum(b_run, axis=0, out=b_run)
+            np.add(run[i - 1], run[i], out=run[i])
+    else:                                                # (the same additions, in one call)
+        np.cumsum(run, axis=0, out=run)
     # points: the bucket's lower edge, its breakpoints, its upper edge (padding: the upper edge)
     points = np.empty((width + 2, n))
     points[0] = lower
