@@ -166,9 +166,18 @@ def test_griffinlim_shares_its_frames_between_threads(monkeypatch):
     S, _ = audio_pair("speech-201x128", "speech_00")
     seen = set()
     rfft = np.fft.rfft
+    # The first worker thread in waits for a second one: one thread cannot then take both
+    # halves of a pass however the pool schedules them (without the wait it sometimes did).
+    both = threading.Barrier(2, timeout=30)
 
     def record(*args, **kwargs):
-        seen.add(threading.get_ident())
+        worker = threading.current_thread().name.startswith("cumel")
+        if worker and threading.get_ident() not in seen and len(seen) < 2:
+            seen.add(threading.get_ident())
+            try:
+                both.wait()
+            except threading.BrokenBarrierError:
+                pass
         return rfft(*args, **kwargs)
 
     monkeypatch.setattr(np.fft, "rfft", record)
