@@ -70,6 +70,8 @@ def test_chunks_cover_the_batch_once():
                 assert max(b - a for a, b in chunks) * n_freqs <= max(cap, n_freqs)
                 if workers > 1 and n_frames * n_freqs >= 4 * workers * nnls.THREAD_CHUNK_ELEMENTS:
                     assert len(chunks) >= 4 * workers     # every thread gets several
+                if workers > 1 and len(chunks) > workers:
+                    assert len(chunks) % workers == 0     # no thread left alone with the last
                 if n_frames <= max(1, nnls.MIN_CHUNK_ELEMENTS // n_freqs):
                     assert len(chunks) == 1               # too small to share: the calling thread
 

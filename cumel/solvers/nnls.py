@@ -512,7 +512,10 @@ def chunk_bounds(n_frames, n_freqs, workers, uniform=False):
     NumPy call shorter, and threads hand the GIL back and forth around every call: measured, a
     clip of a few hundred frames split between two threads ran slower than on one, so a batch
     smaller than two chunks runs in the calling thread, and threads get twice the chunk of one
-    thread, which ran 2-11 % faster on two threads than the single thread's chunk).
+    thread, which ran 2-11 % faster on two threads than the single thread's chunk).  With
+    several threads and more chunks than threads, the number of chunks is a multiple of
+    ``workers`` (13 chunks on two threads left one thread the last chunk alone, 1/13 of the
+    batch; 14 slightly smaller ones ran about 5 % faster).
     ``uniform``: every frame costs the same (no Newton step, ``max_iter = 0``), so one chunk a
     thread is enough, however small."""
     chunk = max(1, CHUNK_ELEMENTS // n_freqs)
@@ -523,6 +526,8 @@ def chunk_bounds(n_frames, n_freqs, workers, uniform=False):
         chunk = max(1, THREAD_CHUNK_ELEMENTS // n_freqs)
         chunk = min(chunk, max(smallest, -(-n_frames // (CHUNKS_PER_WORKER * workers))))
     n_chunks = -(-n_frames // chunk)
+    if workers > 1 and not uniform and n_chunks > workers:
+        n_chunks = -(-n_chunks // workers) * workers
     edges = np.linspace(0, n_frames, n_chunks + 1).astype(np.int64)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
