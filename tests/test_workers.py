@@ -41,12 +41,31 @@ def test_bits_do_not_depend_on_workers_or_chunks(music_batch, workers, monkeypat
     np.testing.assert_array_equal(alone, reference[1, :, 17:18])
 
 
+def _first_two_workers_meet(seen):
+    """A function that adds the calling thread to ``seen``; the first worker thread ("cumel*") in
+    waits there for a second one, so one thread cannot take all the chunks however the pool
+    schedules them (without the wait a loaded machine sometimes let it: a test about timing)."""
+    both = threading.Barrier(2, timeout=30)
+
+    def meet():
+        me = threading.get_ident()
+        if threading.current_thread().name.startswith("cumel") and me not in seen and len(seen) < 2:
+            seen.add(me)
+            try:
+                both.wait()
+            except threading.BrokenBarrierError:
+                pass
+        seen.add(me)
+    return meet
+
+
 def test_several_threads_really_run(music_batch, monkeypatch):
     seen = set()
     solve_frames = nnls._solve_frames
+    meet = _first_two_workers_meet(seen)
 
     def record(*args, **kwargs):
-        seen.add(threading.get_ident())
+        meet()
         return solve_frames(*args, **kwargs)
 
     monkeypatch.setattr(nnls, "_solve_frames", record)
@@ -168,18 +187,10 @@ def test_griffinlim_shares_its_frames_between_threads(monkeypatch):
     S, _ = audio_pair("speech-201x128", "speech_00")
     seen = set()
     rfft = np.fft.rfft
-    # The first worker thread in waits for a second one: one thread cannot then take both
-    # halves of a pass however the pool schedules them (without the wait it sometimes did).
-    both = threading.Barrier(2, timeout=30)
+    meet = _first_two_workers_meet(seen)
 
     def record(*args, **kwargs):
-        worker = threading.current_thread().name.startswith("cumel")
-        if worker and threading.get_ident() not in seen and len(seen) < 2:
-            seen.add(threading.get_ident())
-            try:
-                both.wait()
-            except threading.BrokenBarrierError:
-                pass
+        meet()
         return rfft(*args, **kwargs)
 
     monkeypatch.setattr(np.fft, "rfft", record)
