@@ -6,6 +6,7 @@ are written, exit 143. Workers never outlive the run, whatever killed it: afterw
 group (the CLI, the forkserver, the resource tracker, the workers) is empty. A worker that dies
 fails its file alone.
 """
+import io
 import json
 import os
 import signal
@@ -179,3 +180,35 @@ def test_a_worker_that_dies_fails_its_file_alone(tmp_path):
         if name != "die":
             assert status[name].status == "written"
             np.testing.assert_array_equal(np.load(tmp_path / "out" / f"{name}.npy"), S)
+
+
+@pytest.mark.parametrize("batch_frames", [None, 10**6])
+def test_a_stop_signal_right_after_an_output_lands_still_counts_it(tmp_path, monkeypatch, batch_frames):
+    # The race: SIGTERM between the rename that puts an output in place and the run's record of
+    # it. The output is complete, so the report must call it written (not "not run"). The signal
+    # is sent from inside os.replace, just after the rename: no timing involved.
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(3):
+        np.save(root / f"m{i:02d}.npy", _mel(i)[:, :40])
+    jobs, problems = _bulk.collect_inputs([root], tmp_path / "out")
+    replace = os.replace
+    sent = []
+
+    def replace_then_signal(src, dst):
+        replace(src, dst)
+        if str(dst).endswith(".npy") and not sent:
+            sent.append(dst)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(os, "replace", replace_then_signal)
+    report, summary = tmp_path / "run.json", io.StringIO()
+    status = _bulk.run(jobs, problems, _bulk.Settings(N_STFT), n_workers=1, batch_frames=batch_frames,
+                       progress=False, report=report, out=summary)
+    assert status == 143 and len(sent) == 1
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["m00.npy"]
+    doc = json.loads(report.read_text())
+    assert doc["signal"] == "SIGTERM"
+    assert doc["counts"]["written"] == 1 and doc["counts"]["not run"] == 2, doc["counts"]
+    assert "1 written, 0 skipped (already there), 0 failed, 2 not run" in summary.getvalue()

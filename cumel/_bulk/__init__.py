@@ -185,14 +185,13 @@ def _run(jobs, problems, settings, overwrite, n_workers, batch_frames, progress,
             else:
                 todo.append(job)
         if batch_frames is not None:
-            for r in solve_batch(todo, settings, batch_frames, bar.within):
-                record(r)
+            solve_batch(todo, settings, batch_frames, record, bar.within)
         elif n_workers > 1 and len(todo) > 1:
             run_parallel(todo, settings, min(n_workers, len(todo)), record,
                          progress=bar if bar.bar is not None else None)
         else:
             for job in todo:
-                record(solve_file(job, settings, bar.within))
+                solve_file(job, settings, bar.within, record=record)
     except KeyboardInterrupt as exc:
         signum = signal_of(exc)
         remove_temporaries()

@@ -7,9 +7,15 @@ output, cut to the file system's name limit (``<name>`` is shortened, never the 
 saying which process wrote it. A process removes its own temporary files on any error or
 interrupt; what a process killed outright (SIGKILL, power loss) leaves behind is removed by the
 next run (:func:`remove_stale_temporaries`), once no process of that id runs on this host.
+
+An output in place and its result recorded are one step against stop signals: the run puts
+outputs in place and records them inside :func:`committing`, and its signal handler hands the
+interrupt to :func:`defer` there, which raises it once the step is over.  (Raised in between,
+it left a complete output that the report called "not run".)
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -31,6 +37,34 @@ _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _TEMPS = set()              # temporary files of this process not yet renamed or removed
 _LOCK = threading.Lock()    # _TEMPS and _abandoned: a watcher thread may abandon them
 _abandoned = False
+
+
+_COMMIT = {"depth": 0, "deferred": None}   # committing() blocks entered; the interrupt kept
+
+
+@contextlib.contextmanager
+def committing():
+    """Put an output in place and record its result in here: an interrupt that a stop-signal
+    handler passes to :func:`defer` while inside is raised when the outermost block exits,
+    after the record (the run's handler runs in the main thread, as do these blocks)."""
+    _COMMIT["depth"] += 1
+    try:
+        yield
+    finally:
+        _COMMIT["depth"] -= 1
+        deferred = _COMMIT["deferred"]
+        if deferred is not None and _COMMIT["depth"] == 0:
+            _COMMIT["deferred"] = None
+            raise deferred
+
+
+def defer(exc):
+    """For a signal handler: inside :func:`committing`, keep ``exc`` to be raised at its end
+    and return True; outside, return False (the handler raises it now)."""
+    if _COMMIT["depth"]:
+        _COMMIT["deferred"] = exc
+        return True
+    return False
 
 
 class _Writer:

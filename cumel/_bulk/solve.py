@@ -12,7 +12,7 @@ import numpy as np
 
 from .._validate import COMPRESSED_SHARE, negative_share
 from ..transforms import InverseMelScale, residual_norms, total_residual
-from .atomic import save_npy, save_wav
+from .atomic import committing, save_npy, save_wav
 from .inputs import FileProblem, frames_of, load_mel
 from .report import Result
 
@@ -177,11 +177,14 @@ def with_progress(transform, progress, frames, files=1):
     return transform
 
 
-def solve_file(job, settings, progress=None):
+def solve_file(job, settings, progress=None, record=None):
     """Read, invert and write one file; returns its :class:`Result` (status "written" or
     "failed"). Any exception (a bad file, a reader's, a solver's, MemoryError, a failed write)
     fails this file alone; interrupts propagate; nothing partial is left behind.
-    ``progress(frames, files)``, when given, makes the callback the solve reports to."""
+    ``progress(frames, files)``, when given, makes the callback the solve reports to.
+    ``record(result)``, when given, is called with the result, in the same
+    :func:`.atomic.committing` step as the write: an interrupt never falls between an output
+    in place and its record."""
     t0 = time.perf_counter()
     try:
         mel = settings.linear(load_mel(job.input, settings.key, settings.n_mels, settings.n_stft))
@@ -189,17 +192,28 @@ def solve_file(job, settings, progress=None):
         transform = with_progress(transform, progress, frames_of(mel.shape))
         S, said = solve_quietly(transform, mel)
         residual = mel_residual(transform, mel, S)
-        save_outputs(job.output, S, settings)
     except Exception as exc:  # noqa: BLE001 - one file's failure, whatever it is, is that file's
-        return failure(job, exc)
-    return Result(job.input, job.output, "written", frames_of(mel.shape),
-                  time.perf_counter() - t0, residual,
-                  warning=None if said is None else f"{job.input}: {said}")
+        return _recorded(failure(job, exc), record)
+    with committing():
+        try:
+            save_outputs(job.output, S, settings)
+        except Exception as exc:  # noqa: BLE001 - a failed write is this file's
+            return _recorded(failure(job, exc), record)
+        return _recorded(Result(job.input, job.output, "written", frames_of(mel.shape),
+                                time.perf_counter() - t0, residual,
+                                warning=None if said is None else f"{job.input}: {said}"), record)
 
 
-def solve_batch(jobs, settings, frame_budget, progress=None):
-    """Frames of many files in one solve (per-frame solvers, the GPU's way): yields a
-    :class:`Result` per job. Files are read in order and concatenated along time (as columns of
+def _recorded(result, record):
+    if record is not None:
+        record(result)
+    return result
+
+
+def solve_batch(jobs, settings, frame_budget, record, progress=None):
+    """Frames of many files in one solve (per-frame solvers, the GPU's way): calls
+    ``record(result)`` for each job, a written file's in the same :func:`.atomic.committing`
+    step as its write. Files are read in order and concatenated along time (as columns of
     one (n_mels, frames) array) until ``frame_budget`` frames; each file's part is split back
     and written. Files whose n_mels or dtype differ start a new batch. A batch whose solve
     fails is solved again file by file, so that a bad file fails alone."""
@@ -211,17 +225,23 @@ def solve_batch(jobs, settings, frame_budget, progress=None):
             tuple(range(1, len(lead) + 1)) + (0, len(lead) + 1)))
         try:
             residual = mel_residual(transform, cols, part)
-            save_outputs(job.output, spec, settings)
         except Exception as exc:  # noqa: BLE001 - this file's failure
-            return failure(job, exc)
+            record(failure(job, exc))
+            return
         share = negative_share(cols, np)
         said = f"{job.input}: {compressed_warning(share)}" if share >= COMPRESSED_SHARE else None
-        return Result(job.input, job.output, "written", cols.shape[1], seconds, residual,
-                      warning=said)
+        with committing():
+            try:
+                save_outputs(job.output, spec, settings)
+            except Exception as exc:  # noqa: BLE001 - this file's failure
+                record(failure(job, exc))
+                return
+            record(Result(job.input, job.output, "written", cols.shape[1], seconds, residual,
+                          warning=said))
 
     def flush():
         if not pending:
-            return []
+            return
         batch = list(pending)
         pending.clear()
         try:
@@ -231,14 +251,15 @@ def solve_batch(jobs, settings, frame_budget, progress=None):
             t0 = time.perf_counter()
             S, _ = solve_quietly(transform, columns)     # said per file, in write()
         except Exception:  # noqa: BLE001 - retried file by file below, each failing on its own
-            return [one(job, cols, shape) for job, cols, shape in batch]
+            for job, cols, shape in batch:
+                one(job, cols, shape)
+            return
         per_frame = (time.perf_counter() - t0) / max(S.shape[-1], 1)
-        out, start = [], 0
+        start = 0
         for job, cols, shape in batch:
             n = cols.shape[1]
-            out.append(write(job, cols, shape, S[:, start:start + n], transform, per_frame * n))
+            write(job, cols, shape, S[:, start:start + n], transform, per_frame * n)
             start += n
-        return out
 
     def one(job, cols, shape):
         try:
@@ -246,8 +267,9 @@ def solve_batch(jobs, settings, frame_budget, progress=None):
             t0 = time.perf_counter()
             S, _ = solve_quietly(transform, cols)
         except Exception as exc:  # noqa: BLE001 - this file's failure
-            return failure(job, exc)
-        return write(job, cols, shape, S, transform, time.perf_counter() - t0)
+            record(failure(job, exc))
+            return
+        write(job, cols, shape, S, transform, time.perf_counter() - t0)
 
     for job in jobs:
         try:
@@ -257,11 +279,11 @@ def solve_batch(jobs, settings, frame_budget, progress=None):
             n_mels = mel.shape[-2]
             cols = np.moveaxis(mel.astype(dtype, copy=False), -2, 0).reshape(n_mels, -1)
         except Exception as exc:  # noqa: BLE001 - this file's failure
-            yield failure(job, exc)
+            record(failure(job, exc))
             continue
         if pending and (pending[0][1].shape[0] != n_mels or pending[0][1].dtype != cols.dtype):
-            yield from flush()
+            flush()
         pending.append((job, cols, mel.shape))
         if sum(c.shape[1] for _, c, _ in pending) >= frame_budget:
-            yield from flush()
-    yield from flush()
+            flush()
+    flush()

@@ -5,6 +5,9 @@ schedulers send) raise :class:`Interrupted` in the main thread, once: the run st
 files, the files in hand finish (complete outputs) or leave nothing, and the summary and report
 say what was not run; the exit status is 128 + the signal number (130, 143). A second signal
 during that clean-up is ignored. A signal that was ignored when the run began stays ignored.
+A signal that arrives while an output is being put in place and recorded
+(:func:`.atomic.committing`) is raised once the record is made, so a complete output is
+always counted written.
 
 Workers. They come from a "forkserver" (one clean single-threaded process that has imported
 cumel once) and ignore SIGINT and SIGTERM themselves, as does the forkserver
@@ -75,7 +78,9 @@ def stop_signals():
     def handler(signum, frame):
         if not fired:
             fired.append(signum)
-            raise Interrupted(signum)
+            interrupt = Interrupted(signum)
+            if not atomic.defer(interrupt):       # an output being put in place and recorded
+                raise interrupt
 
     previous = {}
     try:
@@ -263,9 +268,10 @@ def _run_pool(jobs, settings, n_workers, record, solve, progress=None):
                 if _is_broken(fut):
                     broken = True
                 else:
-                    reported.add(fut)
-                    finished.add(futures[fut])
-                    record(_result(fut, jobs[futures[fut]]))
+                    with atomic.committing():        # reported is recorded
+                        reported.add(fut)
+                        finished.add(futures[fut])
+                        record(_result(fut, jobs[futures[fut]]))
             if broken:
                 break
             if pool.solved is not None:
@@ -290,8 +296,9 @@ def _broken(futures):
 def _record_finished(futures, jobs, reported, record):
     for fut, serial in futures.items():
         if fut not in reported and fut.done() and not fut.cancelled() and not _is_broken(fut):
-            reported.add(fut)
-            record(_result(fut, jobs[serial]))
+            with atomic.committing():
+                reported.add(fut)
+                record(_result(fut, jobs[serial]))
 
 
 def _result(fut, job):
