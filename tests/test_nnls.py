@@ -269,3 +269,48 @@ def test_line_search_root_is_exact(prior, crowded):
     # a column alone gives the bits it has among the others
     for col in (0, 17, n - 1):
         assert root([col])[0] == alpha[col]
+
+
+@pytest.mark.parametrize("n_stft, n_mels", [(201, 128), (513, 80), (1025, 128)])
+def test_j_update_equals_a_fresh_sum(n_stft, n_mels):
+    # J - eps I of d, from that of d_prev plus the bins that changed: the sums _tridiag_into
+    # makes afresh, to rounding, and "changed" says which frames had any bin change
+    plan = cumel.InverseMelScale(n_stft, n_mels).plan.nnls()
+    n = 50
+    rng = np.random.default_rng(n_stft)
+    work = nnls._Work(plan, n)
+    d_prev = work.bin_view("d_prev", n)
+    d_prev[...] = rng.random((n_stft, n)) < 0.6
+    d = work.bin_view("d", n)
+    d[...] = d_prev
+    flips = rng.random((n_stft, n)) < 0.05
+    flips[:, :5] = False                       # five frames keep every bin
+    d ^= flips
+    diag, upper = np.empty((n_mels, n)), np.empty((n_mels, n))
+    nnls._tridiag_into(plan, work, d_prev.astype(np.float64), diag, upper)
+    fresh_diag, fresh_upper = np.empty((n_mels, n)), np.empty((n_mels, n))
+    nnls._tridiag_into(plan, work, d.astype(np.float64), fresh_diag, fresh_upper)
+    changed = nnls._tridiag_update(plan, work, d, d_prev, diag, upper)
+    scale = np.abs(fresh_diag).max()
+    assert np.abs(diag - fresh_diag).max() <= 1e-14 * scale
+    assert np.abs(upper - fresh_upper).max() <= 1e-14 * scale
+    np.testing.assert_array_equal(changed, flips.any(axis=0))
+    assert not changed[:5].any() and changed[5:].any()
+
+
+def test_j_kept_between_steps_or_summed_every_step_gives_the_same_solve(monkeypatch):
+    # J_REFRESH = 1 sums J afresh every step (no update); 2 alternates; the default updates it
+    # for 31 steps in 32. Same Newton steps, results within rounding of each other.
+    _, M = audio_pair("music-1025x128", "music_01")
+    M = M[:, :80].astype(np.float64)
+    inv = _transform("music-1025x128")
+    results = {}
+    for refresh in (1, 2, nnls.J_REFRESH):
+        monkeypatch.setattr(nnls, "J_REFRESH", refresh)
+        results[refresh] = _frames_solve(inv, M)
+    s1, it1, kkt1 = results[1]
+    for refresh in (2, nnls.J_REFRESH):
+        s, it, kkt = results[refresh]
+        np.testing.assert_array_equal(it, it1)
+        assert np.abs(s - s1).max() <= 1e-9 * np.abs(s1).max()
+        assert (kkt <= inv.tolerance_loss).all()
