@@ -90,7 +90,11 @@ The arithmetic is float64 for float32 and float64 input alike (a frame's state i
 dual is ill-conditioned by design), and the result is cast to the input dtype.  Frames are
 columns (vectors along axis 0, as in a mel spectrogram), so every step is a vectorised operation
 across frames and no operation mixes columns: a frame gives the same bits alone or in any batch,
-in any chunk and on any worker thread, and a converged frame drops out of the working set.
+in any chunk and on any worker thread, and stopped frames drop out of the working set (once
+``1 / COMPACT_DEAD`` of it has stopped; until then they ride along, their results already
+written).  The NumPy loop keeps ``t`` and ``J`` between steps (``t += alpha u``; ``J`` plus the
+bins that switched), summing both afresh every 32 steps, where the kernel computes them each
+step: the same iterates up to rounding.
 """
 from __future__ import annotations
 
@@ -111,7 +115,9 @@ CHUNK_ELEMENTS = 1 << 19          # n_freqs x frames per work array: 4 MB of flo
 THREAD_CHUNK_ELEMENTS = 1 << 20   # ... when the frames are shared between threads
 MIN_CHUNK_ELEMENTS = 1 << 19      # smallest chunk when the frames are shared between threads
 CHUNKS_PER_WORKER = 4             # chunks a thread, where the batch is large enough
+T_REFRESH = 32                    # t = A.T mu computed afresh every this many steps (else t += alpha u)
 J_REFRESH = 32                    # J summed afresh every this many steps (else updated)
+COMPACT_DEAD = 16                 # stopped frames leave the work arrays once 1/16 of them
 
 
 def step_bound(n_mels):
@@ -726,22 +732,27 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=No
     exact = np.zeros(n, dtype=bool)
     recent = np.full((FLOOR_WINDOW, n), np.inf)      # kkt of the last FLOOR_WINDOW iterates
     stalled = np.zeros(n, dtype=bool)                 # the last step moved nothing: stop here
+    live = np.ones(n, dtype=bool)                     # not stopped (columns of stopped frames ride along)
+    n_live = n
     for it in range(cap + 1):
         if n == 0:
             break
         t, s, u, x = (work.bin_view(name, n) for name in ("t", "s", "u", "x"))
         d, d_prev = work.bin_view("d", n), work.bin_view("d_prev", n)
         F, tmp = work.mel_view("F", n), work.mel_view("tmp", n)
-        # t = A.T mu, s = max(t, 0), d = (t > 0)
-        np.take(mu, lo, axis=0, out=t, mode="clip")
-        t *= wt["w_lo"]
-        np.take(mu, hi, axis=0, out=x, mode="clip")
-        x *= wt["w_hi"]
-        t += x
-        if prior:                                     # z = c + v t, kept in t
-            c, v = work.bin_view("c", n), work.bin_view("v", n)
-            t *= v
-            t += c
+        # t = A.T mu, s = max(t, 0), d = (t > 0).  t is the last step's plus alpha u (below), two
+        # passes over the bins where the product takes five, and computed afresh every
+        # T_REFRESH steps: the same iterate up to rounding (the same Newton steps, measured).
+        if it % T_REFRESH == 0:
+            np.take(mu, lo, axis=0, out=t, mode="clip")
+            t *= wt["w_lo"]
+            np.take(mu, hi, axis=0, out=x, mode="clip")
+            x *= wt["w_hi"]
+            t += x
+            if prior:                                     # z = c + v t, kept in t
+                c, v = work.bin_view("c", n), work.bin_view("v", n)
+                t *= v
+                t += c
         np.greater(t, 0.0, out=d)
         np.maximum(t, 0.0, out=s)
         # F = A s + eps mu - m: the w_lo part of each mel's bin run, plus the w_hi part of the
@@ -761,32 +772,40 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=No
         changed = None                            # per frame: d differs from the last step's
         if not prior and it % J_REFRESH:
             changed = _tridiag_update(plan, work, d, d_prev, j_diag, j_upper)
-        check = np.flatnonzero(exact & ~done)     # a full step last time: the same active set?
+        check = np.flatnonzero(exact & ~done & live)  # a full step last time: the same active set?
         if check.size:
             if changed is None:
                 done[check] = (d[:, check] == d_prev[:, check]).all(axis=0)
             else:
                 done[check] = ~changed[check]
+        done &= live
         if done.any():
             gone = np.flatnonzero(done)
             s_out[:, frames[gone]] = s[:, gone]
             kkt[frames[gone]] = rel[gone]
-            keep = np.flatnonzero(~done)
-            frames, m_norm, rel, exact = frames[keep], m_norm[keep], rel[keep], exact[keep]
-            recent = recent[:, keep]
-            if keep.size == 0:
+            live[gone] = False
+            n_live -= gone.size
+            if n_live == 0:
                 break
-            t, mu, m, F, *_ = work.compact(["t", "mu", "m", "F", "j_diag", "j_upper"] + priors,
-                                           n, keep)
-            n = keep.size
-            # s and d again from the kept t: one pass each, where moving them took two
-            s, d = work.bin_view("s", n), work.bin_view("d", n)
-            np.greater(t, 0.0, out=d)
-            np.maximum(t, 0.0, out=s)
-            u, x, d_prev = work.bin_view("u", n), work.bin_view("x", n), work.bin_view("d_prev", n)
-            tmp = work.mel_view("tmp", n)
-        iterations[frames] += 1
-        kkt[frames] = rel
+            # Drop the stopped frames from the work arrays once they are COMPACT_DEAD of them
+            # (or one is not finite): until then they ride along, a few per cent of a step,
+            # where moving the others costs about five passes over the bins each time.
+            if (n - n_live) * COMPACT_DEAD >= n or not np.isfinite(rel[gone]).all():
+                keep = np.flatnonzero(live)
+                frames, m_norm, rel, exact = frames[keep], m_norm[keep], rel[keep], exact[keep]
+                recent, live = recent[:, keep], live[keep]
+                t, mu, m, F, *_ = work.compact(["t", "mu", "m", "F", "j_diag", "j_upper"] + priors,
+                                               n, keep)
+                n = keep.size
+                # s and d again from the kept t: one pass each, where moving them took two
+                s, d = work.bin_view("s", n), work.bin_view("d", n)
+                np.greater(t, 0.0, out=d)
+                np.maximum(t, 0.0, out=s)
+                u, x, d_prev = (work.bin_view(name, n) for name in ("u", "x", "d_prev"))
+                tmp = work.mel_view("tmp", n)
+        running = frames if n_live == n else frames[live]
+        iterations[running] += 1
+        kkt[running] = rel if n_live == n else rel[live]
         # J = A diag(d) A.T + eps I (tridiagonal): diag_k sums w_lo^2 over the active bins of
         # mel k's run and w_hi^2 over the run below; upper_k sums w_lo w_hi over mel k's run.
         # Without a prior, a step changes d on a few bins only: J - eps I is the last step's
@@ -822,6 +841,9 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=No
         alpha, full = _line_search(work, n, mu, delta, m, F, eps, step)
         delta *= alpha
         mu += delta
+        upd = u if step is None else step             # t (z with a prior) at the new mu
+        upd *= alpha
+        t += upd
         exact = full
         np.copyto(d_prev, d)
         stalled = alpha * u_norm <= tolerance_change * s_norm
