@@ -337,9 +337,9 @@ def test_t_kept_between_steps_or_computed_every_step_gives_the_same_solve(monkey
 
 
 def test_stopped_frames_leave_at_once_or_ride_along_with_the_same_bits(monkeypatch):
-    # COMPACT_DEAD = 1 moves the running frames together at every stop; a huge value never
-    # does (the stopped ones ride along to the end). No operation mixes columns, so every
-    # frame's bits, steps and kkt are the same either way.
+    # COMPACT_DEAD = 1 never moves the running frames together (the stopped ones ride along to
+    # the end: they would have to be all of them); a huge value moves them at every stop. No
+    # operation mixes columns, so every frame's bits, steps and kkt are the same either way.
     inv, A, M = _random_case("negative_values")
     results = []
     for dead in (1, nnls.COMPACT_DEAD, 10 ** 9):
