@@ -787,9 +787,9 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=No
             n_live -= gone.size
             if n_live == 0:
                 break
-            # Drop the stopped frames from the work arrays once they are COMPACT_DEAD of them
-            # (or one is not finite): until then they ride along, a few per cent of a step,
-            # where moving the others costs about five passes over the bins each time.
+            # Drop the stopped frames from the work arrays once they are 1 / COMPACT_DEAD of
+            # them (or one is not finite): until then they ride along, a few per cent of a
+            # step, where moving the others costs about five passes over the bins each time.
             if (n - n_live) * COMPACT_DEAD >= n or not np.isfinite(rel[gone]).all():
                 keep = np.flatnonzero(live)
                 frames, m_norm, rel, exact = frames[keep], m_norm[keep], rel[keep], exact[keep]
