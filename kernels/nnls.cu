@@ -79,6 +79,22 @@
 //     FP64 rate is half its FP32 rate and this kernel is latency bound, not FLOP bound.
 //   * Input mel and output S are addressed through strides (B, rows, T), so any layout works and
 //     every output element of every frame is written exactly once, zero frames included.
+//
+// nnls_backward: the gradient of the answer, by implicit differentiation (cumel/solvers/gradient.py
+// is the NumPy twin). With D = diag(s > 0) of the returned answer and g = dL/ds of a frame:
+//   rhs = A D g;  J = A D A.T + eps I (tridiagonal: diag, upper per mel);  dL/dm = J^-1 rhs
+// One warp per frame, as nnls_solve: lanes sum rhs_k, diag_k, upper_k over mel k's bin run and
+// the run below it (the bins with s_j > 0), lane 0 runs thomas_sweep (the Newton step's solve,
+// the same arithmetic), lanes write the mel gradient. No iteration: a frame is one pass over its
+// bins and one sweep.
+// cost nnls_backward: frame_bytes = (2 * n_freqs + n_mels) * item
+// cost nnls_backward: frame_flops = 10 * n_freqs + 9 * n_mels; step_bytes = 0; step_flops = 0
+// cost nnls_backward: math = fp64
+//   (per bin: its s and g read, and for an active bin 3 FMAs in its own mel's run and 2 in the
+//   run of the mel above; per mel: the sweep's 1 division and 4 multiply-adds forward, 1 back,
+//   and the gradient written. Latency bound like the forward: the sweep is 2 n_mels dependent
+//   steps on one lane, hidden by the other warps on the SM; 4 (n_mels + 1) doubles of shared
+//   memory a warp.)
 #include "common.cuh"
 
 namespace cumel {
@@ -540,5 +556,65 @@ __global__ void nnls_prior(const T* __restrict__ mel, long long n_frames, int n_
                                    row_start, start_inv_pivot, start_upper_scaled, start_upper,
                                    eps, step_cap, tolerance_loss, tolerance_change, st, prior,
                                    lane);
+    }
+}
+
+
+// Dynamic shared memory: warps_per_block * 4 * (n_mels + 1) doubles (rhs and solution, diag, upper,
+// upper_scaled), warp by warp (cumel/cuda/launch.py: nnls_backward_shared_bytes).
+template <typename T>
+__global__ void nnls_backward(const T* __restrict__ s, long long s_sb, long long s_sj,
+                              long long s_st, const T* __restrict__ g, long long g_sb,
+                              long long g_sj, long long g_st, T* __restrict__ grad,
+                              long long grad_sb, long long grad_sk, long long grad_st,
+                              long long n_frames, int n_time, int n_mels, int n_freqs,
+                              const int* __restrict__ lo, const double* __restrict__ w_lo,
+                              const double* __restrict__ w_hi,
+                              const long long* __restrict__ row_start, double eps) {
+    extern __shared__ double cumel_shared[];
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int warps_per_block = blockDim.x >> 5;
+    double* rhs = cumel_shared + static_cast<long long>(warp) * 4 * (n_mels + 1);
+    double* diag = rhs + (n_mels + 1);
+    double* upper = rhs + 2 * (n_mels + 1);
+    double* upper_scaled = rhs + 3 * (n_mels + 1);
+    const long long first = static_cast<long long>(blockIdx.x) * warps_per_block + warp;
+    const long long stride = static_cast<long long>(gridDim.x) * warps_per_block;
+    for (long long f = first; f < n_frames; f += stride) {
+        // ---- per mel k: (A D g)_k and J's diag_k, upper_k over the active bins ----
+        for (int k = lane; k < n_mels; k += 32) {
+            double r = 0.0, dg = 0.0, up = 0.0;
+            for (long long j = row_start[k]; j < row_start[k + 1]; ++j) {       // lo[j] == k
+                const int jj = static_cast<int>(j);
+                if (s[cumel::strided_index(f, jj, n_time, s_sb, s_sj, s_st)] > T(0)) {
+                    r += w_lo[j] * static_cast<double>(g[cumel::strided_index(f, jj, n_time, g_sb,
+                                                                               g_sj, g_st)]);
+                    dg += w_lo[j] * w_lo[j];
+                    up += w_lo[j] * w_hi[j];
+                }
+            }
+            if (k > 0) {
+                for (long long j = row_start[k - 1]; j < row_start[k]; ++j) {   // lo[j] == k-1
+                    const int jj = static_cast<int>(j);
+                    if (s[cumel::strided_index(f, jj, n_time, s_sb, s_sj, s_st)] > T(0)) {
+                        r += w_hi[j] * static_cast<double>(g[cumel::strided_index(f, jj, n_time,
+                                                                                   g_sb, g_sj, g_st)]);
+                        dg += w_hi[j] * w_hi[j];
+                    }
+                }
+            }
+            rhs[k] = r;
+            diag[k] = dg + eps;
+            upper[k] = up;
+        }
+        __syncwarp();
+        // ---- dL/dm = J^-1 rhs: Thomas on lane 0, in place ----
+        if (lane == 0) cumel::thomas_sweep(diag, upper, upper_scaled, rhs, rhs, n_mels);
+        __syncwarp();
+        for (int k = lane; k < n_mels; k += 32) {
+            grad[cumel::strided_index(f, k, n_time, grad_sb, grad_sk, grad_st)] = static_cast<T>(rhs[k]);
+        }
+        __syncwarp();
     }
 }

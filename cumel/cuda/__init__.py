@@ -15,7 +15,8 @@ One file per part:
 ``filterbank``
     The sparse filterbank on the device, cached on the transform's Plan.
 ``nnls``, ``lstsq``, ``sgd``, ``griffinlim``, ``admm``
-    One per kernel family: its device constants and its launches (``sgd``: the torchaudio and
+    One per kernel family: its device constants and its launches (``nnls``: the solve and the
+    gradient of its answer, :func:`nnls_backward`; ``sgd``: the torchaudio and
     MindSpore solvers, which take the whole batch; ``griffinlim``: the fused update; ``admm``:
     the fused update of ``cumel.admm`` and its mel step, the prior variant of nnls).
 
@@ -39,10 +40,11 @@ from .launch import (GL_MAX_BLOCKS, GL_THREADS, SHARED_LIMIT, STATIC_SHARED, WAR
                      DeviceLimitError, lstsq_shared_bytes, nnls_shared_bytes, sgd_shared_bytes,
                      shared_layout)
 from .memory import DEVICE_FRACTION, DeviceMemoryError, memory_available
+from .nnls import backward as nnls_backward
 from .sgd import iterations_per_launch
 
 __all__ = [
-    "solve", "solve_host", "griffinlim_update", "admm_update", "nnls_prior",
+    "solve", "solve_host", "nnls_backward", "griffinlim_update", "admm_update", "nnls_prior",
     "DeviceMemoryError", "DeviceLimitError",
     "KERNELS", "CXX_OPTIONS", "kernel_dir", "kernel_source", "module_code", "compile_options",
     "chunk_slabs", "frames_per_chunk", "iterations_per_launch", "memory_available",

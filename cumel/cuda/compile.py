@@ -24,7 +24,7 @@ from .. import _backend
 # (source file, cooperative launch?) -> the instantiations compiled from it
 KERNELS = {
     ("nnls.cu", False): ("nnls_solve<float>", "nnls_solve<double>", "nnls_prior<float>",
-                         "nnls_prior<double>"),
+                         "nnls_prior<double>", "nnls_backward<float>", "nnls_backward<double>"),
     ("lstsq.cu", False): ("lstsq_apply<float>", "lstsq_apply<double>"),
     ("sgd.cu", True): ("torchaudio_sgd<float>", "torchaudio_sgd<double>"),
     ("sgd.cu", False): ("torchaudio_sgd<float>", "torchaudio_sgd<double>",

@@ -54,6 +54,11 @@ def nnls_shared_bytes(n_mels, n_freqs, warps):
     return warps * 8 * (7 * (n_mels + 1) + n_words)
 
 
+def nnls_backward_shared_bytes(n_mels, warps):
+    """nnls.cu's nnls_backward: 4 (n_mels + 1) doubles per warp (rhs, diag, upper, scratch)."""
+    return warps * 8 * 4 * (n_mels + 1)
+
+
 def sgd_shared_bytes(n_mels, itemsize, warps):
     """sgd.cu (both kernels): the frame's mel residual, n_mels + 1 values per warp."""
     return warps * (n_mels + 1) * itemsize
@@ -103,6 +108,9 @@ def block_geometry(kernel, n_mels, n_freqs, itemsize, optin_limit=None):
     what = f"{kernel} at n_mels={n_mels}, n_stft={n_freqs}"
     if kernel in ("nnls_solve", "nnls_prior"):
         warps, smem = shared_layout(nnls_shared_bytes(n_mels, n_freqs, 1), what, optin_limit)
+        return 32 * warps, smem
+    if kernel == "nnls_backward":
+        warps, smem = shared_layout(nnls_backward_shared_bytes(n_mels, 1), what, optin_limit)
         return 32 * warps, smem
     if kernel in ("torchaudio_sgd", "mindspore_gd"):
         warps, smem = shared_layout(sgd_shared_bytes(n_mels, itemsize, 1), what, optin_limit)

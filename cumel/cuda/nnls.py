@@ -33,6 +33,10 @@ def kernel(dtype):
     return _kernel(SOURCE, False, f"nnls_solve<{ctype(dtype)}>")
 
 
+def backward_kernel(dtype):
+    return _kernel(SOURCE, False, f"nnls_backward<{ctype(dtype)}>")
+
+
 def prepare(transform, dtype):
     """Upload the constants and compile the kernel (on the current stream)."""
     device_plan(transform.plan, dtype)
@@ -60,3 +64,25 @@ def solve_slab(transform, mel, out, iterations, kkt):
        np.float64(nn["eps"]), np.int64(min(transform.max_iter, step_bound(n_mels))),
        np.float64(transform.tolerance_loss), np.float64(transform.tolerance_change)),
       shared_mem=smem)
+
+
+def backward(plan, S, G, out):
+    """``out`` (B, n_mels, T) <- ``dL/dM`` of the answer ``S`` for ``dL/dS = G`` (both
+    (B, n_freqs, T), any strides), ``kernels/nnls.cu``'s ``nnls_backward`` on the current device
+    and stream (see ``cumel.solvers.gradient``). ``G`` is read in ``out``'s dtype, as ``S``."""
+    dtype = out.dtype
+    B, n_freqs, T = S.shape
+    n_mels, n_frames = plan.sparse.n_mels, B * T
+    S, G = S.astype(dtype, copy=False), G.astype(dtype, copy=False)
+    dev = device_plan(plan, dtype)
+    threads, smem = launch.block_geometry("nnls_backward", n_mels, n_freqs, out.itemsize)
+    warps = threads // 32
+    grid = launch.grid_for(n_frames, warps, 64 * launch.sm_count())
+    k = backward_kernel(dtype)
+    launch.launch_opt_in(k, smem)
+    k((grid,), (32 * warps,),
+      (S, *launch.strides(S), G, *launch.strides(G), out, *launch.strides(out),
+       np.int64(n_frames), np.int32(T), np.int32(n_mels), np.int32(n_freqs), dev["lo"],
+       dev["w_lo64"], dev["w_hi64"], dev["row_start"], np.float64(plan.nnls().eps)),
+      shared_mem=smem)
+    return out
