@@ -10,6 +10,10 @@
 ``cumel.frontends()`` lists the front ends (Whisper, HiFi-GAN, Tacotron 2, librosa, torchaudio);
 ``cumel.frontend(name)`` gives one (``features``, ``spectrogram``, ``audio``).
 
+torch users: ``cumel.torch`` has torchaudio's transforms as ``nn.Module`` s (``InverseMelScale``
+with a gradient through the converged answer, ``GriffinLim``, ``MelScale``, ``Spectrogram``,
+``MelSpectrogram``), for torch without torchaudio.
+
 See ``cumel.InverseMelScale`` for the solvers (``nnls``, ``lstsq``, ``torchaudio``,
 ``mindspore``) and how they relate to torchaudio and MindSpore.
 """
@@ -17,6 +21,7 @@ from .filterbank import SparseMel, hz_to_mel, mel_to_hz, melscale_fbanks
 from .transforms import InverseMelScale, MelScale, SolveInfo, inverse_mel_scale
 from .griffin_lim import GriffinLim, griffinlim, mel_to_audio, spectral_convergence
 from .mel_frontends import Frontend, frontend, frontends
+from ._backend import NoGradientError
 
 __version__ = "0.1.0"
 
@@ -25,6 +30,7 @@ __all__ = [
     "GriffinLim",
     "InverseMelScale",
     "MelScale",
+    "NoGradientError",
     "SolveInfo",
     "SparseMel",
     "frontend",

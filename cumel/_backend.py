@@ -114,6 +114,30 @@ def is_torch_tensor(x):
                for cls in type(x).__mro__)
 
 
+def requires_grad(x):
+    """True for a torch tensor that requires grad while torch records gradients (outside
+    ``torch.no_grad()`` and inside no custom op's implementation): a result computed from it is
+    expected to carry a gradient."""
+    if not is_torch_tensor(x) or not x.requires_grad:
+        return False
+    import torch
+    return torch.is_grad_enabled()
+
+
+class NoGradientError(RuntimeError):
+    """A torch tensor that requires grad was given to a computation that has no gradient.
+
+    cumel never detaches such a tensor silently: the message names the parameter, why there is
+    no gradient, and what to use instead."""
+
+
+def no_gradient(name, what, instead=None):
+    """The :class:`NoGradientError` for parameter ``name`` given to ``what``."""
+    text = (f"{name} requires grad, but {what} has no gradient; pass {name}.detach() (or call it "
+            f"under torch.no_grad()) for the values alone")
+    return NoGradientError(text + (f", or use {instead}" if instead else ""))
+
+
 def _plain_tensor(t, name):
     """The tensor without autograd history, as a plain strided tensor, or a clear error."""
     t = t.detach()
@@ -125,7 +149,7 @@ def _plain_tensor(t, name):
 
 
 @contextlib.contextmanager
-def foreign_scope(x, name="mel"):
+def foreign_scope(x, name="mel", what=None, instead=None):
     """Present a torch tensor or a CPU DLPack producer as NumPy/CuPy, and hand results back.
 
     Yields ``(array, back)``: ``array`` is ``x`` as a NumPy or CuPy array sharing its memory (no
@@ -140,8 +164,12 @@ def foreign_scope(x, name="mel"):
     * NumPy, CuPy and array-likes: unchanged, inside ``with x.device`` for a CuPy array, so the
       work, the output and the per-device caches are on the input's device.
 
-    ``name`` is the parameter the error messages name.
+    ``name`` is the parameter the error messages name. A tensor that requires grad (while torch
+    records gradients) raises :class:`NoGradientError` naming ``what`` (the computation, which
+    has no gradient) and ``instead`` (the alternative that has one), never a silent detach.
     """
+    if requires_grad(x):
+        raise no_gradient(name, what or "this cumel function", instead)
     if is_torch_tensor(x):
         import torch
         t = _plain_tensor(x, name)

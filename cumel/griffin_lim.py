@@ -97,7 +97,9 @@ class GriffinLim:
     Call with ``specgram`` of shape (..., n_fft // 2 + 1, T), non-negative: returns audio of
     shape (..., length), float64 for float64 input and float32 otherwise, same array type as the
     input (NumPy in, NumPy out; CuPy in, CuPy out; a torch tensor in, a torch tensor of its
-    device out, ``requires_grad`` or not). The input is never modified.
+    device out). It has no gradient: a tensor that requires grad raises
+    ``cumel.NoGradientError`` (use :class:`cumel.torch.GriffinLim`, written in torch
+    operations). The input is never modified.
     """
 
     def __init__(self, n_fft=400, n_iter=32, win_length=None, hop_length=None, window="hann",
@@ -175,7 +177,8 @@ class GriffinLim:
 
     def __call__(self, specgram):
         """Waveform (..., length) of ``specgram`` (..., n_fft // 2 + 1, T); see the class."""
-        with _backend.foreign_scope(specgram, "specgram") as (specgram, back):
+        with _backend.foreign_scope(specgram, "specgram", "cumel.GriffinLim",
+                                    "cumel.torch.GriffinLim (torch operations)") as (specgram, back):
             return back(self._call(specgram))
 
     def _call(self, specgram):
@@ -407,8 +410,9 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
     Parameters
     ----------
     mel : ndarray, cupy.ndarray or torch tensor, shape (..., n_mels, T)
-        n_mels is ``mel.shape[-2]``; never modified. A torch tensor (``requires_grad`` or not)
-        gives a torch tensor of its device.
+        n_mels is ``mel.shape[-2]``; never modified. A torch tensor gives a torch tensor of its
+        device; one that requires grad raises ``cumel.NoGradientError`` (Griffin-Lim here has no
+        gradient: :mod:`cumel.torch` has one).
     n_fft : int
         FFT size of the STFT the mel came from (samples); optional with ``frontend``.
     frontend : str or Frontend, optional
@@ -483,7 +487,9 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
         raise ValueError("n_fft is required without frontend= (the FFT size of the mel's STFT; "
                          "or pass frontend='whisper', 'hifigan', ... for a model's features)")
     opts = dict(_PLAIN, **given)
-    with _backend.foreign_scope(mel, "mel") as (mel, back):
+    with _backend.foreign_scope(mel, "mel", "cumel.mel_to_audio (its Griffin-Lim)",
+                                "cumel.torch.InverseMelScale followed by cumel.torch.GriffinLim"
+                                ) as (mel, back):
         if getattr(mel, "ndim", 0) < 2:
             raise ValueError(f"mel must have at least 2 dims (..., n_mels, time), got shape "
                              f"{tuple(getattr(mel, 'shape', ()))}")

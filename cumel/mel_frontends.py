@@ -254,7 +254,8 @@ class Frontend:
         array, shape (..., n_mels, frames)
             ``frames = self.frames(n_samples)``.
         """
-        with _backend.foreign_scope(audio, "audio") as (audio, back):
+        with _backend.foreign_scope(audio, "audio", "Frontend.features",
+                                    "cumel.torch.MelSpectrogram (torch operations)") as (audio, back):
             xp = _backend.get_array_module(audio)
             y = xp.asarray(audio)
             if y.ndim < 1 or y.shape[-1] < 1:
@@ -368,7 +369,7 @@ class Frontend:
         ``max - dynamic_range``): its true value is anywhere below, and :meth:`mel` takes it as
         0. Shape and array kind of ``features`` (a NumPy/CuPy bool array; NumPy for a torch
         CPU tensor)."""
-        with _backend.foreign_scope(features, "features") as (features, _):
+        with _backend.foreign_scope(features, "features", "Frontend.floor_mask") as (features, _):
             xp, f = self._packed(features)
             _, at_floor = self._uncompressed(f, xp)
             if at_floor is None:
@@ -383,7 +384,7 @@ class Frontend:
         level is not in the features. ``length`` (samples) keeps only the frames that cover
         that many samples of audio (see :meth:`audio`).
         """
-        with _backend.foreign_scope(features, "features") as (features, back):
+        with _backend.foreign_scope(features, "features", "Frontend.mel") as (features, back):
             xp, f = self._packed(features)
             mel = self._mel_packed(f, xp, length)
             return back(mel.reshape(tuple(features.shape[:-1]) + mel.shape[-1:]))
@@ -436,7 +437,8 @@ class Frontend:
             The front end's ``|X|^2`` (power 2) or ``sqrt(|X|^2 + magnitude_eps)`` (power 1);
             same array kind as ``features``.
         """
-        with _backend.foreign_scope(features, "features") as (features, back):
+        with _backend.foreign_scope(features, "features", "Frontend.spectrogram",
+                                    "cumel.torch.InverseMelScale") as (features, back):
             lead = tuple(getattr(features, "shape", ())[:-2])
             xp, f, to_caller = _backend.select(features, device)
             xp, f = self._packed(f)
@@ -471,7 +473,8 @@ class Frontend:
         -------
         array, shape (..., length)
         """
-        with _backend.foreign_scope(spectrogram, "spectrogram") as (spectrogram, back):
+        with _backend.foreign_scope(spectrogram, "spectrogram", "Frontend.griffin_lim",
+                                    "cumel.torch.GriffinLim") as (spectrogram, back):
             xp, S, to_caller = _backend.select(spectrogram, device)
             return back(to_caller(self._griffin_lim_xp(S, xp, length, n_iter, seed, momentum,
                                                        workers)))
@@ -501,7 +504,8 @@ class Frontend:
         Parameters
         ----------
         features : array, shape (..., n_mels, T)
-            NumPy, CuPy or a torch tensor (``requires_grad`` is fine); never modified.
+            NumPy, CuPy or a torch tensor; never modified. A tensor that requires grad raises
+            ``cumel.NoGradientError`` (this path has no gradient: :mod:`cumel.torch` has one).
         length : int, optional
             Samples wanted (the clip's length): only the frames that cover them are inverted
             (Whisper's padding to 30 s is dropped). At most :meth:`longest` ``(T)``. Default:
@@ -535,7 +539,9 @@ class Frontend:
         admm_given = {"rho": rho, "sigma": sigma, "inner_steps": inner_steps,
                       "start_iter": start_iter}
         method = check_method(method, admm_given)
-        with _backend.foreign_scope(features, "features") as (features, back):
+        with _backend.foreign_scope(features, "features", "Frontend.audio",
+                                    "cumel.torch.InverseMelScale and cumel.torch.GriffinLim"
+                                    ) as (features, back):
             lead = tuple(getattr(features, "shape", ())[:-2])
             xp, f, to_caller = _backend.select(features, device)
             xp, f = self._packed(f)

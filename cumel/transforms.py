@@ -279,7 +279,10 @@ class InverseMelScale:
         mel : array, shape (..., n_mels, time)
             NumPy, CuPy (solved on its own device), a torch tensor (a tensor of the same device
             back, no copy either way), a CPU DLPack producer, or a ``dask.array.Array`` (a lazy
-            ``dask.array.Array`` back, see ``cumel._dask.invert``); never modified.
+            ``dask.array.Array`` back, see ``cumel._dask.invert``); never modified. A tensor
+            that requires grad gets an answer with a gradient ("nnls": implicit differentiation,
+            "lstsq": its adjoint; see :mod:`cumel.solvers.gradient` and :mod:`cumel.torch`), or
+            a ``cumel.NoGradientError`` from the solvers that have none.
         out : array, shape (..., n_stft, time), optional
             Where to write the result: an array of the result's kind (NumPy or torch CPU tensor
             for a host result, CuPy or torch CUDA tensor for a device result), dtype float32 for
@@ -298,6 +301,14 @@ class InverseMelScale:
             if out is not None:
                 raise ValueError("out= does not apply to a dask.array input (the result is lazy)")
             return _dask.invert(self, mel, return_info=return_info)
+        if _backend.requires_grad(mel):     # a torch tensor recording gradients: give one
+            from .torch import _ops
+            return _ops.call_transform(self, mel, out=out, return_info=return_info)
+        return self._values(mel, out=out, return_info=return_info)
+
+    def _values(self, mel, *, out=None, return_info=False):
+        """:meth:`__call__` for everything but Dask arrays and tensors recording gradients (the
+        custom torch operator's implementation calls it too)."""
         with _backend.foreign_scope(mel) as (mel, back):
             S, info = self._call(mel, out=out, return_info=return_info)
             S = out if out is not None else back(S)

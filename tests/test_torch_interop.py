@@ -39,10 +39,12 @@ def test_tensor_with_grad_non_contiguous_and_info():
     mel = _mel((24, 10))
     tensor = torch.from_numpy(mel).requires_grad_(True)
     view = tensor[:, ::2]                                        # strided, with autograd history
-    S, info = cumel.InverseMelScale(65, 24)(view, return_info=True)
-    assert isinstance(S, torch.Tensor) and S.shape == (65, 5) and not S.requires_grad
-    np.testing.assert_array_equal(S.numpy(), cumel.InverseMelScale(65, 24)(mel[:, ::2]))
-    assert info.iterations.shape == (5,)
+    S = cumel.InverseMelScale(65, 24)(view)                      # an answer with a gradient
+    assert isinstance(S, torch.Tensor) and S.shape == (65, 5) and S.requires_grad
+    np.testing.assert_array_equal(S.detach().numpy(), cumel.InverseMelScale(65, 24)(mel[:, ::2]))
+    with torch.no_grad():                                        # values and diagnostics only
+        S, info = cumel.InverseMelScale(65, 24)(view, return_info=True)
+    assert not S.requires_grad and info.iterations.shape == (5,)
     assert torch.equal(tensor.detach(), torch.from_numpy(mel))
 
 
@@ -103,15 +105,19 @@ def test_griffinlim_tensor_in_tensor_out():
     y = gl(torch.from_numpy(S))
     assert isinstance(y, torch.Tensor) and y.dtype == torch.float32 and y.shape == (2, 64 * 11)
     np.testing.assert_array_equal(y.numpy(), gl(S))
-    y64 = cumel.griffinlim(torch.from_numpy(S.astype(np.float64)).requires_grad_(True), 256, 2,
-                           hop_length=64, seed=0)
+    y64 = cumel.griffinlim(torch.from_numpy(S.astype(np.float64)), 256, 2, hop_length=64, seed=0)
     assert isinstance(y64, torch.Tensor) and y64.dtype == torch.float64 and not y64.requires_grad
+    with pytest.raises(cumel.NoGradientError, match="specgram requires grad"):
+        cumel.griffinlim(torch.from_numpy(S).requires_grad_(True), 256, 2, hop_length=64)
 
 
-def test_mel_to_audio_tensor_with_grad_in_tensor_out():
+def test_mel_to_audio_tensor_with_grad_raises_and_runs_without_grad():
     mel = cumel.MelScale(24, n_stft=129)(_spec((129, 12)))
     tensor = torch.from_numpy(mel).requires_grad_(True)         # failed before: np.asarray(tensor)
-    y = cumel.mel_to_audio(tensor, 256, hop_length=64, n_iter=2, seed=0)
+    with pytest.raises(cumel.NoGradientError, match="mel requires grad.*mel_to_audio"):
+        cumel.mel_to_audio(tensor, 256, hop_length=64, n_iter=2, seed=0)
+    with torch.no_grad():
+        y = cumel.mel_to_audio(tensor, 256, hop_length=64, n_iter=2, seed=0)
     assert isinstance(y, torch.Tensor) and y.shape == (64 * 11,) and not y.requires_grad
     np.testing.assert_array_equal(y.numpy(), cumel.mel_to_audio(mel, 256, hop_length=64, n_iter=2,
                                                                 seed=0))
@@ -124,7 +130,7 @@ def test_front_end_tensors_in_and_out():
     F = fe.features(torch.from_numpy(x))
     assert isinstance(F, torch.Tensor) and F.shape == (80, 32)
     np.testing.assert_array_equal(F.numpy(), fe.features(x))
-    y = cumel.mel_to_audio(F.requires_grad_(True), frontend="hifigan", length=8192, n_iter=2, seed=0)
+    y = cumel.mel_to_audio(F, frontend="hifigan", length=8192, n_iter=2, seed=0)
     assert isinstance(y, torch.Tensor) and y.shape == (8192,)
     np.testing.assert_array_equal(y.numpy(), fe.audio(F.detach().numpy(), length=8192, n_iter=2,
                                                       seed=0))
