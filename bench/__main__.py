@@ -3,13 +3,15 @@ GPU number in one call, :mod:`bench.gpu`), ``python -m bench kernels`` (ptxas an
 every kernel, no GPU needed, :mod:`bench.kernels`), ``python -m bench audio ...`` (the
 mel-to-audio table, :mod:`bench.audio`), ``python -m bench frontends ...`` (the front-end table,
 :mod:`bench.frontends`), ``python -m bench info ...`` (the memory and time of
-``return_info=True`` on a large batch, :mod:`bench.info`)."""
+``return_info=True`` on a large batch, :mod:`bench.info`), ``python -m bench torch ...``
+(forward + backward of ``cumel.torch.InverseMelScale`` against lstsq + relu in torch,
+:mod:`bench.torch_grad`)."""
 import importlib
 import sys
 
 COMMANDS = {"audio": "bench.audio", "frontends": "bench.frontends", "gpu": "bench.gpu",
             "info": "bench.info",
-            "kernels": "bench.kernels"}
+            "kernels": "bench.kernels", "torch": "bench.torch_grad"}
 
 if sys.argv[1:2] and sys.argv[1] in COMMANDS:
     module = importlib.import_module(COMMANDS[sys.argv[1]])
