@@ -13,9 +13,12 @@ and the others still run:
    at batch sizes from 1024 frames doubling up to the largest that fits: cumel's nnls, lstsq,
    torchaudio and mindspore solvers (the SGD ones at a fixed ``max_iter`` with tolerances zero,
    so every iteration runs) on resident CuPy (``cuda``), streamed NumPy (``cuda-host``) and torch
-   CUDA tensors (``cuda-torch``); Griffin-Lim and ``mel_to_audio``; and the peers on the same
-   GPU where importable (``torch-cuda``): torchaudio's ``InverseMelScale``, the torchaudio 0.8
-   SGD loop (:mod:`bench.torch_sgd`) and torchaudio's ``GriffinLim``. Sizes go up round by round
+   CUDA tensors (``cuda-torch``); Griffin-Lim and ``mel_to_audio``; forward + backward of
+   ``cumel.torch.InverseMelScale`` on torch CUDA tensors (``nnls-grad``: the solve and the
+   ``nnls_backward`` kernel); and the peers on the same GPU where importable (``torch-cuda``):
+   torchaudio's ``InverseMelScale``, the torchaudio 0.8 SGD loop (:mod:`bench.torch_sgd`),
+   torchaudio's ``GriffinLim``, and lstsq + relu forward + backward through torch's autograd
+   (``torch-lstsq-grad``, torchaudio 2.x's method). Sizes go up round by round
    over every series, and a series stops growing when its next size would not fit the device or
    the time left (the results say which).
 5. Each row is held against the device (:mod:`bench.bound`): ``bound_frames_per_s`` from the
@@ -74,12 +77,12 @@ KERNELS_TIMEOUT = 120.0          # seconds for python -m bench kernels (about 15
 GROWTH = 2.2                     # predicted cost of the next size / cost of this one
 CUMEL_SOLVERS = ("nnls", "lstsq", "torchaudio", "mindspore")
 CUMEL_BACKENDS = ("cuda", "cuda-host", "cuda-torch")
-PEERS = ("torchaudio.InverseMelScale", "torch-sgd", "torchaudio.GriffinLim")
+PEERS = ("torchaudio.InverseMelScale", "torch-sgd", "torchaudio.GriffinLim", "torch-lstsq-grad")
 # which cost model bounds which row (peers: the cumel kernel computing the same thing)
 COST_MODEL = {"nnls": "nnls_solve", "lstsq": "lstsq_apply", "torchaudio": "torchaudio_sgd",
               "mindspore": "mindspore_gd", "griffinlim": "griffinlim_iteration",
               "torchaudio.InverseMelScale": "lstsq_apply", "torch-sgd": "torchaudio_sgd",
-              "torchaudio.GriffinLim": "griffinlim_iteration"}
+              "torchaudio.GriffinLim": "griffinlim_iteration", "torch-lstsq-grad": "lstsq_apply"}
 FULL = {"workloads": tuple(WORKLOADS), "max_iter": 100, "n_iter": 32, "repeats": 3,
         "sizes": None, "pytest_timeout": 150.0}
 QUICK = {"workloads": ("speech-201x128",), "max_iter": 5, "n_iter": 2, "repeats": 1,
@@ -682,7 +685,10 @@ class Series:
                   "griffinlim": griffinlim, "mel_to_audio": griffinlim + (M + 2 * F) * item,
                   "torchaudio.InverseMelScale": 3 * (M + F) * item,
                   "torch-sgd": M * item + 8 * F * item,
-                  "torchaudio.GriffinLim": griffinlim}[self.solver]
+                  "torchaudio.GriffinLim": griffinlim,
+                  # the mel, its gradient, the answer (kept for the backward) and its gradient
+                  "nnls-grad": 2 * (M + F) * item + 16, "torch-lstsq-grad": 4 * (M + F) * item,
+                  }[self.solver]
         if self.backend == "cuda-host" and self.solver in ("nnls", "lstsq"):
             device = 0                                   # streamed in chunks of bounded size
         host = 2 * (M + F) * item if self.backend == "cuda-host" else 0
@@ -733,6 +739,13 @@ class Series:
             return {"frames_per_s": bounds.combined(nnls["frames_per_s"], gl["frames_per_s"]),
                     "limit": f"nnls {nnls['limit']}, Griffin-Lim {gl['limit']}",
                     "nnls_steps": steps, "models": ["nnls_solve", "griffinlim_iteration"]}
+        if self.solver == "nnls-grad":
+            forward = bounds.bound(models["nnls_solve"], device, row["steps"] or 0, 4, **shape)
+            backward = bounds.bound(models["nnls_backward"], device, 0, 4, **shape)
+            return {"frames_per_s": bounds.combined(forward["frames_per_s"],
+                                                    backward["frames_per_s"]),
+                    "limit": f"forward {forward['limit']}, backward {backward['limit']}",
+                    "models": ["nnls_solve", "nnls_backward"]}
         model = models[COST_MODEL[self.solver]]
         result = bounds.bound(model, device, row["steps"] or 0, 4, **shape)
         return {**result, "model": model.name}
@@ -757,6 +770,8 @@ def make_series(inputs, args, skip_peers=False):
     out += [Series(inputs, "mel_to_audio", backend,
                    f"cumel mel_to_audio (nnls + {args.n_iter} Griffin-Lim iterations)")
             for backend in CUMEL_BACKENDS]
+    out.append(Series(inputs, "nnls-grad", "cuda-torch",
+                      "cumel.torch.InverseMelScale forward + backward (nnls)"))
     if not skip_peers:
         out += [Series(inputs, "torchaudio.InverseMelScale", "torch-cuda",
                        "torchaudio InverseMelScale (lstsq, driver gels)"),
@@ -764,7 +779,9 @@ def make_series(inputs, args, skip_peers=False):
                        f"torchaudio 0.8 SGD loop in PyTorch (max_iter {args.max_iter}, "
                        "tolerances 0)"),
                 Series(inputs, "torchaudio.GriffinLim", "torch-cuda",
-                       f"torchaudio GriffinLim (n_iter {args.n_iter})")]
+                       f"torchaudio GriffinLim (n_iter {args.n_iter})"),
+                Series(inputs, "torch-lstsq-grad", "torch-cuda",
+                       "lstsq + relu forward + backward in torch (driver gels)")]
     return out
 
 
@@ -904,10 +921,51 @@ def _torchaudio_griffinlim(s, frames, cupy, args):
     return run, (lambda: (run(), float(args.n_iter), None)), TorchTimer(torch)
 
 
+def _gradient_run(torch, solve, mel):
+    """``run()``: forward and backward of ``solve`` from ``mel`` (a fixed upstream gradient)."""
+    with torch.no_grad():
+        upstream = torch.ones_like(solve(mel))
+
+    def run():
+        leaf = mel.detach().requires_grad_()
+        S = solve(leaf)
+        (grad,) = torch.autograd.grad(S, leaf, upstream)
+        return grad
+    return run
+
+
+def _cumel_torch_grad(s, frames, cupy, args):
+    torch = _torch_cuda(cupy)
+    import cumel.torch
+    w = s.workload
+    inv = cumel.torch.InverseMelScale(w.n_stft, w.n_mels, w.sample_rate, w.f_min, w.f_max,
+                                      w.norm, w.mel_scale).to("cuda")
+    mel = s.inputs.torch(torch, "mel", frames)
+    run = _gradient_run(torch, inv, mel)
+
+    def info():
+        import cumel
+        with torch.no_grad():
+            _, solve_info = cumel.InverseMelScale(**w.inverse_kwargs())(mel, return_info=True)
+        return (run(), float(np.mean(np.asarray(solve_info.iterations))),
+                float(solve_info.total_mel_residual))
+
+    return run, info, TorchTimer(torch)
+
+
+def _torch_lstsq_grad(s, frames, cupy, args):
+    torch = _torch_cuda(cupy)
+    A = torch.from_numpy(workload_filterbank(s.workload, np.float32).T.copy()).to("cuda")[None]
+    mel = s.inputs.torch(torch, "mel", frames)
+    run = _gradient_run(torch, lambda m: torch.relu(torch.linalg.lstsq(A, m).solution), mel)
+    return run, (lambda: (run(), 0.0, None)), TorchTimer(torch)
+
+
 PREPARE = {"nnls": _cumel_solver, "lstsq": _cumel_solver, "torchaudio": _cumel_solver,
            "mindspore": _cumel_solver, "griffinlim": _griffinlim, "mel_to_audio": _mel_to_audio,
            "torchaudio.InverseMelScale": _torchaudio_inverse, "torch-sgd": _torch_sgd,
-           "torchaudio.GriffinLim": _torchaudio_griffinlim}
+           "torchaudio.GriffinLim": _torchaudio_griffinlim, "nnls-grad": _cumel_torch_grad,
+           "torch-lstsq-grad": _torch_lstsq_grad}
 
 
 class CupyTimer:
