@@ -86,13 +86,22 @@ def nnls_frames_backward(sparse, eps, s, g, xp=np):
     -------
     array, shape (n_mels, N), float64
     """
+    _, _, w_lo, w_hi = sparse.arrays(xp, np.float64)
+    w_lo, w_hi = w_lo[:, None], w_hi[:, None]
     active = s > 0
     dg = xp.where(active, g.astype(np.float64), 0.0)
-    w = sparse.arrays(xp, np.float64)
-    r = sparse.matvec(dg, xp, w)
-    diag, upper = sparse.tridiag(active.astype(np.float64), xp, w)
-    diag += eps
-    return thomas(diag, upper, r, xp)
+    # the five run sums (A D g's two parts, J's diagonal's two, its upper) in one segment sum
+    parts = xp.empty((s.shape[0], 5, s.shape[1]))
+    xp.multiply(dg, w_lo, out=parts[:, 0])
+    xp.multiply(dg, w_hi, out=parts[:, 1])
+    xp.multiply(active, w_lo * w_lo, out=parts[:, 2])
+    xp.multiply(active, w_hi * w_hi, out=parts[:, 3])
+    xp.multiply(active, w_lo * w_hi, out=parts[:, 4])
+    sums = sparse.segment_sum(parts, xp)                  # (n_mels, 5, N)
+    below = sparse.shift_up(sums[:, [1, 3]], xp)          # the w_hi parts land one mel higher
+    rhs = sums[:, 0] + below[:, 0]
+    diag = sums[:, 2] + below[:, 1] + eps
+    return thomas(diag, sums[:, 4], rhs, xp)
 
 
 def nnls_backward(plan, S, G, *, out=None, workers=1):
