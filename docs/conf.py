@@ -30,6 +30,9 @@ extensions = [
     "myst_parser",
 ]
 
+# "--frontend" must stay two hyphens, not become a dash
+smartquotes = False
+
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build", "_generated/*.txt", "examples/README.rst"]
 myst_enable_extensions = ["dollarmath"]
@@ -54,6 +57,7 @@ intersphinx_mapping = {}
 html_theme = "pydata_sphinx_theme"
 html_title = f"cumel {release}"
 html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
