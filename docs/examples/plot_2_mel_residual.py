@@ -37,20 +37,21 @@ for name, kwargs in {"cumel nnls": dict(solver="nnls"), "cumel lstsq": dict(solv
 # The peers, where installed (the build of these pages passes without them).
 try:
     import librosa
+    from librosa.feature.inverse import mel_to_stft
 except ImportError:
     print("librosa is not installed: its row is left out")
 else:
-    S = librosa.feature.inverse.mel_to_stft(mel, sr=workload.sample_rate, n_fft=workload.n_fft,
-                                            power=2.0, htk=False, norm="slaney",
-                                            fmax=workload.f_max)
+    S = mel_to_stft(mel, sr=workload.sample_rate, n_fft=workload.n_fft, power=2.0, htk=False,
+                    norm="slaney", fmax=workload.f_max)
     curves[f"librosa {librosa.__version__} mel_to_stft"] = frame_residual(S ** 2)
 try:
     import torch
     import torchaudio
+    from torchaudio.transforms import InverseMelScale as TorchaudioInverseMelScale
 except ImportError:
     print("torch/torchaudio is not installed: its row is left out")
 else:
-    inverse = torchaudio.transforms.InverseMelScale(
+    inverse = TorchaudioInverseMelScale(
         n_stft=workload.n_stft, n_mels=workload.n_mels, sample_rate=workload.sample_rate,
         f_max=workload.f_max, norm=workload.norm, mel_scale=workload.mel_scale, driver="gelsd")
     curves[f"torchaudio {torchaudio.__version__} InverseMelScale"] = frame_residual(
