@@ -62,8 +62,27 @@ def hz_to_mel(freq, mel_scale="htk", xp=np):
     freq : array_like
         Frequencies in Hz.
     mel_scale : {"htk", "slaney"}
+        HTK's ``2595 log10(1 + f / 700)``, or Slaney's (Auditory Toolbox): linear below 1 kHz,
+        logarithmic above.
     xp : module
         Array module (``numpy`` or ``cupy``).
+
+    Returns
+    -------
+    array of float64
+        Mels, the shape of ``freq``.
+
+    See Also
+    --------
+    mel_to_hz : the inverse.
+
+    Examples
+    --------
+    >>> import cumel
+    >>> round(float(cumel.hz_to_mel(1000.0)), 3)
+    999.986
+    >>> round(float(cumel.hz_to_mel(1000.0, mel_scale="slaney")), 12)
+    15.0
     """
     freq = xp.asarray(freq, dtype=xp.float64)
     if mel_scale == "htk":
@@ -75,7 +94,29 @@ def hz_to_mel(freq, mel_scale="htk", xp=np):
 
 
 def mel_to_hz(mels, mel_scale="htk", xp=np):
-    """Convert mels to frequencies in Hz (inverse of :func:`hz_to_mel`)."""
+    """Convert mels to frequencies in Hz (inverse of :func:`hz_to_mel`).
+
+    Parameters
+    ----------
+    mels : array_like
+        Mels.
+    mel_scale : {"htk", "slaney"}
+    xp : module
+        Array module (``numpy`` or ``cupy``).
+
+    Returns
+    -------
+    array of float64
+        Hz, the shape of ``mels``.
+
+    Examples
+    --------
+    >>> import cumel
+    >>> round(float(cumel.mel_to_hz(cumel.hz_to_mel(440.0))), 9)
+    440.0
+    >>> cumel.mel_to_hz([0.0, 15.0], mel_scale="slaney").round(9).tolist()
+    [0.0, 1000.0]
+    """
     mels = xp.asarray(mels, dtype=xp.float64)
     if mel_scale == "htk":
         return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
@@ -109,6 +150,29 @@ def melscale_fbanks(n_freqs, f_min, f_max, n_mels, sample_rate, norm=None, mel_s
     Returns
     -------
     fb : array, shape (n_freqs, n_mels)
+        Read-only where NumPy (the array is cached and shared).
+
+    Raises
+    ------
+    ValueError
+        A parameter out of range (the message names it and its value): counts that are not
+        positive integers, ``f_min >= f_max``, ``f_max`` above ``sample_rate / 2``, an unknown
+        ``norm`` or ``mel_scale``.
+
+    Warns
+    -----
+    UserWarning
+        A filter with all zero weights (``n_mels`` too high for ``n_freqs``), as torchaudio warns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cumel
+    >>> fb = cumel.melscale_fbanks(201, 0.0, 8000.0, 64, 16000)
+    >>> fb.shape, fb.dtype
+    ((201, 64), dtype('float32'))
+    >>> int((fb > 0).sum(axis=1).max())           # every bin in at most two triangles
+    2
     """
     from ._validate import check_filterbank_args, canonical_norm, canonical_mel_scale
 
@@ -163,6 +227,30 @@ class SparseMel:
         The dense filterbank it was built from (float64).
 
     All arrays are NumPy; backends copy them once to their device (see ``cumel._backend``).
+
+    Parameters
+    ----------
+    fb : array_like, shape (n_freqs, n_mels)
+        A mel filterbank in torchaudio's layout.
+
+    Raises
+    ------
+    ValueError
+        ``fb`` lacks the structure of a mel filterbank: a bin in more than two triangles, or in
+        two that are not neighbours, or triangles not ordered by frequency (the message names
+        the bin).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cumel
+    >>> fb = cumel.melscale_fbanks(201, 0.0, 8000.0, 64, 16000)
+    >>> A = cumel.SparseMel(fb)
+    >>> A.n_freqs, A.n_mels
+    (201, 64)
+    >>> s = np.random.default_rng(0).random(201)
+    >>> bool(np.allclose(A.matvec(s, np), fb.T @ s))      # A @ s from two weights a bin
+    True
     """
 
     def __init__(self, fb):

@@ -94,12 +94,43 @@ class GriffinLim:
         A bar of the iterations on stderr (tqdm): True, "auto" (once the call has run 2 s) or
         False (default); a callable is told each iteration done.
 
-    Call with ``specgram`` of shape (..., n_fft // 2 + 1, T), non-negative: returns audio of
-    shape (..., length), float64 for float64 input and float32 otherwise, same array type as the
-    input (NumPy in, NumPy out; CuPy in, CuPy out; a torch tensor in, a torch tensor of its
-    device out). It has no gradient: a tensor that requires grad raises
-    ``cumel.NoGradientError`` (use :class:`cumel.torch.GriffinLim`, written in torch
-    operations). The input is never modified.
+    Returns
+    -------
+    callable
+        Call with ``specgram`` of shape (..., n_fft // 2 + 1, T), non-negative: returns audio of
+        shape (..., length), float64 for float64 input and float32 otherwise, same array type as
+        the input (NumPy in, NumPy out; CuPy in, CuPy out; a torch tensor in, a torch tensor of
+        its device out). The input is never modified.
+
+    Raises
+    ------
+    ValueError
+        A parameter out of range (the message names it and its value); on a call, a
+        ``specgram`` of the wrong shape, with too few frames for the padding, negative, or with
+        NaN or Inf values.
+    TypeError
+        On a call, a ``specgram`` that does not hold real numbers.
+    cumel.NoGradientError
+        On a call, a torch tensor that requires grad: this Griffin-Lim has no gradient (use
+        :class:`cumel.torch.GriffinLim`, written in torch operations).
+
+    See Also
+    --------
+    mel_to_audio : from a mel spectrogram, through :class:`InverseMelScale`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cumel
+    >>> from cumel.stft import stft
+    >>> x = np.sin(2 * np.pi * 440 * np.arange(8000) / 16000) * np.hanning(8000)
+    >>> power = np.abs(stft(x, 400, 160)) ** 2               # (201, 51) power spectrogram
+    >>> griffin_lim = cumel.GriffinLim(n_fft=400, hop_length=160, length=x.size, seed=0)
+    >>> y = griffin_lim(power)
+    >>> y.shape, y.dtype
+    ((8000,), dtype('float64'))
+    >>> cumel.spectral_convergence(y, x, 400, 160) < 0.3
+    True
     """
 
     def __init__(self, n_fft=400, n_iter=32, win_length=None, hop_length=None, window="hann",
@@ -345,7 +376,36 @@ def update(rebuilt, tprev, mag, alpha, xp, run=None):
 def griffinlim(specgram, n_fft=400, n_iter=32, win_length=None, hop_length=None, window="hann",
                power=2.0, momentum=0.99, length=None, rand_init=True, *, center=True, pad=None,
                pad_mode="reflect", seed=None, device=None, workers=None, progress=False):
-    """Functional form of :class:`GriffinLim`."""
+    """Functional form of :class:`GriffinLim`.
+
+    Parameters
+    ----------
+    specgram : array, shape (..., n_fft // 2 + 1, T)
+        A non-negative power (``power=2``) or magnitude (``power=1``) spectrogram; NumPy, CuPy
+        or a torch tensor; never modified.
+    n_fft, n_iter, win_length, hop_length, window, power, momentum, length, rand_init
+        As for :class:`GriffinLim`.
+    center, pad, pad_mode, seed, device, workers, progress
+        As for :class:`GriffinLim` (keyword only).
+
+    Returns
+    -------
+    array, shape (..., length)
+        float64 for float64 input, else float32; same array type as ``specgram``.
+
+    Raises
+    ------
+    ValueError
+        A parameter out of range or a bad ``specgram``, as for :class:`GriffinLim`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cumel
+    >>> power = np.ones((201, 11))                 # 11 frames of white noise's spectrum
+    >>> cumel.griffinlim(power, n_fft=400, hop_length=160, seed=0).shape   # 160 * (11 - 1)
+    (1600,)
+    """
     return GriffinLim(n_fft, n_iter, win_length, hop_length, window, power, momentum, length,
                       rand_init, center=center, pad=pad, pad_mode=pad_mode, seed=seed,
                       device=device, workers=workers, progress=progress)(specgram)
@@ -404,8 +464,10 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
     grid (:meth:`cumel.Frontend.audio`); ``n_fft`` is then optional, and every STFT or
     filterbank keyword given overrides the front end's (``cumel.frontend(name, **overrides)``).
 
-    >>> y = cumel.mel_to_audio(features, frontend="whisper", length=n_samples)
-    >>> y = cumel.mel_to_audio(log_mel, frontend="hifigan")
+    ::
+
+        y = cumel.mel_to_audio(features, frontend="whisper", length=n_samples)
+        y = cumel.mel_to_audio(log_mel, frontend="hifigan")
 
     Parameters
     ----------
@@ -464,6 +526,45 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
     -------
     array, shape (..., length)
         float64 for float64 input, else float32; same array type as ``mel``.
+
+    Raises
+    ------
+    ValueError
+        A parameter out of range (the message names it and its value); ``n_fft`` missing
+        without ``frontend``; an unknown ``method``, or ADMM settings with another method;
+        ``mel`` of the wrong shape, or with NaN or Inf values; with ``frontend``, features with
+        the wrong number of mels or a ``length`` longer than they describe.
+
+    Warns
+    -----
+    UserWarning
+        Without ``frontend``, a mel with 10 % or more negative values (it looks like a log or
+        dB mel).
+
+    Examples
+    --------
+    A tone's power mel spectrogram back to sound:
+
+    >>> import numpy as np
+    >>> import cumel
+    >>> from cumel.stft import stft
+    >>> x = np.sin(2 * np.pi * 440 * np.arange(8000) / 16000) * np.hanning(8000)
+    >>> mel = cumel.MelScale(n_mels=80, n_stft=201)(np.abs(stft(x, 400, 160)) ** 2)
+    >>> y = cumel.mel_to_audio(mel, n_fft=400, hop_length=160, length=x.size, seed=0)
+    >>> y.shape
+    (8000,)
+    >>> cumel.spectral_convergence(y, x, 400, 160) < 0.3
+    True
+
+    A model's features: Whisper's log-mel of one second of audio (3000 frames, padded to 30 s),
+    back to that second:
+
+    >>> audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    >>> features = cumel.frontend("whisper").features(audio)
+    >>> features.shape
+    (80, 3000)
+    >>> cumel.mel_to_audio(features, frontend="whisper", length=audio.size, seed=0).shape
+    (16000,)
     """
     admm_given = {"rho": rho, "sigma": sigma, "inner_steps": inner_steps,
                   "start_iter": start_iter}
@@ -525,6 +626,22 @@ def spectral_convergence(y, x, n_fft, hop_length=None, win_length=None):
     Returns
     -------
     float
+        0 for a perfect reconstruction; about 1 for noise of the same level.
+
+    Raises
+    ------
+    ValueError
+        ``n_fft``, ``hop_length`` or ``win_length`` out of range (the message names it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cumel
+    >>> x = np.random.default_rng(0).standard_normal(4000)
+    >>> cumel.spectral_convergence(x, x, 400, 160)
+    0.0
+    >>> cumel.spectral_convergence(0.5 * x, x, 400, 160)     # half the level: half the norm
+    0.5
     """
     y = np.asarray(_backend.to_numpy(y), np.float64)
     x = np.asarray(_backend.to_numpy(x), np.float64)

@@ -124,6 +124,32 @@ class Frontend:
     ----------
     n_stft : int
         ``n_fft // 2 + 1``.
+
+    Raises
+    ------
+    ValueError
+        A field out of range or of the wrong type (the message names it and its value), or an
+        ``fb`` whose number of filters disagrees with ``n_mels``.
+
+    See Also
+    --------
+    frontend : a preset, with overrides.
+    mel_to_audio : ``mel_to_audio(features, frontend=fe)`` is ``fe.audio(features)``.
+
+    Examples
+    --------
+    A front end of your own: 64 HTK mels of a 400-point STFT, in dB (``10 log10``):
+
+    >>> import numpy as np
+    >>> import cumel
+    >>> fe = cumel.Frontend(n_fft=400, hop_length=160, n_mels=64, log="log10", multiplier=10.0)
+    >>> audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    >>> features = fe.features(audio)             # (n_mels, 1 + n // hop_length)
+    >>> features.shape
+    (64, 101)
+    >>> y = fe.audio(features, length=audio.size, seed=0)
+    >>> y.shape
+    (16000,)
     """
 
     name: str = "custom"
@@ -702,10 +728,12 @@ PRESETS = {
 def frontend(name, **overrides):
     """A preset :class:`Frontend`, with any of its fields overridden.
 
-    >>> fe = cumel.frontend("whisper")                     # 80 mels; "whisper-128" for large-v3
-    >>> y = fe.audio(features, length=n_samples)
-    >>> fe = cumel.frontend("librosa", sample_rate=16000, n_fft=400, hop_length=160, ref=np.max)
-    >>> fe = cumel.frontend("hifigan", sample_rate=44100, n_fft=2048, hop_length=512, f_max=None)
+    ::
+
+        fe = cumel.frontend("whisper")                     # 80 mels; "whisper-128" for large-v3
+        y = fe.audio(features, length=n_samples)
+        fe = cumel.frontend("librosa", sample_rate=16000, n_fft=400, hop_length=160, ref=np.max)
+        fe = cumel.frontend("hifigan", sample_rate=44100, n_fft=2048, hop_length=512, f_max=None)
 
     Overrides apply to the preset as its project writes it: ``win_length`` follows ``n_fft``
     unless given, ``f_max`` None follows ``sample_rate``, HiFi-GAN's padding stays
@@ -719,6 +747,26 @@ def frontend(name, **overrides):
         overridden).
     **overrides
         Fields of :class:`Frontend`.
+
+    Returns
+    -------
+    Frontend
+        A frozen dataclass: ``features``, ``spectrogram``, ``audio`` and the rest.
+
+    Raises
+    ------
+    ValueError
+        An unknown preset (the message lists them), an unknown field, or a field out of range.
+
+    Examples
+    --------
+    >>> import cumel
+    >>> fe = cumel.frontend("hifigan")
+    >>> fe.sample_rate, fe.n_fft, fe.hop_length, fe.n_mels, fe.center, fe.pad, fe.log
+    (22050, 1024, 256, 80, False, (384, 384), 'ln')
+    >>> fe = cumel.frontend("hifigan", sample_rate=44100, n_fft=2048, hop_length=512, f_max=None)
+    >>> fe.pad, fe.win_length, fe.f_max          # HiFi-GAN's padding rule, win_length follows
+    ((768, 768), 2048, 22050.0)
     """
     known = {f.name for f in dataclasses.fields(Frontend)} - {"name"}
     unknown = sorted(set(overrides) - known)
@@ -758,5 +806,20 @@ def _preset(name):
 
 
 def frontends():
-    """The presets, ``{name: Frontend}`` (see :func:`frontend`)."""
+    """The presets, ``{name: Frontend}`` (see :func:`frontend`).
+
+    Returns
+    -------
+    dict of str to Frontend
+        Whisper (80 and 128 mels), HiFi-GAN, Tacotron 2, librosa and torchaudio front ends, as
+        their projects compute them; ``cumel frontends`` prints them with their parameters.
+
+    Examples
+    --------
+    >>> import cumel
+    >>> list(cumel.frontends())
+    ['whisper', 'whisper-128', 'hifigan', 'tacotron2', 'librosa', 'torchaudio']
+    >>> cumel.frontends()["whisper-128"].n_mels
+    128
+    """
     return {name: _preset(name) for name in PRESETS}
