@@ -128,7 +128,22 @@ class NoGradientError(RuntimeError):
     """A torch tensor that requires grad was given to a computation that has no gradient.
 
     cumel never detaches such a tensor silently: the message names the parameter, why there is
-    no gradient, and what to use instead."""
+    no gradient, and what to use instead. The inverses that have a gradient (``solver="nnls"``
+    and ``"lstsq"``, :mod:`cumel.torch`) never raise it; under ``torch.no_grad()`` nothing does.
+
+    Examples
+    --------
+    >>> import torch, cumel
+    >>> spec = torch.rand(201, 8, requires_grad=True)
+    >>> try:
+    ...     cumel.GriffinLim(n_fft=400)(spec)
+    ... except cumel.NoGradientError as exc:
+    ...     print(str(exc).split(";")[0])
+    specgram requires grad, but cumel.GriffinLim has no gradient
+    >>> with torch.no_grad():
+    ...     cumel.GriffinLim(n_fft=400, n_iter=1)(spec).shape
+    torch.Size([700])
+    """
 
 
 def no_gradient(name, what, instead=None):

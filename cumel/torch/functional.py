@@ -1,4 +1,4 @@
-"""Functional forms of :mod:`cumel.torch`'s transforms (``torchaudio.functional``'s spelling)."""
+"""Functional forms of the transforms of cumel.torch (the spelling of torchaudio's functional module)."""
 from __future__ import annotations
 
 import torch
@@ -9,8 +9,9 @@ from . import _ops
 
 
 def melscale_fbanks(n_freqs, f_min, f_max, n_mels, sample_rate, norm=None, mel_scale="htk"):
-    """The filterbank ``(n_freqs, n_mels)`` as a float32 tensor: ``torchaudio.functional.
-    melscale_fbanks``, computed by :func:`cumel.melscale_fbanks` (float64, cast once).
+    """The filterbank (n_freqs, n_mels) as a float32 tensor, as torchaudio's function of this name.
+
+    Computed by :func:`cumel.melscale_fbanks` (float64, cast once).
 
     Examples
     --------
