@@ -212,7 +212,7 @@ def test_push_after_flush_and_reset():
     (dict(lookahead=-1), "lookahead must be an integer >= 0"),
     (dict(n_iter=0), "n_iter must be an integer >= 1"),
     (dict(method="adam"), "method must be one of"),
-    (dict(momentum=1.0), r"momentum must be a number in \[0, 1\)"),
+    (dict(momentum=1.0), r"momentum must be a number in \[0.0, 1.0\)"),
     (dict(seed=None), r"seed must be an integer"),
     (dict(n_mels=0), "n_mels must be an integer >= 1"),
 ])
