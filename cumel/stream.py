@@ -17,7 +17,7 @@ sample, the frames are held in padded-signal coordinates (frame ``t`` covers pad
 ``[t hop, t hop + n_fft)``; slot ``s`` is the hop ``[s hop, (s + 1) hop)``)::
 
     when frame j arrives:
-        X_j = |S_j| * c_j           c_j: the stream's start phases (see "Start" below)
+        X_j = 1e-3 |S_j| c_j        c_j: the stream's start phases (see "Start" below)
         tprev_j = 0
         in flight: frames a..j      a = the oldest frame not yet committed (a = max(0, j - K))
         repeat n_iter times:        fast Griffin-Lim on the window, the committed frames fixed
@@ -69,7 +69,11 @@ Guarantees
 
 Start
 -----
-The start phases are drawn per stream, frame after frame: stream ``i`` draws from
+A new frame enters at a thousandth of its magnitude, so its first update takes the phase of
+what the frames before it already put over its span (RTISI-LA's start: measured 5-7 % lower
+spectral convergence than entering at full magnitude on speech, n_fft 400); the start phases
+``c_j`` only decide where nothing overlaps yet (the first frame, after silence). They are drawn
+per stream, frame after frame: stream ``i`` draws from
 ``numpy.random.default_rng(numpy.random.SeedSequence(seed, spawn_key=(i,)))``, two
 ``random(n_freqs)`` per frame (real and imaginary parts in [0, 1), as :class:`cumel.GriffinLim`
 with ``rand_init``). The default ``seed=0`` makes every run the same; stream ``i`` of a batch
@@ -98,6 +102,7 @@ from .griffin_lim import _DEFAULT, _PLAIN, EPS, _check_real
 __all__ = ["MelStream", "mel_to_audio_stream"]
 
 METHODS = ("fgla", "gla")
+START_SCALE = 1e-3     # a new frame's share of its own magnitude before its first update
 
 
 def _check_int(value, name, low):
@@ -454,6 +459,7 @@ class MelStream:
         """Frame ``frames_in`` arrives with magnitudes ``mag_new`` (S, F)."""
         xp = self._xp
         X_new = mag_new * self._start_phases(xp)
+        X_new *= START_SCALE
         self._mag = xp.concatenate([self._mag, mag_new[:, None]], axis=1)
         self._X = xp.concatenate([self._X, X_new[:, None]], axis=1)
         self._tprev = xp.concatenate([self._tprev, xp.zeros_like(X_new)[:, None]], axis=1)
