@@ -22,7 +22,8 @@ sample, the frames are held in padded-signal coordinates (frame ``t`` covers pad
         in flight: frames a..j      a = the oldest frame not yet committed (a = max(0, j - K))
         repeat n_iter times:        fast Griffin-Lim on the window, the committed frames fixed
             y       = (committed overlap-add + sum_t w * irfft(X_t)) / envelope
-                      over slots a .. j + R - 1, envelope = sum of w^2 of frames 0..j
+                      over slots a .. j + R - 1, envelope = sum of w^2 of every frame over
+                      the slot, including those still to come
             rebuilt = rfft(w * y[frame t])                  t = a..j
             b       = rebuilt - alpha * tprev               alpha = momentum / (1 + momentum)
             X       = |S| * b / (|b| + 1e-16);  tprev = rebuilt
@@ -33,9 +34,11 @@ sample, the frames are held in padded-signal coordinates (frame ``t`` covers pad
 
 Every frame thus goes through ``(K + 1) * n_iter`` iterations, like an offline fast
 Griffin-Lim of ``(K + 1) * n_iter`` iterations (:func:`cumel.mel_to_audio`), which is what the
-quality is compared with. The window is the same edge rule as the offline inverse: the
-signal is normalised by the envelope of the frames present, so the newest frame's tail is its
-own. Unlike the offline STFT, the padding region before the first sample is the overlap-add
+quality is compared with. The signal is normalised by the envelope its slots will have once
+every frame over them has arrived (the frames yet to come count as silence): a partial envelope
+would hand the newest frame's tail back to it unchanged (measured: 5-10 % higher spectral
+convergence on speech at n_fft 400). After the flush, the true end's envelope, as the offline
+inverse. Unlike the offline STFT, the padding region before the first sample is the overlap-add
 itself (no reflection): the stream cannot know the signal it would reflect.
 
 Guarantees
@@ -469,9 +472,10 @@ class MelStream:
             self._commit()
 
     def _inverse_envelope(self, a, k):
-        """1 / envelope over slots ``a .. a + k + R - 2`` (shape (k + R - 1, hop)) with the
-        frames ``0 .. a + k - 1`` present; 0 where the envelope is below the floor."""
-        key = (min(a, self.hops - 1), k)
+        """1 / envelope over slots ``a .. a + k + R - 2`` (shape (k + R - 1, hop)): of every
+        frame from 0 on, or after the flush of the frames ``0 .. a + k - 1`` only; 0 where the
+        envelope is below the floor."""
+        key = (min(a, self.hops - 1), k, self._flushed)
         cache = self.__dict__.setdefault("_envelopes", {})
         inv = cache.get(key)
         if inv is None:
@@ -480,7 +484,10 @@ class MelStream:
             w2[:N] = _stft.hann_window(self.win_length, N) ** 2
             w2 = w2.reshape(R, H)
             a0 = key[0]
-            newest = a0 + k - 1
+            # before the end, the slots' envelope counts the frames still to come (silent until
+            # they arrive), so the newest frame's tail is not blown up by a partial envelope;
+            # at the flush, the true end's
+            newest = a0 + k - 1 if self._flushed else a0 + k + R
             env = np.zeros((k + R - 1, H))
             for i in range(k + R - 1):
                 s = a0 + i
@@ -512,6 +519,16 @@ class MelStream:
         S = X.shape[0]
         R, H, N = self.hops, self.hop_length, self.n_fft
         inv = self._inverse_envelope(self._committed, k)
+        if xp is not np:                    # one fused pass between the FFTs (kernels/stream.cu)
+            from . import cuda
+            window = self._window_slots.reshape(R * H)
+            for _ in range(self.n_iter):
+                frames = xp.fft.irfft(X, n=N, axis=-1)
+                seg = cuda.stream_overlap(frames, tail, inv, window, H)
+                rebuilt = xp.fft.rfft(seg, n=N, axis=-1)
+                X = _update(rebuilt, tprev, mag, self.alpha, xp)
+                tprev = rebuilt
+            return X, tprev
         window = self._window_slots                             # (R, H)
         ola = xp.empty((S, k + R - 1, H))
         seg = xp.empty((S, k, R, H))
