@@ -17,10 +17,11 @@
 // tail first), so the two paths agree to the rounding of a fused multiply-add.
 //
 // Launch design and cost model.
-// cost stream_overlap: step_bytes = (2 + hops) * n_fft * item + 2 * hop * item; step_flops = (2 * hops + 2) * n_fft; math = item
+// cost stream_overlap: step_bytes = (2 + n_fft / hop) * n_fft * item + 2 * hop * item; step_flops = (2 * n_fft / hop + 2) * n_fft; math = item
 //   One thread per output sample (stream, frame in flight, n), grid-stride loop, 256 threads a
 //   block, at most 4096 blocks; no shared memory, no synchronisation, no atomics: each thread
-//   reads the R frames that cover its sample (R = hops, coalesced along n: neighbouring
+//   reads the R frames that cover its sample (R = ceil(n_fft / hop), ~n_fft / hop in the cost
+//   lines, coalesced along n: neighbouring
 //   threads read neighbouring samples of the same frames), the window twice and the envelope
 //   once, and writes one value. Per frame in flight and iteration: (R + 2) n_fft words read
 //   and written, plus the tail and envelope rows; against the NumPy path's ~2 R + 4 passes
@@ -30,8 +31,8 @@
 //   so a batch of streams, not one, is what fills the device (the launch itself, ~5 us, is
 //   the floor for a single stream).
 // cost stream_iteration: frame_bytes = (4 * n_freqs + 2 * n_fft) * item
-// cost stream_iteration: step_bytes = (11 * n_freqs + (6 + hops) * n_fft + 2 * hop) * item
-// cost stream_iteration: step_flops = 5 * n_fft * log2(n_fft) + (2 * hops + 2) * n_fft + 12 * n_freqs
+// cost stream_iteration: step_bytes = (11 * n_freqs + (6 + n_fft / hop) * n_fft + 2 * hop) * item
+// cost stream_iteration: step_flops = 5 * n_fft * log2(n_fft) + (2 * n_fft / hop + 2) * n_fft + 12 * n_freqs
 // cost stream_iteration: math = item
 //   (per frame in flight: irfft, this kernel, rfft and griffinlim_update; each arriving frame
 //   runs n_iter of them over its K + 1 frames in flight, so a frame costs (K + 1) n_iter)
