@@ -36,10 +36,21 @@ Every frame thus goes through ``(K + 1) * n_iter`` iterations, like an offline f
 Griffin-Lim of ``(K + 1) * n_iter`` iterations (:func:`cumel.mel_to_audio`), which is what the
 quality is compared with. The signal is normalised by the envelope its slots will have once
 every frame over them has arrived (the frames yet to come count as silence): a partial envelope
-would hand the newest frame's tail back to it unchanged (measured: 5-10 % higher spectral
-convergence on speech at n_fft 400). After the flush, the true end's envelope, as the offline
-inverse. Unlike the offline STFT, the padding region before the first sample is the overlap-add
-itself (no reflection): the stream cannot know the signal it would reflect.
+would hand the newest frame's tail back to it unchanged (measured on 4 s of two speech clips at
+n_fft 400, K = 3: spectral convergence 9 % lower on one, 0.5 % higher on the other). After the
+flush, the true end's envelope, as the offline inverse. Unlike the offline STFT, the padding
+region before the first sample is the overlap-add itself (no reflection): the stream cannot
+know the signal it would reflect.
+
+Quality: at ``lookahead=3`` and the defaults (32 iterations a frame), the spectral convergence
+over the 8 speech clips of the project's test audio is 1.03x that of the offline
+:func:`cumel.mel_to_audio` at 32 iterations (speech-201x128; worst clip 1.10x) and 0.98x
+(tts-513x80; worst 1.00x); ``lookahead=0`` is 1.2-1.3x (``python -m bench stream``).
+
+Cost: each arriving frame runs ``n_iter`` ISTFT + STFT passes over its ``K + 1`` frames in flight
+(the same FFTs a frame as the offline inverse), vectorised over the streams; each push solves
+its frames' magnitudes in one nnls call, whose fixed cost (milliseconds on the NumPy loop) is
+shared by every stream and frame of the push: push many streams, or a few frames, at once.
 
 Guarantees
 ----------
@@ -73,10 +84,10 @@ Guarantees
 Start
 -----
 A new frame enters at a thousandth of its magnitude, so its first update takes the phase of
-what the frames before it already put over its span (RTISI-LA's start: measured 5-7 % lower
-spectral convergence than entering at full magnitude on speech, n_fft 400); the start phases
-``c_j`` only decide where nothing overlaps yet (the first frame, after silence). They are drawn
-per stream, frame after frame: stream ``i`` draws from
+what the frames before it already put over its span (RTISI-LA's start: measured 4-6 % lower
+spectral convergence than entering at full magnitude, on two speech clips at n_fft 400,
+K = 3); the start phases ``c_j`` only decide where nothing overlaps yet (the first frame, after
+silence). They are drawn per stream, frame after frame: stream ``i`` draws from
 ``numpy.random.default_rng(numpy.random.SeedSequence(seed, spawn_key=(i,)))``, two
 ``random(n_freqs)`` per frame (real and imaginary parts in [0, 1), as :class:`cumel.GriffinLim`
 with ``rand_init``). The default ``seed=0`` makes every run the same; stream ``i`` of a batch
