@@ -22,6 +22,7 @@ from .transforms import InverseMelScale, MelScale, SolveInfo, inverse_mel_scale
 from .griffin_lim import GriffinLim, griffinlim, mel_to_audio, spectral_convergence
 from .mel_frontends import Frontend, frontend, frontends
 from ._backend import NoGradientError
+from .stream import MelStream, mel_to_audio_stream
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "GriffinLim",
     "InverseMelScale",
     "MelScale",
+    "MelStream",
     "NoGradientError",
     "SolveInfo",
     "SparseMel",
@@ -39,6 +41,7 @@ __all__ = [
     "griffinlim",
     "inverse_mel_scale",
     "mel_to_audio",
+    "mel_to_audio_stream",
     "mel_to_hz",
     "melscale_fbanks",
     "spectral_convergence",

@@ -1,5 +1,6 @@
 """Command line: ``cumel invert`` (mel files or folders of them to spectrograms, and sound with
-``--wav``; a model's features with ``--frontend``), ``cumel frontends`` and ``cumel demo``.
+``--wav``; a model's features with ``--frontend``), ``cumel frontends``, ``cumel demo`` and
+``cumel stream`` (frames to a WAV as a stream, :mod:`cumel._stream_cli`).
 
 The work over many files (collecting, reading, solving, atomic writes, worker processes,
 progress, the report) lives in ``cumel._bulk``; this module wires it to the arguments.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, _bulk
+from . import __version__, _bulk, _stream_cli
 from .mel_frontends import PRESETS, frontend, frontends
 from .transforms import InverseMelScale
 from ._validate import SOLVERS
@@ -95,6 +96,7 @@ def _build_parser():
     demo = sub.add_parser("demo", help="invert the bundled example (4 s of speech, 201 x 128)")
     _solver_args(demo)
     _wav_args(demo, "demo_reconstruction.wav", "")
+    _stream_cli.add_parser(sub)
     return parser
 
 
@@ -381,7 +383,7 @@ def main(argv=None):
     try:
         with _bulk.stop_signals():                 # SIGINT and SIGTERM: a clean stop
             return {"invert": cmd_invert, "frontends": cmd_frontends,
-                    "demo": cmd_demo}[args.command](args) or 0
+                    "demo": cmd_demo, "stream": _stream_cli.cmd_stream}[args.command](args) or 0
     except (ValueError, TypeError, RuntimeError, OSError, ArithmeticError) as exc:
         print(f"cumel: error: {exc}", file=sys.stderr)
         return 2

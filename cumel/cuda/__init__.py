@@ -18,7 +18,8 @@ One file per part:
     One per kernel family: its device constants and its launches (``nnls``: the solve and the
     gradient of its answer, :func:`nnls_backward`; ``sgd``: the torchaudio and
     MindSpore solvers, which take the whole batch; ``griffinlim``: the fused update; ``admm``:
-    the fused update of ``cumel.admm`` and its mel step, the prior variant of nnls).
+    the fused update of ``cumel.admm`` and its mel step, the prior variant of nnls; ``stream``:
+    the overlap-add and re-framing of :class:`cumel.MelStream`'s window).
 
 Everything runs on the current device and CuPy's current stream: the caller
 (``InverseMelScale.__call__``) enters the input's device first. Device copies of the
@@ -42,9 +43,11 @@ from .launch import (GL_MAX_BLOCKS, GL_THREADS, SHARED_LIMIT, STATIC_SHARED, WAR
 from .memory import DEVICE_FRACTION, DeviceMemoryError, memory_available
 from .nnls import backward as nnls_backward
 from .sgd import iterations_per_launch
+from .stream import stream_overlap
 
 __all__ = [
     "solve", "solve_host", "nnls_backward", "griffinlim_update", "admm_update", "nnls_prior",
+    "stream_overlap",
     "DeviceMemoryError", "DeviceLimitError",
     "KERNELS", "CXX_OPTIONS", "kernel_dir", "kernel_source", "module_code", "compile_options",
     "chunk_slabs", "frames_per_chunk", "iterations_per_launch", "memory_available",

@@ -31,6 +31,7 @@ KERNELS = {
                         "mindspore_gd<float>", "mindspore_gd<double>"),
     ("griffinlim.cu", False): ("griffinlim_update<float>", "griffinlim_update<double>"),
     ("admm.cu", False): ("admm_update<float>", "admm_update<double>"),
+    ("stream.cu", False): ("stream_overlap<float>", "stream_overlap<double>"),
 }
 CXX_OPTIONS = ("-std=c++17",)
 

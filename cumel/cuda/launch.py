@@ -14,7 +14,7 @@ WARPS_PER_BLOCK = 4          # 128 threads: one warp per frame
 SHARED_LIMIT = 48 * 1024     # bytes of shared memory a block gets without an opt-in
 STATIC_SHARED = 512          # static shared memory a kernel may declare (sgd.cu: 33 doubles);
                              # it counts against the same per-block limits as the dynamic part
-GL_THREADS = 256             # griffinlim.cu, admm.cu: threads a block, one per complex bin
+GL_THREADS = 256             # griffinlim.cu, admm.cu, stream.cu: threads a block, one per element
 GL_MAX_BLOCKS = 4096
 
 
@@ -102,8 +102,9 @@ def launch_opt_in(kernel, smem):
 def block_geometry(kernel, n_mels, n_freqs, itemsize, optin_limit=None):
     """``(threads per block, dynamic shared bytes)`` of a launch of ``kernel`` (its name without
     the template argument) for a shape: the numbers the launchers in ``nnls.py``, ``lstsq.py``,
-    ``sgd.py``, ``griffinlim.py`` and ``admm.py`` use, for reports (``python -m bench kernels``) and the tests
-    that hold the launchers to them. ``optin_limit`` as for :func:`shared_layout`.
+    ``sgd.py``, ``griffinlim.py``, ``admm.py`` and ``stream.py`` use, for reports (``python -m
+    bench kernels``) and the tests that hold the launchers to them. ``optin_limit`` as for
+    :func:`shared_layout`.
     """
     what = f"{kernel} at n_mels={n_mels}, n_stft={n_freqs}"
     if kernel in ("nnls_solve", "nnls_prior"):
@@ -120,7 +121,7 @@ def block_geometry(kernel, n_mels, n_freqs, itemsize, optin_limit=None):
         if smem + STATIC_SHARED > SHARED_LIMIT:
             shared_layout(smem, what, optin_limit)                   # raises past the maximum
         return 32 * WARPS_PER_BLOCK, smem
-    if kernel in ("griffinlim_update", "admm_update"):
+    if kernel in ("griffinlim_update", "admm_update", "stream_overlap"):
         return GL_THREADS, 0
     raise ValueError(f"unknown kernel {kernel!r}")
 

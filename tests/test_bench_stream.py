@@ -1,0 +1,26 @@
+"""Smoke test of ``python -m bench stream`` on the synthetic signal: the tables' shape and the
+spectral convergence ratio (never a timing)."""
+import json
+
+from bench import stream
+
+
+def test_stream_tables(tmp_path):
+    status = stream.main(["--audio", str(tmp_path / "none"), "--workloads", "tts-513x80",
+                          "--lookaheads", "0,3", "--total", "8", "--streams", "1,2",
+                          "--speed-iters", "1", "--frames", "12", "--cores", "0",
+                          "--out", str(tmp_path)])
+    assert status == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    md = (tmp_path / "results.md").read_text()
+    q, s = results["quality"], results["speed"]
+    assert [(r["lookahead"], r["n_iter"], r["iterations_per_frame"]) for r in q] == [
+        (0, 8, 8), (3, 2, 8)]
+    for r in q:
+        assert r["clip"] == "synthetic" and r["ratio"] == r["sc_stream"] / r["sc_offline"]
+        # the same iterations a frame: the stream is no worse than 2x offline (measured 1.0-1.3)
+        assert 0 < r["sc_stream"] < 2 * r["sc_offline"]
+    assert [r["streams"] for r in s] == [1, 2] and all(r["realtime"] > 0 for r in s)
+    assert all(r["samples"] == 256 * 11 for r in s)
+    assert "shared by other work" in md and "| tts-513x80 | 3 | 2 | 8 |" in md
+    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,83 @@
+"""``cumel stream``: frames from a file to a WAV, as a stream."""
+import os
+import wave
+
+import numpy as np
+import pytest
+
+import cumel
+import cumel.stream
+from cumel import cli
+
+
+def _features(seconds=0.4, channels=None):
+    fe = cumel.frontend("tacotron2")
+    t = np.arange(int(seconds * fe.sample_rate)) / fe.sample_rate
+    x = (0.3 * np.sin(2 * np.pi * 220 * t) * np.exp(-3 * t)).astype(np.float32)
+    f = fe.features(x)
+    return f if channels is None else np.stack([f, f[:, ::-1]][:channels])
+
+
+def _read(path):
+    with wave.open(str(path), "rb") as w:
+        return w.getnchannels(), w.getframerate(), np.frombuffer(w.readframes(w.getnframes()),
+                                                                 "<i2")
+
+
+def test_stream_command_writes_the_stream(tmp_path, capsys):
+    feats = _features()
+    np.save(tmp_path / "in.npy", feats)
+    out = tmp_path / "out.wav"
+    rc = cli.main(["stream", str(tmp_path / "in.npy"), "--frontend", "tacotron2", "-o", str(out),
+                   "--lookahead", "2", "--n-iter", "2", "--chunk", "3", "--realtime"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "x real time" in text
+    stream = cumel.MelStream(frontend="tacotron2", lookahead=2, n_iter=2)
+    assert f"latency {stream.latency} samples" in text
+    y = np.concatenate([stream.push(feats), stream.flush()])
+    channels, rate, pcm = _read(out)
+    assert (channels, rate) == (1, 22050)
+    assert pcm.shape == y.shape == (256 * (feats.shape[-1] - 1),)
+    assert np.array_equal(pcm, np.round(np.clip(y.astype(np.float64), -1, 1) * 32767))
+
+
+def test_stream_command_writes_as_it_reads(tmp_path, monkeypatch):
+    feats = _features(channels=2)
+    np.save(tmp_path / "in.npy", feats)
+    out = tmp_path / "out.wav"
+    sizes = []
+    flush = cumel.stream.MelStream.flush
+
+    def watched(self):
+        sizes.append(os.path.getsize(out))
+        return flush(self)
+
+    monkeypatch.setattr(cumel.stream.MelStream, "flush", watched)
+    assert cli.main(["stream", str(tmp_path / "in.npy"), "--frontend", "tacotron2", "-o",
+                     str(out), "--n-iter", "1"]) == 0
+    channels, _, pcm = _read(out)
+    assert channels == 2 and pcm.size == 2 * 256 * (feats.shape[-1] - 1)
+    # before the flush, all but the last lookahead frames' samples were already in the file
+    assert sizes[0] > 44 + 2 * 2 * 256 * (feats.shape[-1] - 8)
+
+
+def test_stream_command_bad_input(tmp_path, capsys):
+    np.save(tmp_path / "flat.npy", np.zeros(10))
+    assert cli.main(["stream", str(tmp_path / "flat.npy"), "--frontend", "hifigan", "-o",
+                     str(tmp_path / "o.wav")]) == 2
+    assert "(n_mels, T)" in capsys.readouterr().err
+    np.save(tmp_path / "mel.npy", np.zeros((80, 4), np.float32))
+    assert cli.main(["stream", str(tmp_path / "mel.npy"), "-o", str(tmp_path / "o.wav")]) == 2
+    assert "n_fft is required" in capsys.readouterr().err
+    assert cli.main(["stream", str(tmp_path / "mel.npy"), "--frontend", "whisper-128", "-o",
+                     str(tmp_path / "o.wav")]) == 2
+    assert "80 mel bands" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("chunk", ["0"])
+def test_stream_command_bad_chunk(tmp_path, capsys, chunk):
+    np.save(tmp_path / "mel.npy", np.ones((80, 4), np.float32))
+    assert cli.main(["stream", str(tmp_path / "mel.npy"), "--frontend", "hifigan", "-o",
+                     str(tmp_path / "o.wav"), "--chunk", chunk]) == 2
+    assert "--chunk must be at least 1" in capsys.readouterr().err
