@@ -15,11 +15,11 @@ import cumel
 from cumel import stft as cstft
 from cumel.workloads import read_wav
 
-from conftest import shared_path
+from conftest import data_path
 
 
 def clip(name, seconds, offset=0.0):
-    x, rate = read_wav(shared_path("audio", name + ".wav"))
+    x, rate = read_wav(data_path("audio", name + ".wav"))
     return x[int(offset * rate):int((offset + seconds) * rate)].astype(np.float32), rate
 
 
