@@ -82,3 +82,9 @@ def _quiet_empty_filter_warning():
 
 # The CPU emulator of the CUDA kernels (tests/cudasim): fixtures for the `emulated` tests.
 from cudasim.fixtures import emulated_cupy, emulated_cupy_order  # noqa: E402,F401
+
+
+def pytest_configure(config):
+    # $CUMEL_ALLOWED_SKIPS (set by .ci/run): a skip of any other kind fails the run
+    import skip_policy
+    skip_policy.register(config)
