@@ -95,6 +95,58 @@ def test_chunks_cover_the_batch_once():
                     assert len(chunks) == 1               # too small to share: the calling thread
 
 
+class ChunkFailed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 16])
+def test_one_failing_chunk_among_several_raises_its_exception(workers):
+    """map_chunks and Runner re-raise a chunk's exception whichever chunk it is (first, middle,
+    last) and however many threads run them (7 chunks: a prime, none left over unseen)."""
+    for bad in (0, 3, 6):
+        done = set()
+
+        def work(chunk):
+            if chunk == bad:
+                raise ChunkFailed(f"chunk {chunk}")
+            done.add(chunk)
+
+        with pytest.raises(ChunkFailed, match=f"chunk {bad}$"):
+            _threads.map_chunks(work, range(7), workers)
+        assert set(range(bad)) <= done <= set(range(7)) - {bad}
+
+        def span(a, b):
+            if a <= bad < b:
+                raise ChunkFailed(f"items {a}:{b}")
+            done.update(range(a, b))
+
+        done.clear()
+        with _threads.Runner(workers) as run, pytest.raises(ChunkFailed, match="items"):
+            run(span, 7)
+        assert bad not in done
+
+
+def test_a_chunks_failure_reaches_the_caller_of_the_solver(music_batch, monkeypatch):
+    solve_frames = nnls._solve_frames
+    calls = []
+
+    def fail_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("third chunk")
+        return solve_frames(*args, **kwargs)
+
+    monkeypatch.setattr(nnls, "_solve_frames", fail_third)
+    monkeypatch.setattr(nnls, "CHUNK_ELEMENTS", 17 * 1025)
+    monkeypatch.setattr(nnls, "THREAD_CHUNK_ELEMENTS", 17 * 1025)
+    monkeypatch.setattr(nnls, "MIN_CHUNK_ELEMENTS", 1025)
+    for workers in (1, 3):
+        calls.clear()
+        with pytest.raises(MemoryError, match="third chunk"):
+            cumel.InverseMelScale(**MUSIC, workers=workers)(music_batch)
+        assert len(calls) >= 3
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", 2.0])
 def test_bad_workers_raise_naming_the_parameter(bad):
     with pytest.raises(ValueError, match=r"workers must be None .* got " + repr(bad).replace(".", r"\.")):
