@@ -371,3 +371,16 @@ def test_torchaudio_zero_loss_never_meets_a_zero_tolerance_loss(emulated_cupy, d
     np.testing.assert_array_equal(gpu, cpu)
     seen = cumel.InverseMelScale(**kw).plan.fb64.max(axis=1) > 0          # bins a filter sees
     assert (cpu[0][seen] == 0).all()
+
+
+@pytest.mark.parametrize("extra", [{"nesterov": True}, {"weight_decay": 0.1}, {"dampening": 0.5},
+                                   {"momentum": 0.0}])
+def test_torchaudio_sgd_options_match_numpy(emulated_cupy, extra):
+    """Every torch.optim.SGD option through the kernel: weight decay reaches bins no filter sees
+    (the last bin of a filterbank that ends at Nyquist), so every bin's update is exercised."""
+    mel = _speech(13, np.float64).reshape(128, 1, 13).transpose(1, 0, 2).copy()
+    kw = _solver_kwargs("torchaudio", n_stft=201, n_mels=128, max_iter=9, tolerance_loss=0.0,
+                        tolerance_change=0.0, sgdargs={"lr": 0.1, "momentum": 0.9, **extra})
+    gpu, gi, cpu, ci = both(mel, **kw)
+    assert (gi.iterations == 9).all() and (ci.iterations == 9).all()
+    assert_matches_numpy("torchaudio", gpu, cpu, gi.iterations, ci.iterations)

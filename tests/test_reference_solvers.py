@@ -102,3 +102,37 @@ def test_lstsq_runs_where_gels_raises_speech_201x128():
     assert S.shape == (201, M.shape[1]) and (S >= 0).all()
     res = mel_residual(inv.fb, S, M)
     assert 1e-4 < res < 5e-3         # REFERENCE.md: lstsq + relu sits near 2e-3 here
+
+
+def _torch_sgd_restated(mel, fb, s0, n_iter, lr, momentum=0.0, dampening=0.0, nesterov=False,
+                        weight_decay=0.0):
+    """torchaudio 0.8's loop with torch.optim.SGD's update written out from torch's own
+    definition (float64, no stopping rule): g = dL/dS (+ weight_decay S); buf = g on the first
+    step, then momentum buf + (1 - dampening) g; step = g + momentum buf (nesterov) or buf;
+    S = max(S - lr step, 0)."""
+    M = mel.transpose(0, 2, 1).astype(np.float64)                    # (B, T, n_mels)
+    S, fb = s0.astype(np.float64), fb.astype(np.float64)
+    B, T = M.shape[:2]
+    buf = None
+    for _ in range(n_iter):
+        g = -2.0 / (B * T) * (M - S @ fb) @ fb.T
+        g = g + weight_decay * S
+        if momentum:
+            buf = g if buf is None else momentum * buf + (1.0 - dampening) * g
+            g = g + momentum * buf if nesterov else buf
+        S = np.maximum(S - lr * g, 0.0)
+    return S.transpose(0, 2, 1)
+
+
+@pytest.mark.parametrize("extra", [{}, {"nesterov": True}, {"weight_decay": 0.1}, {"dampening": 0.5},
+                                   {"momentum": 0.0}])
+def test_torchaudio_sgd_options_follow_torchs_update(extra):
+    data = load_fixture("ta08_sgdargs_maxiter.npz")
+    mel = data["melspec"].astype(np.float64)                          # (2, 6, 5)
+    sgd = {"lr": 0.05, "momentum": 0.5, **extra}
+    inv = cumel.InverseMelScale(n_stft=17, n_mels=6, solver="torchaudio", seed=1, max_iter=13,
+                                tolerance_loss=0.0, tolerance_change=0.0, sgdargs=sgd)
+    S, info = inv(mel, return_info=True)
+    assert (info.iterations == 13).all()
+    ref = _torch_sgd_restated(mel, inv.plan.fb(np.float64), inv.start((2, 5, 17), np.float64), 13, **sgd)
+    np.testing.assert_allclose(S, ref, rtol=1e-12, atol=1e-14)
