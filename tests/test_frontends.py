@@ -284,6 +284,19 @@ def test_mel_undoes_the_compression_except_at_the_floor(name):
     assert (~floor[:, :clip_frames]).mean() >= 0.15
 
 
+def test_a_fixed_reference_level_is_undone():
+    """ref=50 (power_to_db's ref): the features are the ref=1 features less 10 log10(50) dB, and
+    mel() gives the same absolute mel back from either."""
+    x = clip_for(cumel.frontend("librosa"), 1.0).astype(np.float64)
+    one, fifty = cumel.frontend("librosa"), cumel.frontend("librosa", ref=50.0)
+    F1, F50 = one.features(x), fifty.features(x)
+    np.testing.assert_allclose(F50, F1 - 10 * np.log10(50.0), rtol=0, atol=1e-9)
+    floor = one.floor_mask(F1)
+    np.testing.assert_array_equal(fifty.floor_mask(F50), floor)
+    assert (~floor).mean() > 0.5
+    np.testing.assert_allclose(fifty.mel(F50)[~floor], one.mel(F1)[~floor], rtol=1e-9)
+
+
 def test_a_frame_of_pure_floor_is_silence():
     fe = cumel.frontend("whisper")
     x, _ = clip("speech_07", 1.0)

@@ -4,6 +4,7 @@ The frames are independent and every chunk is solved by the same arithmetic, so 
 bits may depend neither on the number of threads nor on how the batch is cut into chunks.
 """
 import io
+import os
 import threading
 
 import numpy as np
@@ -157,9 +158,25 @@ def test_bad_workers_raise_naming_the_parameter(bad):
         cumel.inverse_mel_scale(np.ones((128, 3), np.float32), 201, workers=bad)
 
 
-def test_none_means_every_usable_core():
+def test_none_means_every_usable_core(monkeypatch):
     assert _threads.resolve_workers(None) == _threads.usable_cpus() >= 1
     assert _threads.resolve_workers(3) == 3
+    # every core this process may run on: its affinity mask where the OS has one, else the count
+    if hasattr(os, "sched_getaffinity"):
+        assert _threads.usable_cpus() == len(os.sched_getaffinity(0))
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5})
+        assert _threads.usable_cpus() == 3
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4})
+        assert _threads.usable_cpus() == 1
+
+        def refused(pid):
+            raise OSError("not permitted")
+        monkeypatch.setattr(os, "sched_getaffinity", refused)
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    monkeypatch.delattr(os, "process_cpu_count", raising=False)
+    assert _threads.usable_cpus() == 7
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert _threads.usable_cpus() == 1
 
 
 def test_progress_callable_counts_every_frame(music_batch):
