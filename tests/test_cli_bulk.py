@@ -130,6 +130,22 @@ def test_report_and_summary_count_every_channels_frames_of_written_files_only(tm
         np.testing.assert_array_equal(np.load(out / rel), _expected(np.load(root / rel)))
 
 
+def test_a_batch_never_mixes_precisions(tmp_path):
+    """--batch-frames: float32 and float64 files are solved apart, each in its own precision,
+    with the bits and dtype it has alone."""
+    root, out = tmp_path / "in", tmp_path / "out"
+    root.mkdir()
+    mels = {"a.npy": _mel((16, 11), 1), "b.npy": _mel((16, 13), 2).astype(np.float64),
+            "c.npy": _mel((2, 16, 7), 3)}
+    for name, mel in mels.items():
+        np.save(root / name, mel)
+    assert cli.main(["invert", str(root), "-o", str(out), *ARGS, "--batch-frames", "1000"]) == 0
+    for name, mel in mels.items():
+        got, expected = np.load(out / name), _expected(mel)
+        assert got.dtype == expected.dtype == mel.dtype
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_files_named_directly_go_to_the_folder(tree, tmp_path):
     root, expected = tree
     out = tmp_path / "out"
