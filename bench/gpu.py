@@ -258,7 +258,7 @@ class Run:
         except Exception as exc:  # noqa: BLE001 - a failing stage is a result; the rest runs
             entry["status"] = "error"
             entry["error"] = f"{type(exc).__name__}: {first_line(exc)}"
-            entry["traceback"] = traceback.format_exc(limit=8)
+            entry["traceback"] = portable_traceback(traceback.format_exc(limit=8))
             log(f"[bench gpu] {name} failed: {entry['error']}")
         finally:
             entry["seconds"] = round(time.monotonic() - t0, 2)
@@ -445,7 +445,7 @@ class Run:
         self.results["pytest"] = {"returncode": status, "summary": summary,
                                   "log": "pytest.log"}
         entry["note"] = summary
-        if status not in (0, 5):          # 5: nothing collected (no gpu test selected)
+        if status != 0:                   # 5 too: no gpu test was collected, none ran
             entry["status"] = "failed"
 
     # -- 3. kernels
@@ -1042,6 +1042,13 @@ def _cupy_version():
 
 def _cuda_version(number):
     return f"{number // 1000}.{number % 1000 // 10}" if number else None
+
+
+def portable_traceback(text):
+    """A traceback as the results record it: each ``File "..."`` made portable
+    (:func:`bench.environment.portable_path`), never an absolute path of this machine."""
+    return re.sub(r'File "([^"]+)"', lambda m: f'File "{environment.portable_path(m.group(1))}"',
+                  text)
 
 
 def _pytest_summary(text):

@@ -34,7 +34,7 @@ def build_parser():
     p.add_argument("--frames", type=int, default=1_000_000, help="frames in the batch (1e6)")
     p.add_argument("--batch", type=int, default=1, help="batch items the frames are split into")
     p.add_argument("--workload", default="speech-201x128", choices=sorted(WORKLOADS))
-    p.add_argument("--audio", default=None, help="folder of the workload's clips (../shared/audio); "
+    p.add_argument("--audio", default=None, help="folder of the workload's clips (tests/data/audio); "
                                                  "default: synthetic audio")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="bench/out/info")

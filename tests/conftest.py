@@ -1,8 +1,7 @@
-"""Test helpers: the one way tests reach ../shared, and common data builders."""
+"""Test helpers: the one way tests reach their data (tests/data), and common data builders."""
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -10,35 +9,31 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"
 
 
-def shared_path(*parts):
-    """Path inside the project's shared folder (``$CUMEL_SHARED`` or ``../shared`` beside the
-    checkout); skips the calling test, with the reason, when it is absent."""
-    root = Path(os.environ.get("CUMEL_SHARED", REPO.parent / "shared"))
-    path = root.joinpath(*parts)
+def data_path(*parts):
+    """Path inside ``tests/data`` (the clips and golden fixtures, tests/data/README.md). A missing
+    file is an error, not a skip: the data ships with the repository."""
+    path = DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"needs the shared ground-truth folder: {path} is absent "
-                    "(set CUMEL_SHARED to its location)")
+        raise FileNotFoundError(f"{path} is missing: tests/data ships with the repository "
+                                "(tests/data/README.md lists its files)")
     return path
 
 
 def fixture_index(name):
-    return json.loads(shared_path("fixtures", name).read_text())
+    return json.loads(data_path("fixtures", name).read_text())
 
 
 def load_fixture(name):
-    with np.load(shared_path("fixtures", name)) as data:
+    with np.load(data_path("fixtures", name)) as data:
         return {k: data[k] for k in data.files}
 
 
 def fixture_params():
-    """Every golden fixture of ../shared as pytest params (one placeholder param, whose test
-    then skips with the reason, where the folder is absent)."""
-    try:
-        entries = fixture_index("mindspore_index.json") + fixture_index("torchaudio_index.json")
-    except BaseException:
-        return [pytest.param(None, id="fixtures")]
+    """Every golden fixture of tests/data/fixtures as pytest params."""
+    entries = fixture_index("mindspore_index.json") + fixture_index("torchaudio_index.json")
     return [pytest.param(e, id=e["file"]) for e in entries]
 
 
@@ -59,9 +54,9 @@ def fixture_kwargs(entry, solver):
 
 
 def audio_pair(workload_name, clip):
-    """(S_true, M) float32 for a clip of ../shared/audio under a standard workload."""
+    """(S_true, M) float32 for a clip of tests/data/audio under a standard workload."""
     from cumel.workloads import WORKLOADS, read_wav
-    audio, rate = read_wav(shared_path("audio", clip + ".wav"))
+    audio, rate = read_wav(data_path("audio", clip + ".wav"))
     workload = WORKLOADS[workload_name]
     assert rate == workload.sample_rate
     with warnings.catch_warnings():
@@ -87,3 +82,9 @@ def _quiet_empty_filter_warning():
 
 # The CPU emulator of the CUDA kernels (tests/cudasim): fixtures for the `emulated` tests.
 from cudasim.fixtures import emulated_cupy, emulated_cupy_order  # noqa: E402,F401
+
+
+def pytest_configure(config):
+    # $CUMEL_ALLOWED_SKIPS (set by .ci/run): a skip of any other kind fails the run
+    import skip_policy
+    skip_policy.register(config)

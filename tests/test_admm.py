@@ -265,9 +265,9 @@ def test_other_powers_run_and_fit_the_mel_better_than_the_start(power):
     # the mel of |ISTFT(Z)|^power: the ADMM pulls it towards M (it is a term of what it
     # minimises); checked against its own start at a generous margin
     from cumel.workloads import WORKLOADS, power_spectrogram, read_wav
-    from conftest import shared_path
+    from conftest import data_path
     w = WORKLOADS["tts-513x80"]
-    audio, _ = read_wav(shared_path("audio", "speech_01.wav"))
+    audio, _ = read_wav(data_path("audio", "speech_01.wav"))
     audio = audio[16000:16000 + 256 * 60]
     S = np.sqrt(power_spectrogram(audio, w.n_fft, w.hop)) ** power
     fb = InverseMelScale(**w.inverse_kwargs()).plan.fb64
@@ -320,8 +320,8 @@ def test_empty_batch():
 
 def _clip(name, seconds, rate):
     from cumel.workloads import read_wav
-    from conftest import shared_path
-    x, r = read_wav(shared_path("audio", name + ".wav"))
+    from conftest import data_path
+    x, r = read_wav(data_path("audio", name + ".wav"))
     assert r == rate
     return x[:int(seconds * rate)]
 

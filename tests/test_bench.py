@@ -222,3 +222,11 @@ def test_report_records_no_absolute_path(quick):
         assert REPOSITORY not in text and os.path.abspath(sys.executable) not in text
         assert not ABSOLUTE_PATH.search(text.replace(str(out), "")), name
 
+
+def test_clips_cycle_when_a_folder_has_fewer_than_asked():
+    from bench.batches import load_clips
+    from cumel.workloads import WORKLOADS
+    audio = Path(REPOSITORY) / "tests" / "data" / "audio"
+    clips = load_clips(WORKLOADS["music-1025x128"], audio, count=5)     # two music clips there
+    assert [name for name, _ in clips] == ["music_00", "music_01", "music_00", "music_01", "music_00"]
+    assert clips[2][1] is clips[0][1]

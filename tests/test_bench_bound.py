@@ -100,3 +100,62 @@ def test_every_kernel_states_a_cost_model_the_bench_can_evaluate():
             b, f = m.per_frame(10, item=4, n_mels=w.n_mels, n_freqs=w.n_stft, n_fft=w.n_fft,
                                hop=w.hop)
             assert math.isfinite(b) and math.isfinite(f) and b >= 0 and f >= 0 and b + f > 0
+
+
+# Hand counts from the kernels' own loops (the global arrays each reads and writes, per frame and
+# per iteration), for the terms that can be counted exactly; checked at distinct primes so that a
+# dropped or changed term shows. n_freqs is the complex bins of a frame for the element-wise
+# kernels (each reads and writes its complex arrays as interleaved (re, im): 2 values a bin).
+HAND_COUNTS = {
+    # nnls_solve: the frame's mel column in (n_mels values) and its answer out (n_freqs), its
+    # Newton step count (long long) and KKT residual (double) out; every Newton step works in
+    # shared memory and registers only (the filterbank stays in L1/L2): no DRAM traffic a step
+    ("nnls_solve", "frame_bytes"): lambda n_mels, n_freqs, item, **_: (n_mels + n_freqs) * item + 8 + 8,
+    ("nnls_solve", "step_bytes"): lambda **_: 0,
+    # nnls_prior: the same, plus the prior's centre and spread read once (n_freqs each)
+    ("nnls_prior", "frame_bytes"): lambda n_mels, n_freqs, item, **_: (n_mels + 3 * n_freqs) * item + 16,
+    # lstsq_apply: the mel column in, the answer out; one multiply-add (2 flops) per (mel, bin)
+    ("lstsq_apply", "frame_bytes"): lambda n_mels, n_freqs, item, **_: (n_mels + n_freqs) * item,
+    ("lstsq_apply", "frame_flops"): lambda n_mels, n_freqs, **_: 2 * n_mels * n_freqs,
+    # torchaudio_sgd, a step of a frame: the mel column read (frame_mel_residual), S read and
+    # written, the momentum buffer read and written (n_freqs each)
+    ("torchaudio_sgd", "step_bytes"): lambda n_mels, n_freqs, item, **_: (n_mels + 4 * n_freqs) * item,
+    # mindspore_gd, a step of a frame: the mel column read, x read, x_next written
+    ("mindspore_gd", "step_bytes"): lambda n_mels, n_freqs, item, **_: (n_mels + 2 * n_freqs) * item,
+    # griffinlim_update, a complex bin: rebuilt (2) and tprev (2) read, mag (1) read, X (2) written
+    ("griffinlim_update", "step_bytes"): lambda n_freqs, item, **_: (2 + 2 + 1 + 2) * n_freqs * item,
+}
+PRIMES = [dict(n_mels=31, n_freqs=211, n_fft=419, hop=103, item=4),
+          dict(n_mels=83, n_freqs=1031, n_fft=2053, hop=509, item=8)]
+
+
+@pytest.mark.parametrize("name, key", list(HAND_COUNTS), ids=[f"{n}-{k}" for n, k in HAND_COUNTS])
+def test_cost_lines_equal_the_hand_count_from_the_kernels_loops(name, key):
+    model = bound.kernel_cost_models()[name]
+    for values in PRIMES:
+        stated = bound.evaluate(getattr(model, key), values)
+        assert stated == HAND_COUNTS[name, key](**values), (name, key, getattr(model, key), values)
+
+
+def test_every_loop_of_a_kernel_has_its_term():
+    """Where the exact coefficient is a convention (flops of a sqrt, an FFT), every loop still
+    costs something: each model's per-step flops grow with every dimension its loops run over
+    (bins; mels for the mel-space kernels; the FFT length for the Griffin-Lim and ADMM
+    iterations), and so do its per-step or per-frame bytes with the bins."""
+    models = bound.kernel_cost_models()
+    loops = {"nnls_solve": ("n_freqs", "n_mels"), "nnls_prior": ("n_freqs", "n_mels"),
+             "torchaudio_sgd": ("n_freqs", "n_mels"), "mindspore_gd": ("n_freqs", "n_mels"),
+             "griffinlim_update": ("n_freqs",), "admm_update": ("n_freqs",),
+             "griffinlim_iteration": ("n_freqs", "n_fft"),
+             "admm_iteration": ("n_freqs", "n_fft", "n_mels"), "lstsq_apply": ("n_freqs", "n_mels")}
+    assert set(loops) == set(models)
+    base = PRIMES[0]
+    for name, dims in loops.items():
+        m = models[name]
+        flops = m.step_flops if name != "lstsq_apply" else m.frame_flops
+        for dim in dims:
+            grown = dict(base, **{dim: base[dim] * 2})
+            assert bound.evaluate(flops, grown) > bound.evaluate(flops, base), (name, dim, flops)
+        grown = dict(base, n_freqs=base["n_freqs"] * 2)
+        assert (bound.evaluate(m.step_bytes, grown) + bound.evaluate(m.frame_bytes, grown)
+                > bound.evaluate(m.step_bytes, base) + bound.evaluate(m.frame_bytes, base)), name

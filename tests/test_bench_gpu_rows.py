@@ -44,3 +44,18 @@ def test_mel_sweep_rows(report):
         elif not _backend.gpu_available():
             assert r["status"] == "skipped" and "no GPU" in r["error"]
     assert "nnls frames/s against n_mels" in md
+
+
+def test_a_stage_traceback_names_no_path_of_this_machine():
+    """A stage that fails records its traceback; the files it names are repository-relative
+    (a slow machine made ``bench kernels`` time out, and the results named the checkout)."""
+    import os
+    import traceback
+
+    from bench import gpu
+    try:
+        gpu.Run.wait_kernels(None, (None,) * 4, {})      # fails inside bench/gpu.py
+    except Exception:  # noqa: BLE001 - any failure of the stage will do
+        text = gpu.portable_traceback(traceback.format_exc())
+    assert 'File "bench/gpu.py"' in text
+    assert os.path.dirname(gpu.__file__) not in text and str(gpu.REPOSITORY) not in text

@@ -102,6 +102,50 @@ def test_workers_and_batches_give_the_same_outputs(tree, tmp_path, extra):
         np.testing.assert_array_equal(np.load(out / rel), S)
 
 
+# frames in every channel, prime counts: a count that drops the channels, or a file's frames
+# counted twice or not at all, shows in the totals
+COUNTED = {"a.npy": (16, 13), "b.npy": (3, 16, 17), "sub/c.npy": (2, 2, 16, 11), "d.npy": (16, 7)}
+
+
+@pytest.mark.parametrize("extra", [[], ["--batch-frames", "31"], ["--batch-frames", "1000"],
+                                   ["--jobs", "2"]])
+def test_report_and_summary_count_every_channels_frames_of_written_files_only(tmp_path, capsys,
+                                                                              extra):
+    root, out, report = tmp_path / "in", tmp_path / "out", tmp_path / "run.json"
+    (root / "sub").mkdir(parents=True)
+    for i, (rel, shape) in enumerate(COUNTED.items()):
+        np.save(root / rel, _mel(shape, i))
+    out.mkdir()
+    np.save(out / "d.npy", np.zeros((N_STFT, 7), np.float32))         # already there: skipped
+    assert cli.main(["invert", str(root), "-o", str(out), "--report", str(report), *ARGS,
+                     *extra]) == 0
+    rows = {str(Path(r["input"]).relative_to(root)): r for r in json.loads(report.read_text())["files"]}
+    assert {rel: (r["status"], r["frames"]) for rel, r in rows.items()} == {
+        "a.npy": ("written", 13), "b.npy": ("written", 3 * 17), "sub/c.npy": ("written", 2 * 2 * 11),
+        "d.npy": ("skipped", 7)}
+    written = 13 + 3 * 17 + 2 * 2 * 11
+    assert f"3 written, 1 skipped (already there), 0 failed, 0 not run; {written:,} frames in " \
+        in capsys.readouterr().out
+    for rel in ("a.npy", "b.npy", "sub/c.npy"):
+        np.testing.assert_array_equal(np.load(out / rel), _expected(np.load(root / rel)))
+
+
+def test_a_batch_never_mixes_precisions(tmp_path):
+    """--batch-frames: float32 and float64 files are solved apart, each in its own precision,
+    with the bits and dtype it has alone."""
+    root, out = tmp_path / "in", tmp_path / "out"
+    root.mkdir()
+    mels = {"a.npy": _mel((16, 11), 1), "b.npy": _mel((16, 13), 2).astype(np.float64),
+            "c.npy": _mel((2, 16, 7), 3)}
+    for name, mel in mels.items():
+        np.save(root / name, mel)
+    assert cli.main(["invert", str(root), "-o", str(out), *ARGS, "--batch-frames", "1000"]) == 0
+    for name, mel in mels.items():
+        got, expected = np.load(out / name), _expected(mel)
+        assert got.dtype == expected.dtype == mel.dtype
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_files_named_directly_go_to_the_folder(tree, tmp_path):
     root, expected = tree
     out = tmp_path / "out"

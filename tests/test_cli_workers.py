@@ -35,6 +35,24 @@ def test_bad_workers_exit_2_naming_the_option(bad, tmp_path, capsys):
     assert f"--workers must be a positive integer, got {bad}" in capsys.readouterr().err
 
 
+def test_bar_moves_by_files_within_a_batch_of_several():
+    """--batch-frames: one solve holds several files; the bar moves by their share of files
+    (4 files of 331 frames each, 662 frames solved: 2 files' worth)."""
+    bar = _bulk.Progress(5, stream=io.StringIO())
+    if bar.bar is None:
+        pytest.skip("tqdm is not installed (the plain fallback prints one line per file)")
+    advance = bar.within(4 * 331, files=4)
+    advance(331)
+    advance(331)
+    assert bar.bar.n == pytest.approx(2.0)
+    advance(2 * 331)
+    assert bar.bar.n == pytest.approx(4.0)
+    for name in "abcd":
+        bar.update(_bulk.Result(f"{name}.npy", f"{name}.out.npy", "written", 331, 1.0))
+    assert bar.bar.n == pytest.approx(4.0) and bar.frames == 4 * 331
+    bar.close()
+
+
 def test_bar_moves_within_one_file():
     stream = io.StringIO()
     bar = _bulk.Progress(2, stream=stream)

@@ -13,7 +13,7 @@ import cudasim
 import cumel
 from cumel import cuda as cumel_cuda
 
-from conftest import audio_pair, fixture_index, fixture_kwargs, fixture_params, load_fixture
+from conftest import audio_pair, fixture_kwargs, fixture_params, load_fixture
 
 pytestmark = pytest.mark.emulated
 
@@ -97,8 +97,6 @@ def _kwargs(entry, solver):
 @pytest.mark.parametrize("entry", fixture_params())
 @pytest.mark.parametrize("solver", KERNEL_SOLVERS + ["lstsq"])
 def test_every_fixture_matches_numpy(emulated_cupy, entry, solver):
-    if entry is None:
-        fixture_index("mindspore_index.json")
     mel = load_fixture(entry["file"])["melspec"]
     gpu, gi, cpu, ci = both(mel, **_kwargs(entry, solver), solver=solver, seed=entry.get("seed") or 0)
     assert_matches_numpy(solver, gpu, cpu, gi.iterations, ci.iterations)
@@ -333,3 +331,56 @@ def test_every_resume_order_gives_identical_bits(emulated_cupy, solver, dtype):
         np.testing.assert_array_equal(order_info.iterations, info.iterations)
     cpu, ci = cumel.InverseMelScale(**_solver_kwargs(solver, n_stft=201, n_mels=128))(mel, return_info=True)
     assert_matches_numpy(solver, reference, cpu, info.iterations, ci.iterations)
+
+
+# The stop rule is strict on both tolerances ("loss < tolerance_loss or |prev - loss| <
+# tolerance_change"), in the kernels as in torchaudio and MindSpore. With lr=1e-30 no step moves
+# an iterate (x - 1e-30 g rounds back to x), so the loss repeats exactly: with
+# tolerance_change=0, |prev - loss| = 0 is never < 0 and every path runs to max_iter (with "<="
+# it would stop at the second iteration).
+TINY_STEP = {"torchaudio": {"lr": 1e-30, "momentum": 0.9}, "mindspore": {"sgd_lr": 1e-30}}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("solver", ["torchaudio", "mindspore"])
+def test_a_repeating_loss_never_meets_a_zero_tolerance_change(emulated_cupy, solver, dtype):
+    mel = _speech(13, dtype).reshape(128, 1, 13).transpose(1, 0, 2).copy()
+    kw = dict(n_stft=201, n_mels=128, solver=solver, seed=1, max_iter=7, tolerance_loss=0.0,
+              tolerance_change=0.0, sgdargs=TINY_STEP[solver])
+    gpu, gi, cpu, ci = both(mel, **kw)
+    assert (ci.iterations == 7).all() and (gi.iterations == 7).all(), (gi.iterations, ci.iterations)
+    np.testing.assert_array_equal(gpu, cpu)
+    # the iterate never moved: the output is the clamped start
+    start = cumel.InverseMelScale(**kw).start((1, 13, 201) if solver == "torchaudio" else
+                                              (1, 201, 13), dtype)
+    if solver == "torchaudio":
+        start = np.swapaxes(start, 1, 2)
+    np.testing.assert_array_equal(cpu, np.maximum(start, 0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torchaudio_zero_loss_never_meets_a_zero_tolerance_loss(emulated_cupy, dtype):
+    """A zero mel and a huge step: the first step and its clamp zero every bin a filter sees, so
+    from the second iteration on the loss is exactly 0, which is not < tolerance_loss=0 (and
+    |0 - 0| is not < tolerance_change=0): the loop runs to max_iter on every path."""
+    mel = np.zeros((1, 128, 11), dtype)
+    kw = dict(n_stft=201, n_mels=128, solver="torchaudio", seed=1, max_iter=5, tolerance_loss=0.0,
+              tolerance_change=0.0, sgdargs={"lr": 1e20 if dtype == np.float32 else 1e200})
+    gpu, gi, cpu, ci = both(mel, **kw)
+    assert (ci.iterations == 5).all() and (gi.iterations == 5).all(), (gi.iterations, ci.iterations)
+    np.testing.assert_array_equal(gpu, cpu)
+    seen = cumel.InverseMelScale(**kw).plan.fb64.max(axis=1) > 0          # bins a filter sees
+    assert (cpu[0][seen] == 0).all()
+
+
+@pytest.mark.parametrize("extra", [{"nesterov": True}, {"weight_decay": 0.1}, {"dampening": 0.5},
+                                   {"momentum": 0.0}])
+def test_torchaudio_sgd_options_match_numpy(emulated_cupy, extra):
+    """Every torch.optim.SGD option through the kernel: weight decay reaches bins no filter sees
+    (the last bin of a filterbank that ends at Nyquist), so every bin's update is exercised."""
+    mel = _speech(13, np.float64).reshape(128, 1, 13).transpose(1, 0, 2).copy()
+    kw = _solver_kwargs("torchaudio", n_stft=201, n_mels=128, max_iter=9, tolerance_loss=0.0,
+                        tolerance_change=0.0, sgdargs={"lr": 0.1, "momentum": 0.9, **extra})
+    gpu, gi, cpu, ci = both(mel, **kw)
+    assert (gi.iterations == 9).all() and (ci.iterations == 9).all()
+    assert_matches_numpy("torchaudio", gpu, cpu, gi.iterations, ci.iterations)

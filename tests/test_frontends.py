@@ -15,11 +15,11 @@ import cumel
 from cumel import stft as cstft
 from cumel.workloads import read_wav
 
-from conftest import shared_path
+from conftest import data_path
 
 
 def clip(name, seconds, offset=0.0):
-    x, rate = read_wav(shared_path("audio", name + ".wav"))
+    x, rate = read_wav(data_path("audio", name + ".wav"))
     return x[int(offset * rate):int((offset + seconds) * rate)].astype(np.float32), rate
 
 
@@ -235,6 +235,33 @@ def test_dynamic_range_and_ref_max_are_per_item():
     assert F[0].min() >= -80 - 1e-4                                    # top_db
 
 
+@pytest.mark.parametrize("name", ["whisper", "librosa"])
+def test_dynamic_range_is_each_items_own_at_different_levels(name):
+    """Whisper's ``max - 8`` and librosa's ``top_db`` clamp each item at its own peak: in a batch
+    of one clip at two levels 20 dB apart (ref=1, so the level stays in the features) each item
+    has the features, the floor and the mel it has alone. A clamp taken over the whole batch
+    would put the quiet item's floor 20 dB too high. (The levels keep both items' clamps above
+    the absolute floor, 1e-10, where the dynamic range decides.)"""
+    fe = cumel.frontend(name)
+    x = clip_for(fe, 1.0)
+    batch = np.stack([x, 0.1 * x])
+    F = fe.features(batch)
+    floor, mel = fe.floor_mask(F), fe.mel(F)
+    unit = PER_NEPER[name]
+    for i in range(2):
+        alone = fe.features(batch[i])
+        # float32 features of the same item alone or in a batch: rounding only (bound 1e-4 nepers)
+        np.testing.assert_allclose(F[i], alone, rtol=0, atol=1e-4 * unit)
+        np.testing.assert_array_equal(floor[i], fe.floor_mask(alone))
+        np.testing.assert_allclose(mel[i], fe.mel(alone), rtol=1e-4, atol=0)
+    # each item's floor sits exactly its dynamic range below its own peak
+    span = {"whisper": 8.0 / 4.0, "librosa": 80.0}[name]
+    for i in range(2):
+        assert F[i].max() - F[i].min() == pytest.approx(span, rel=1e-5)
+    # 20 dB in power is 2 ln(10) nepers
+    assert F[0].max() - F[1].max() == pytest.approx(2 * np.log(10) * unit, rel=1e-3)
+
+
 # -- undoing the compression -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", list(RESTATED))
@@ -250,6 +277,24 @@ def test_mel_undoes_the_compression_except_at_the_floor(name):
     again = fe.compress(np.where(floor, 0, mel)[None])[0]
     np.testing.assert_allclose(again[~floor], F[~floor], rtol=0, atol=1e-9 * PER_NEPER[name] + 1e-12)
     assert floor.any() if name.startswith("whisper") else True      # 30 s padding is at the floor
+    # and the check above is not made on an empty set: in the frames that hold the clip most
+    # features are off the floor (measured 91.5 % for librosa's top_db, 100 % for Whisper's
+    # max - 8 and the others; bound 15 %)
+    clip_frames = len(x) // fe.hop_length
+    assert (~floor[:, :clip_frames]).mean() >= 0.15
+
+
+def test_a_fixed_reference_level_is_undone():
+    """ref=50 (power_to_db's ref): the features are the ref=1 features less 10 log10(50) dB, and
+    mel() gives the same absolute mel back from either."""
+    x = clip_for(cumel.frontend("librosa"), 1.0).astype(np.float64)
+    one, fifty = cumel.frontend("librosa"), cumel.frontend("librosa", ref=50.0)
+    F1, F50 = one.features(x), fifty.features(x)
+    np.testing.assert_allclose(F50, F1 - 10 * np.log10(50.0), rtol=0, atol=1e-9)
+    floor = one.floor_mask(F1)
+    np.testing.assert_array_equal(fifty.floor_mask(F50), floor)
+    assert (~floor).mean() > 0.5
+    np.testing.assert_allclose(fifty.mel(F50)[~floor], one.mel(F1)[~floor], rtol=1e-9)
 
 
 def test_a_frame_of_pure_floor_is_silence():

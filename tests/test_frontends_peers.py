@@ -270,8 +270,8 @@ def test_bench_frontends_table(tmp_path):
     _need("librosa", "the benchmark's baseline")
     _need("torch", "Tacotron 2's front end")
     from bench import frontends
-    from conftest import shared_path
-    assert frontends.main(["--audio", str(shared_path("audio")), "--presets", "tacotron2",
+    from conftest import data_path
+    assert frontends.main(["--audio", str(data_path("audio")), "--presets", "tacotron2",
                            "--clips", "1", "--seconds", "1", "--seeds", "2", "--repeats", "1",
                            "--out", str(tmp_path)]) == 0
     md = (tmp_path / "results.md").read_text()

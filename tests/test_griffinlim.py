@@ -12,7 +12,7 @@ import cumel
 from cumel import stft as cstft
 from cumel.workloads import WORKLOADS, read_wav
 
-from conftest import shared_path
+from conftest import data_path
 
 SR = 16000
 
@@ -73,7 +73,7 @@ def sc(y, x, n_fft=400, hop=160):
 
 
 def speech(seconds=2.0):
-    x, rate = read_wav(shared_path("audio", "speech_05.wav"))
+    x, rate = read_wav(data_path("audio", "speech_05.wav"))
     assert rate == SR
     return x[:int(seconds * SR)]
 

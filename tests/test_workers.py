@@ -4,6 +4,7 @@ The frames are independent and every chunk is solved by the same arithmetic, so 
 bits may depend neither on the number of threads nor on how the batch is cut into chunks.
 """
 import io
+import os
 import threading
 
 import numpy as np
@@ -18,8 +19,10 @@ from conftest import audio_pair
 
 @pytest.fixture(scope="module")
 def music_batch():
+    # 89 frames an item (a prime): no count of workers or chunk size divides it, so a dropped
+    # remainder shows
     _, M = audio_pair("music-1025x128", "music_00")
-    return np.stack([M[:, :90], M[:, 90:180], M[:, 169:259]]).astype(np.float32)
+    return np.stack([M[:, :89], M[:, 89:178], M[:, 170:259]]).astype(np.float32)
 
 
 MUSIC = dict(n_stft=1025, n_mels=128, sample_rate=22050, norm="slaney", mel_type="slaney")
@@ -28,7 +31,7 @@ MUSIC = dict(n_stft=1025, n_mels=128, sample_rate=22050, norm="slaney", mel_type
 @pytest.mark.parametrize("workers", [2, 3, 7])
 def test_bits_do_not_depend_on_workers_or_chunks(music_batch, workers, monkeypatch):
     reference, info = cumel.InverseMelScale(**MUSIC, workers=1)(music_batch, return_info=True)
-    for chunk_elements in (nnls.CHUNK_ELEMENTS, 40 * 1025, 1025):   # several chunks, one frame
+    for chunk_elements in (nnls.CHUNK_ELEMENTS, 41 * 1025, 1025):   # several chunks, one frame
         monkeypatch.setattr(nnls, "CHUNK_ELEMENTS", chunk_elements)
         monkeypatch.setattr(nnls, "THREAD_CHUNK_ELEMENTS", chunk_elements)
         monkeypatch.setattr(nnls, "MIN_CHUNK_ELEMENTS", min(chunk_elements, nnls.MIN_CHUNK_ELEMENTS))
@@ -95,6 +98,58 @@ def test_chunks_cover_the_batch_once():
                     assert len(chunks) == 1               # too small to share: the calling thread
 
 
+class ChunkFailed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 16])
+def test_one_failing_chunk_among_several_raises_its_exception(workers):
+    """map_chunks and Runner re-raise a chunk's exception whichever chunk it is (first, middle,
+    last) and however many threads run them (7 chunks: a prime, none left over unseen)."""
+    for bad in (0, 3, 6):
+        done = set()
+
+        def work(chunk):
+            if chunk == bad:
+                raise ChunkFailed(f"chunk {chunk}")
+            done.add(chunk)
+
+        with pytest.raises(ChunkFailed, match=f"chunk {bad}$"):
+            _threads.map_chunks(work, range(7), workers)
+        assert set(range(bad)) <= done <= set(range(7)) - {bad}
+
+        def span(a, b):
+            if a <= bad < b:
+                raise ChunkFailed(f"items {a}:{b}")
+            done.update(range(a, b))
+
+        done.clear()
+        with _threads.Runner(workers) as run, pytest.raises(ChunkFailed, match="items"):
+            run(span, 7)
+        assert bad not in done
+
+
+def test_a_chunks_failure_reaches_the_caller_of_the_solver(music_batch, monkeypatch):
+    solve_frames = nnls._solve_frames
+    calls = []
+
+    def fail_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("third chunk")
+        return solve_frames(*args, **kwargs)
+
+    monkeypatch.setattr(nnls, "_solve_frames", fail_third)
+    monkeypatch.setattr(nnls, "CHUNK_ELEMENTS", 17 * 1025)
+    monkeypatch.setattr(nnls, "THREAD_CHUNK_ELEMENTS", 17 * 1025)
+    monkeypatch.setattr(nnls, "MIN_CHUNK_ELEMENTS", 1025)
+    for workers in (1, 3):
+        calls.clear()
+        with pytest.raises(MemoryError, match="third chunk"):
+            cumel.InverseMelScale(**MUSIC, workers=workers)(music_batch)
+        assert len(calls) >= 3
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", 2.0])
 def test_bad_workers_raise_naming_the_parameter(bad):
     with pytest.raises(ValueError, match=r"workers must be None .* got " + repr(bad).replace(".", r"\.")):
@@ -103,9 +158,25 @@ def test_bad_workers_raise_naming_the_parameter(bad):
         cumel.inverse_mel_scale(np.ones((128, 3), np.float32), 201, workers=bad)
 
 
-def test_none_means_every_usable_core():
+def test_none_means_every_usable_core(monkeypatch):
     assert _threads.resolve_workers(None) == _threads.usable_cpus() >= 1
     assert _threads.resolve_workers(3) == 3
+    # every core this process may run on: its affinity mask where the OS has one, else the count
+    if hasattr(os, "sched_getaffinity"):
+        assert _threads.usable_cpus() == len(os.sched_getaffinity(0))
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5})
+        assert _threads.usable_cpus() == 3
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4})
+        assert _threads.usable_cpus() == 1
+
+        def refused(pid):
+            raise OSError("not permitted")
+        monkeypatch.setattr(os, "sched_getaffinity", refused)
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    monkeypatch.delattr(os, "process_cpu_count", raising=False)
+    assert _threads.usable_cpus() == 7
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert _threads.usable_cpus() == 1
 
 
 def test_progress_callable_counts_every_frame(music_batch):
@@ -172,11 +243,13 @@ def test_dask_blocks_use_one_thread_unless_asked(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_griffinlim_bits_do_not_depend_on_workers(dtype):
     S, _ = audio_pair("speech-201x128", "speech_00")
-    S = S[:, :700].astype(dtype)
-    batch = np.stack([S[:, :350], S[:, 350:]])
+    # odd, prime frame counts (701; 2 x 353): the threads' shares never divide them evenly, so a
+    # dropped remainder shows
+    S = S[:, :701].astype(dtype)
+    batch = np.stack([S[:, :353], S[:, 348:]])
     for kwargs in ({}, {"center": False, "pad": 120}):
         one = cumel.GriffinLim(400, n_iter=6, hop_length=160, seed=3, workers=1, **kwargs)
-        for workers in (2, 5):
+        for workers in (2, 3, 5):
             many = cumel.GriffinLim(400, n_iter=6, hop_length=160, seed=3, workers=workers,
                                     **kwargs)
             np.testing.assert_array_equal(many(S), one(S))

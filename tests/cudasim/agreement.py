@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    CUMEL_SHARED=/path/to/shared python tests/cudasim/agreement.py
+    python tests/cudasim/agreement.py
 
 Columns: kernel, dtype, case, max |gpu - cpu| / max |cpu|, and the largest per-frame difference
 of iteration counts. Use it to tighten the thresholds at the top of tests/test_emulated.py.
