@@ -8,7 +8,7 @@ import pytest
 
 import cumel
 import cumel.stream
-from conftest import shared_path
+from conftest import data_path
 
 SMALL = dict(n_fft=128, hop_length=32, n_iter=3)      # 65 bins, R = 4 frames a slot
 
@@ -253,7 +253,7 @@ def test_spectral_convergence_near_offline(workload):
     # acceptance figure, 1.15x
     from cumel.workloads import WORKLOADS, read_wav
     w = WORKLOADS[workload]
-    audio, rate = read_wav(shared_path("audio", "speech_01.wav"))
+    audio, rate = read_wav(data_path("audio", "speech_01.wav"))
     audio = audio[rate // 2:2 * rate]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
