@@ -273,7 +273,7 @@ def test_sgd_batch_past_the_free_memory_raises_clearly():
 
 
 def _torch_cuda():
-    torch = pytest.importorskip("torch", reason="needs torch")
+    torch = pytest.importorskip("torch", reason="torch not installed (pip install torch)")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA build of torch")
     return torch
@@ -310,9 +310,7 @@ def test_torch_cuda_out_view_shares_memory():
 
 @pytest.mark.parametrize("solver", ["nnls", "lstsq"])
 def test_torch_cuda_tensors_forward_and_backward_on_the_device(solver):
-    torch = pytest.importorskip("torch", reason="needs torch")
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA build of torch")
+    torch = _torch_cuda()
     import cumel.torch as T
     _, M = audio_pair("tts-513x80", "speech_00")
     mel_cpu = torch.from_numpy(np.ascontiguousarray(M[:, :300]).reshape(80, 3, 100)
