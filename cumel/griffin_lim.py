@@ -82,8 +82,10 @@ class GriffinLim:
         How the STFT inside the iteration pads: as the spectrogram's own STFT did (librosa
         >= 0.10 pads with zeros).
     seed : int, optional, keyword only
-        Seed of the start: ``numpy.random.default_rng(seed)`` on the host, for the NumPy and the
-        CuPy path alike, so both start from the same phases. None: fresh each call.
+        Seed of the start, drawn on the host for the NumPy and the CuPy path alike, so both start
+        from the same phases: item ``b`` of a batch from ``numpy.random.default_rng([seed, b])``
+        (:meth:`start`), so an item sounds the same whatever else is in its batch. None: fresh
+        each call.
     device : {None, "cpu", "cuda", "auto"}, keyword only
         Where a NumPy input is computed (a CuPy input always runs on its own device).
     workers : int or None, keyword only
@@ -156,18 +158,29 @@ class GriffinLim:
                 f"length={self.length}, rand_init={self.rand_init}{framing})")
 
     def start(self, shape):
-        """Start phases of a frames-major batch ``shape = (B, T, F)``, complex128 on the host:
-        ``numpy.random.default_rng(seed).random((2,) + shape)`` as real and imaginary parts
-        (or ones). With a fixed seed the last start is kept on the instance (read-only)."""
+        """Start phases of a frames-major batch ``shape = (B, T, F)``, complex128 on the host.
+
+        Item ``b`` (its flat index over the leading dimensions) draws its own start:
+        ``numpy.random.default_rng([seed, b]).random((2, T, F))`` as real and imaginary parts (or
+        ones). An item's start, and so its sound, depends on the seed and its index alone, not
+        on how many items share the call or what they hold. Without a seed each item draws from
+        fresh entropy. With a fixed seed the last start is kept on the instance (read-only).
+        """
+        shape = tuple(int(n) for n in shape)
         if not self.rand_init:
             return np.ones(shape, np.complex128)
         if self.seed is not None:     # the same every call: keep the last one (read-only)
             cached = self.__dict__.get("_start")
-            if cached is not None and cached.shape == tuple(shape):
+            if cached is not None and cached.shape == shape:
                 return cached
-        rng = np.random.default_rng(self.seed)
-        re_im = rng.random((2,) + tuple(shape))
-        start = re_im[0] + 1j * re_im[1]
+        B, rest = shape[0], shape[1:]
+        fresh = np.random.SeedSequence().spawn(B) if self.seed is None else None
+        start = np.empty(shape, np.complex128)
+        for b in range(B):
+            rng = np.random.default_rng(fresh[b] if fresh is not None else [self.seed, b])
+            re_im = rng.random((2,) + rest)
+            start[b].real = re_im[0]
+            start[b].imag = re_im[1]
         if self.seed is not None:
             start.flags.writeable = False
             self._start = start
