@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 import wave
 
 import numpy as np
@@ -545,26 +546,55 @@ def spectral_convergence(y, x, n_fft, hop_length=None, win_length=None):
     return float(np.linalg.norm(Y - X) / np.linalg.norm(X))
 
 
-def write_wav(file, y, sample_rate):
-    """Write audio as 16-bit PCM WAV (standard library ``wave``), peak scaled to 0.99.
+def write_wav(file, y, sample_rate, normalize=False):
+    """Write audio as 16-bit PCM WAV (standard library ``wave``) at the level it has.
+
+    Full scale is 1.0: a sample ``y`` is written as ``round(y * 32767)``. Samples beyond full
+    scale (``|y| > 1``) are clipped to it, with a warning that says how many there were and how
+    loud the peak was; ``normalize=True`` scales instead.
 
     Parameters
     ----------
     file : str, path or binary file object
     y : array_like, shape (n_samples,) or (..., n_samples)
-        Leading dimensions become channels. Scaled so that its largest magnitude is at 0.99 of
-        full scale (no clipping; silence stays silent).
+        Leading dimensions become channels.
     sample_rate : int
         Hz.
+    normalize : bool, default False
+        Scale so that the largest magnitude is at 0.99 of full scale (no clipping; silence stays
+        silent). Without it the level is the one computed.
 
     Returns
     -------
     (n_channels, n_samples)
+
+    Warns
+    -----
+    UserWarning
+        Without ``normalize``, when samples exceed full scale and are clipped.
+
+    Examples
+    --------
+    >>> import io, numpy as np
+    >>> from cumel.griffin_lim import write_wav
+    >>> write_wav(io.BytesIO(), 0.5 * np.sin(np.linspace(0, 100, 1600)), 16000)
+    (1, 1600)
     """
     flat = np.asarray(_backend.to_numpy(y), np.float64)
     flat = flat.reshape(-1, flat.shape[-1])
     peak = float(np.abs(flat).max()) if flat.size else 0.0
-    pcm = np.round(flat * (0.99 * 32767 / peak if peak > 0 else 0.0)).astype("<i2")
+    if normalize:
+        scale = 0.99 / peak if peak > 0 else 0.0
+    else:
+        scale = 1.0
+        over = int(np.count_nonzero(np.abs(flat) > 1.0))
+        if over:
+            name = f"{file}: " if isinstance(file, (str, bytes)) or hasattr(file, "__fspath__") else ""
+            warnings.warn(f"{name}{over} of {flat.size} samples ({over / flat.size:.2%}) exceed full "
+                          f"scale (peak {peak:.3g}, {20 * math.log10(peak):+.1f} dBFS) and are "
+                          "clipped; normalise (--normalize, normalize=True) or lower the level",
+                          UserWarning, stacklevel=2)
+    pcm = np.round(np.clip(flat * (scale * 32767), -32767, 32767)).astype("<i2")
     with wave.open(file if not isinstance(file, (str, bytes)) and hasattr(file, "write")
                    else str(file), "wb") as f:
         f.setnchannels(pcm.shape[0])
