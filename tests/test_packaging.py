@@ -43,3 +43,35 @@ def test_every_package_of_the_tree_is_listed_in_pyproject():
     assert tree - listed == set(), f"add these to [tool.setuptools] packages: {sorted(tree - listed)}"
     assert listed - tree == set(), f"listed but not in the tree: {sorted(listed - tree)}"
     assert config["package-dir"] == {"cumel.kernels": "kernels"}
+
+
+def _public_callables():
+    import inspect
+    for name in cumel.__all__:
+        obj = getattr(cumel, name)
+        if not inspect.isclass(obj):
+            yield name, obj
+            continue
+        for attr, value in vars(obj).items():
+            if attr.startswith("_") and attr not in ("__init__", "__call__"):
+                continue
+            if isinstance(value, property):
+                value = value.fget
+            elif isinstance(value, (staticmethod, classmethod)):
+                value = value.__func__
+            if inspect.isfunction(value):
+                yield f"{name}.{attr}", value
+
+
+def test_the_public_api_is_annotated():
+    import inspect
+    bare = []
+    for name, fn in _public_callables():
+        sig = inspect.signature(fn)
+        params = [p for p in sig.parameters.values() if p.name not in ("self", "cls")]
+        missing = [p.name for p in params if p.annotation is inspect.Parameter.empty]
+        if sig.return_annotation is inspect.Signature.empty:
+            missing.append("return")
+        if missing:
+            bare.append(f"{name}: {', '.join(missing)}")
+    assert bare == [], bare

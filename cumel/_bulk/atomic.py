@@ -35,7 +35,7 @@ _TEMP_NAME = re.compile(r"\..*\.(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{6})-[0-9a-z]{6
                         + re.escape(TEMP_SUFFIX))
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-_TEMPS = set()              # temporary files of this process not yet renamed or removed
+_TEMPS: set[str] = set()    # temporary files of this process not yet renamed or removed
 _LOCK = threading.Lock()    # _TEMPS and _abandoned: a watcher thread may abandon them
 _abandoned = False
 

@@ -68,7 +68,7 @@ class Settings:
         return self.frontend.mel(mel, length=self.length)
 
 
-_TRANSFORMS = {}     # per process: (settings, n_mels) -> InverseMelScale, built once
+_TRANSFORMS: dict = {}     # per process: (settings, n_mels) -> InverseMelScale, built once
 
 
 def transform_for(settings, n_mels):
