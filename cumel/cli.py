@@ -21,7 +21,7 @@ import numpy as np
 from . import __version__, _bulk
 from .mel_frontends import PRESETS, frontend, frontends
 from .transforms import InverseMelScale
-from ._validate import SOLVERS
+from ._validate import SOLVERS, percent
 
 
 def _solver_args(p):
@@ -309,7 +309,7 @@ def invert_one(args, settings):
         raise
     if fe is not None:
         floor = float(np.mean(fe.floor_mask(raw)[..., :mel.shape[-1]]))
-        print(f"{path}: {fe.name} features {tuple(raw.shape)}: {floor:.1%} of the values at the "
+        print(f"{path}: {fe.name} features {tuple(raw.shape)}: {percent(floor)} of the values at the "
               "compression's floor (no level below it is known: inverted as silence)"
               + ("; ref=max: the absolute level is lost, the sound comes back at peak 1"
                  if fe.ref == "max" else ""))
