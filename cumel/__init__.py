@@ -24,7 +24,17 @@ from .mel_frontends import Frontend, frontend, frontends
 from ._backend import NoGradientError
 from .stream import MelStream, mel_to_audio_stream
 
-__version__ = "0.1.0"
+def _installed_version() -> str:
+    """The version of the installed distribution (pyproject.toml is the one place it is
+    written); "0+unknown" for a source tree that was never installed."""
+    from importlib import metadata
+    try:
+        return metadata.version("cumel")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__: str = _installed_version()
 
 __all__ = [
     "Frontend",

@@ -168,13 +168,24 @@ def negative_share(mel, xp):
     return count / flat.size
 
 
+def percent(share):
+    """``share`` (0 to 1) as a percentage with one decimal that never rounds to a bound it has
+    not reached: 0.996 is "99.6%", 0.99996 "99.9%" (not "100.0%"), 0.00004 "0.1%"."""
+    tenths = share * 1000.0
+    if 0 < share < 1:
+        tenths = min(max(round(tenths), 1), 999)
+    else:
+        tenths = round(tenths)
+    return f"{tenths / 10:.1f}%"
+
+
 def warn_if_compressed(mel, xp, stacklevel=3):
     """A ``UserWarning`` when 10 % or more of a mel taken as linear are negative: a power or
     magnitude mel has none; a log or dB mel (Whisper, HiFi-GAN, ``power_to_db``) has many."""
     share = negative_share(mel, xp)
     if share >= COMPRESSED_SHARE:
         import warnings
-        warnings.warn(f"mel: {share:.0%} of its values are negative, but it is taken as a linear "
+        warnings.warn(f"mel: {percent(share)} of its values are negative, but it is taken as a linear "
                       "(power or magnitude) mel: this looks like a log or dB mel; pass frontend= "
                       "(cumel.frontends() lists the presets) or undo the compression first",
                       UserWarning, stacklevel=stacklevel + 1)

@@ -72,11 +72,17 @@ two to three Griffin-Lim iterations on the CPU.
 from __future__ import annotations
 
 import numbers
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import _progress, _threads
+from ._typing import Array, ArrayModule
 from .solvers import nnls as _nnls
+
+if TYPE_CHECKING:
+    from .griffin_lim import GriffinLim
+    from .transforms import InverseMelScale
 
 __all__ = ["DEFAULTS", "run"]
 
@@ -91,7 +97,7 @@ MEL_TOLERANCE = 1e-6       # the mel step's relative KKT tolerance (inner_steps 
 EPS = 1e-16                # the phase guard of Griffin-Lim: B / (|B| + 1e-16)
 
 
-def default_penalties(n_mels, n_freqs):
+def default_penalties(n_mels: int, n_freqs: int) -> tuple[float, float]:
     """``(rho, sigma)`` for a filterbank of ``n_mels`` triangles over ``n_freqs`` bins.
 
     Measured: the fewer mels a bin, the smaller the best ``rho`` (the magnitude is then less
@@ -104,11 +110,14 @@ def default_penalties(n_mels, n_freqs):
     return rho, SIGMA_PER_RHO * rho
 
 
-def check_settings(n_iter, rho, sigma, inner_steps, start_iter, n_mels, n_freqs):
+def check_settings(n_iter: int | None, rho: float | None, sigma: float | None,
+                   inner_steps: int | None, start_iter: int | None, n_mels: int,
+                   n_freqs: int) -> dict[str, Any]:
     """The ADMM settings with defaults filled in; a ValueError names a bad one.
 
     ``rho`` None: :func:`default_penalties`; ``sigma`` None: ``SIGMA_PER_RHO * rho``."""
-    out = {}
+    out: dict[str, Any] = {}
+    value: Any                    # an integer setting, then a penalty: checked below
     for name, value in (("n_iter", n_iter), ("inner_steps", inner_steps),
                         ("start_iter", start_iter)):
         value = DEFAULTS[name] if value is None else value
@@ -119,7 +128,7 @@ def check_settings(n_iter, rho, sigma, inner_steps, start_iter, n_mels, n_freqs)
         if value is None:
             continue
         ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-              and np.isfinite(value) and value > 0)
+              and np.isfinite(float(value)) and float(value) > 0)
         if not ok:
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         out[name] = float(value)
@@ -130,7 +139,8 @@ def check_settings(n_iter, rho, sigma, inner_steps, start_iter, n_mels, n_freqs)
     return out
 
 
-def run(gl, inverse, mel, S, settings, xp, workers=None):
+def run(gl: GriffinLim, inverse: InverseMelScale, mel: Array, S: Array, settings: dict[str, Any],
+        xp: ArrayModule, workers: int | None = None) -> Array:
     """The iteration of the module docstring.
 
     Parameters
@@ -174,7 +184,7 @@ def run(gl, inverse, mel, S, settings, xp, workers=None):
         workers = _threads.resolve_workers(getattr(inverse, "workers", None))
         workers = max(1, min(workers, (B * T * F) // _nnls.CHUNK_ELEMENTS))
     step = _MelStep(inverse, packed, P, center, spread, settings["inner_steps"], xp, workers)
-    work = {}                              # update's scratch arrays, kept between iterations
+    work: dict[str, Any] = {}              # update's scratch arrays, kept between iterations
     total = settings["start_iter"] + settings["n_iter"]
     # the NumPy FFTs on GriffinLim's threads (gl.workers), as in the cascade
     with gl.runner(xp, mag.shape) as runner, \
@@ -197,14 +207,15 @@ def run(gl, inverse, mel, S, settings, xp, workers=None):
     return y.reshape(lead + (n_out,))
 
 
-def output_coefficients(Z, P, power, xp):
+def output_coefficients(Z: Array, P: Array, power: float, xp: ArrayModule) -> Array:
     """(7): ``W Z / (|Z| + 1e-16)`` with ``W = P^(1/power)`` (a new array)."""
     W = xp.sqrt(P) if power == 2.0 else (P if power == 1.0 else P ** (1.0 / power))
     real = P.dtype.type
     return Z * (W / (xp.abs(Z) + real(EPS)))
 
 
-def update(Z, XU, P, b, center, spread, rho, sigma, power, xp, work=None):
+def update(Z: Array, XU: Array, P: Array, b: Array, center: Array, spread: Array, rho: float,
+           sigma: float, power: float, xp: ArrayModule, work: dict[str, Any] | None = None) -> None:
     """The duals, (2), (3) and the mel step's inputs, in one pass over the bins.
 
     Reads ``Z`` and ``P``; ``XU`` (``X + U`` in, the new ``X + U`` out) and ``b`` (``Y + V`` in,

@@ -12,6 +12,7 @@ import copy
 import shlex
 import signal
 import sys
+import time
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 from . import __version__, _bulk, _stream_cli
 from .mel_frontends import PRESETS, frontend, frontends
 from .transforms import InverseMelScale
-from ._validate import SOLVERS
+from ._validate import SOLVERS, percent
 
 
 def _solver_args(p):
@@ -95,7 +96,8 @@ def _build_parser():
 
     demo = sub.add_parser("demo", help="invert the bundled example (4 s of speech, 201 x 128)")
     _solver_args(demo)
-    _wav_args(demo, "demo_reconstruction.wav", "")
+    _wav_args(demo, "demo_reconstruction.wav", " (the folder the demo runs in; the line "
+                                               "'wrote ...' gives the full path)")
     _stream_cli.add_parser(sub)
     return parser
 
@@ -104,9 +106,16 @@ def _wav_args(p, default, where):
     p.add_argument("--wav", default=default, nargs="?", const=True, metavar="OUT.wav",
                    help="also turn the spectrogram into sound (fast Griffin-Lim, n_fft = "
                         "2 (n_stft - 1), the mel taken as of |STFT|**power; with --frontend on "
-                        "its own grid) and write it as 16-bit PCM WAV, scaled so that its peak "
-                        "is at 0.99 of full scale (no clipping; silence stays silent)" + where
-                        + (f"; default {default}" if default else ""))
+                        "its own grid) and write it as 16-bit PCM WAV at the level computed "
+                        "(full scale 1.0; samples beyond it are clipped, with a warning; see "
+                        "--normalize)" + where + (f"; default {default}" if default else ""))
+    p.add_argument("--normalize", action="store_true",
+                   help="scale the sound so that its peak is at 0.99 of full scale (no "
+                        "clipping; silence stays silent) instead of writing the level computed")
+    p.add_argument("--method", default="griffinlim", choices=("griffinlim", "admm"),
+                   help="how the sound is made (--wav): griffinlim (default; fast Griffin-Lim "
+                        "on the inverted spectrogram) or admm (from there, magnitude and phase "
+                        "together against the mel; --n-iter ADMM iterations)")
     p.add_argument("--hop-length", type=int, default=None,
                    help="STFT hop in samples for --wav (default n_fft // 4 like torchaudio; "
                         "the demo uses 160)")
@@ -115,31 +124,44 @@ def _wav_args(p, default, where):
     p.add_argument("--power", type=float, default=None,
                    help="the mel is of |STFT|**power: 2 (default) a power spectrogram, 1 "
                         "magnitudes (--wav)")
-    p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations (default 32)")
+    p.add_argument("--n-iter", type=int, default=32,
+                   help="Griffin-Lim (or ADMM, --method admm) iterations (default 32)")
     p.add_argument("--length", type=int, default=None, metavar="SAMPLES",
                    help="samples of the sound (default: what the frames cover); with "
                         "--frontend only the frames covering them are inverted (Whisper's "
                         "30 s of padding)")
 
 
-def _to_wav(args, path, S, sample_rate, hop_default=None, fe=None):
-    """Griffin-Lim of the spectrogram ``S`` (..., n_stft, T) to ``path`` (on the front end
-    ``fe``'s grid when given); prints what it did. Returns the spectral convergence
+def _to_wav(args, path, S, sample_rate, hop_default=None, fe=None, mel=None, transform=None):
+    """The sound of the spectrogram ``S`` (..., n_stft, T) to ``path``: Griffin-Lim (on the front
+    end ``fe``'s grid when given), or ADMM from the linear ``mel`` and its ``transform`` with
+    ``--method admm``; prints what it did. Returns the spectral convergence
     ``|| |STFT(y)| - |S| || / || |S| ||`` (against the spectrogram it was given, in magnitudes:
     the original audio is not known here; scale-free where the front end kept no level)."""
     from .stft import stft
+    hop = args.hop_length if args.hop_length is not None else hop_default
+    audio = dict(hop_length=hop, win_length=args.win_length, power=args.power,
+                 n_iter=args.n_iter, length=args.length, seed=args.seed)
+    method = "ADMM" if args.method == "admm" else "Griffin-Lim"
+    if args.method == "admm":
+        y = _bulk.admm_sound(np.asarray(S), mel, transform, audio, fe, args.device, _workers(args))
     if fe is not None:
-        y = np.asarray(fe.griffin_lim(np.asarray(S), length=args.length, n_iter=args.n_iter,
-                                      seed=args.seed, device=args.device,
-                                      workers=_workers(args)))
+        if args.method != "admm":
+            y = np.asarray(fe.griffin_lim(np.asarray(S), length=args.length, n_iter=args.n_iter,
+                                          seed=args.seed, device=args.device,
+                                          workers=_workers(args)))
         n_fft, hop, win, power = fe.n_fft, fe.hop_length, fe.win_length, fe.power
         grid = dict(center=fe.center, pad=fe.pad, pad_mode=fe.pad_mode)
         what = f" on the {fe.name!r} front end's grid"
     else:
-        hop = args.hop_length if args.hop_length is not None else hop_default
-        y, gl = _bulk.audio_of(np.asarray(S), sample_rate, hop, args.seed, args.device,
-                               n_iter=args.n_iter, win_length=args.win_length, power=args.power,
-                               length=args.length, workers=_workers(args))
+        if args.method == "admm":
+            from .griffin_lim import GriffinLim
+            gl = GriffinLim(2 * (S.shape[-2] - 1), args.n_iter, args.win_length, hop,
+                            power=2.0 if args.power is None else args.power)
+        else:
+            y, gl = _bulk.audio_of(np.asarray(S), sample_rate, hop, args.seed, args.device,
+                                   n_iter=args.n_iter, win_length=args.win_length,
+                                   power=args.power, length=args.length, workers=_workers(args))
         y = np.asarray(y)
         n_fft, hop, win, power, grid, what = (gl.n_fft, gl.hop_length, gl.win_length, gl.power,
                                               {}, "")
@@ -152,12 +174,20 @@ def _to_wav(args, path, S, sample_rate, hop_default=None, fe=None):
     if fe is not None and fe.ref == "max":      # the level is gone: compare shapes, not levels
         rebuilt *= float((rebuilt * target).sum() / max((rebuilt * rebuilt).sum(), 1e-300))
     sc = float(np.linalg.norm(rebuilt - target) / max(np.linalg.norm(target), 1e-300))
-    _bulk.save_wav(path, y, sample_rate)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _bulk.save_wav(path, y, sample_rate, args.normalize)
+    for w in caught:                             # the clip guard: said as the CLI's warning
+        print(f"cumel: warning: {w.message}", file=sys.stderr)
     channels = int(np.prod(y.shape[:-1], dtype=np.int64))
-    print(f"  audio: Griffin-Lim {args.n_iter} iterations, n_fft={n_fft}, hop={hop}{what}: "
+    print(f"  audio: {method} {args.n_iter} iterations, n_fft={n_fft}, hop={hop}{what}: "
           f"{y.shape[-1]} samples ({y.shape[-1] / sample_rate:.2f} s at {sample_rate} Hz), "
           f"spectral convergence against the inverted spectrogram {sc:.4f}")
-    print(f"  wrote {path} (16-bit PCM, {channels} channel(s), peak scaled to 0.99)")
+    peak = float(np.abs(y).max()) if y.size else 0.0
+    level = ("peak scaled to 0.99 (--normalize)" if args.normalize else
+             f"at the level computed: peak {peak:.3g} of full scale"
+             + (", clipped" if peak > 1.0 else ""))
+    print(f"  wrote {path} (16-bit PCM, {channels} channel(s), {level})")
     return sc
 
 
@@ -219,7 +249,8 @@ def _settings(args):
     n_stft = fe.n_stft if fe is not None else args.n_stft
     n_mels = fe.n_mels if fe is not None else args.n_mels
     settings = _bulk.Settings(n_stft, n_mels, args.key, transform, frontend=fe,
-                              wav_only=args.wav_only, length=args.length)
+                              wav_only=args.wav_only, length=args.length,
+                              normalize=args.normalize)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         settings.build(n_mels if n_mels is not None else 1)   # raises on bad arguments
@@ -232,7 +263,7 @@ def _settings(args):
 def _audio(args):
     """Griffin-Lim keywords of ``--wav`` for the bulk run."""
     return dict(hop_length=args.hop_length, win_length=args.win_length, power=args.power,
-                n_iter=args.n_iter, length=args.length, seed=args.seed)
+                n_iter=args.n_iter, length=args.length, seed=args.seed, method=args.method)
 
 
 def _uses_gpu(device):
@@ -280,15 +311,15 @@ def invert_one(args, settings):
         raise
     if fe is not None:
         floor = float(np.mean(fe.floor_mask(raw)[..., :mel.shape[-1]]))
-        print(f"{path}: {fe.name} features {tuple(raw.shape)}: {floor:.1%} of the values at the "
+        print(f"{path}: {fe.name} features {tuple(raw.shape)}: {percent(floor)} of the values at the "
               "compression's floor (no level below it is known: inverted as silence)"
-              + ("; ref=max: the absolute level is lost, the sound is peak-normalised"
+              + ("; ref=max: the absolute level is lost, the sound comes back at peak 1"
                  if fe.ref == "max" else ""))
     _report(path, mel, S, info, transform)
     if spectrogram_out is not None:
         print(f"  wrote {spectrogram_out}")
     if wav is not None:
-        _to_wav(args, wav, S, settings.sample_rate, fe=fe)
+        _to_wav(args, wav, S, settings.sample_rate, fe=fe, mel=mel, transform=transform)
     if args.report is not None:
         row = _bulk.Result(path, args.output, "written", _bulk.frames_of(mel.shape), info.seconds,
                            info.total_mel_residual)
@@ -318,7 +349,11 @@ def invert_many(args, settings):
         settings.audio = _audio(args)
     if args.report is not None:
         _bulk.check_writable(args.report, "--report")        # before any work, not after it
-    jobs, problems = _bulk.collect_inputs(args.inputs, args.output)
+    t0 = time.perf_counter()
+    try:
+        jobs, problems = _bulk.collect_inputs(args.inputs, args.output)
+    except KeyboardInterrupt as exc:      # stopped before any file: the summary all the same
+        return _stopped_collecting(args, exc, time.perf_counter() - t0)
     if args.wav_only:                                      # the sound is the output
         jobs = [_bulk.Job(j.input, str(Path(j.output).with_suffix(".wav"))) for j in jobs]
     n_workers = 1 if _uses_gpu(args.device) else args.jobs
@@ -327,7 +362,20 @@ def invert_many(args, settings):
                      report=args.report, command=shlex.join(["cumel", *args.argv]))
 
 
+def _stopped_collecting(args, exc, seconds):
+    """The summary (and ``--report``) of a run stopped while its inputs were being collected:
+    nothing was read or written. Returns the exit status (130 or 143)."""
+    signum = _bulk.signal_of(exc)
+    print(_bulk.summary_line([], seconds, signum) + "; stopped while collecting the inputs",
+          flush=True)
+    if args.report is not None:
+        _bulk.write_report(args.report, [], seconds, signum, shlex.join(["cumel", *args.argv]))
+    return _bulk.exit_status(exc)
+
+
 def cmd_invert(args):
+    if args.method != "griffinlim" and not (args.wav or args.wav_only):
+        raise ValueError(f"--method {args.method} makes the sound: give --wav or --wav-only")
     settings = _settings(args)
     if args.wav_only and args.output is None and not isinstance(args.wav, str):
         raise ValueError("--wav-only needs -o (the .wav of one input file, or a folder), or "
@@ -372,8 +420,9 @@ def cmd_demo(args):
         print(f"  for comparison, lstsq + relu (torchaudio 2.x): time={ref_info.seconds * 1e3:.1f} ms "
               f"mel residual = {ref_info.total_mel_residual:.3e}")
     if args.wav:
-        _to_wav(args, "demo_reconstruction.wav" if args.wav is True else args.wav, S, 16000,
-                hop_default=160)
+        # the full path: the line says where the file is, whichever folder the demo ran in
+        wav = Path("demo_reconstruction.wav" if args.wav is True else args.wav).resolve()
+        _to_wav(args, str(wav), S, 16000, hop_default=160, mel=mel, transform=transform)
 
 
 def main(argv=None):

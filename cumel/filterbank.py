@@ -34,8 +34,10 @@ import math
 import warnings
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ._backend import device_id
+from ._typing import Array, ArrayModule
 
 __all__ = [
     "hz_to_mel",
@@ -54,7 +56,7 @@ _SLANEY_MIN_LOG_MEL = _SLANEY_MIN_LOG_HZ / _SLANEY_F_SP   # = 15
 _SLANEY_LOGSTEP = math.log(6.4) / 27.0
 
 
-def hz_to_mel(freq, mel_scale="htk", xp=np):
+def hz_to_mel(freq: Array, mel_scale: str = "htk", xp: ArrayModule = np) -> Array:
     """Convert frequencies in Hz to mels.
 
     Parameters
@@ -93,7 +95,7 @@ def hz_to_mel(freq, mel_scale="htk", xp=np):
     return xp.where(freq >= _SLANEY_MIN_LOG_HZ, log_part, mels)
 
 
-def mel_to_hz(mels, mel_scale="htk", xp=np):
+def mel_to_hz(mels: Array, mel_scale: str = "htk", xp: ArrayModule = np) -> Array:
     """Convert mels to frequencies in Hz (inverse of :func:`hz_to_mel`).
 
     Parameters
@@ -125,8 +127,9 @@ def mel_to_hz(mels, mel_scale="htk", xp=np):
     return xp.where(mels >= _SLANEY_MIN_LOG_MEL, log_part, freqs)
 
 
-def melscale_fbanks(n_freqs, f_min, f_max, n_mels, sample_rate, norm=None, mel_scale="htk",
-                    *, dtype=np.float32, xp=np):
+def melscale_fbanks(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: float,
+                    norm: str | None = None, mel_scale: str = "htk", *,
+                    dtype: DTypeLike = np.float32, xp: ArrayModule = np) -> Array:
     """Triangular mel filterbank, equal to ``torchaudio.functional.melscale_fbanks``.
 
     Parameters
@@ -253,7 +256,7 @@ class SparseMel:
     True
     """
 
-    def __init__(self, fb):
+    def __init__(self, fb: Array) -> None:
         fb = np.asarray(fb, dtype=np.float64)
         n_freqs, n_mels = fb.shape
         nz = fb != 0.0
@@ -296,7 +299,7 @@ class SparseMel:
     # mel spectrogram, one column per frame): each product then works on whole contiguous rows of
     # frames, and a column's arithmetic never depends on the other columns.
 
-    def rmatvec(self, mu, xp, w=None):
+    def rmatvec(self, mu: Array, xp: ArrayModule, w: tuple[Array, ...] | None = None) -> Array:
         """``A.T @ mu``: (n_mels, ...) -> (n_freqs, ...).
 
         Parameters
@@ -313,14 +316,15 @@ class SparseMel:
         t += w_hi.reshape(shape) * mu[hi]
         return t
 
-    def matvec(self, s, xp, w=None):
+    def matvec(self, s: Array, xp: ArrayModule, w: tuple[Array, ...] | None = None) -> Array:
         """``A @ s``: (n_freqs, ...) -> (n_mels, ...)."""
         _, _, w_lo, w_hi = w if w is not None else self.arrays(xp, s.dtype)
         shape = (-1,) + (1,) * (s.ndim - 1)
         return (self.segment_sum(w_lo.reshape(shape) * s, xp)
                 + self.shift_up(self.segment_sum(w_hi.reshape(shape) * s, xp), xp))
 
-    def tridiag(self, d, xp, w=None):
+    def tridiag(self, d: Array, xp: ArrayModule,
+                w: tuple[Array, ...] | None = None) -> tuple[Array, Array]:
         """Diagonal and super-diagonal of ``A diag(d) A.T``.
 
         Parameters
@@ -344,7 +348,8 @@ class SparseMel:
         upper = self.segment_sum(w_lo * w_hi * d, xp)
         return diag, upper
 
-    def segment_sum(self, x, xp, out=None, scratch=None):
+    def segment_sum(self, x: Array, xp: ArrayModule, out: Array | None = None,
+                    scratch: Array | None = None) -> Array:
         """Sum ``x[j]`` over the bins of each row run: (n_freqs, ...) -> (n_mels, ...).
 
         On NumPy, ``out`` (n_mels, ...) and ``scratch`` (at least ``n_mels`` rows of the same
@@ -387,11 +392,11 @@ class SparseMel:
         return np.take(by_run, self.run_inverse, axis=0, out=out, mode="clip")
 
     @staticmethod
-    def shift_up(x, xp):
+    def shift_up(x: Array, xp: ArrayModule) -> Array:
         """``y[k] = x[k - 1]`` with ``y[0] = 0``: the ``w_hi`` part lands one mel higher."""
         return xp.concatenate([xp.zeros((1,) + x.shape[1:], x.dtype), x[:-1]], axis=0)
 
-    def arrays(self, xp, dtype):
+    def arrays(self, xp: ArrayModule, dtype: DTypeLike) -> tuple[Array, Array, Array, Array]:
         """``(lo, hi, w_lo, w_hi)`` on ``xp``'s current device in ``dtype``, cached.
 
         ``hi = min(lo + 1, n_mels - 1)``: where ``lo + 1 == n_mels``, ``w_hi`` is 0 anyway, so the

@@ -21,13 +21,20 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import warnings
 import wave
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 import numpy as np
 
 from . import _backend, _progress, _threads, _validate
 from . import stft as _stft
+from ._typing import Array, ArrayModule, Progress
 from .transforms import InverseMelScale
+
+if TYPE_CHECKING:
+    from .mel_frontends import Frontend
 
 __all__ = ["GriffinLim", "griffinlim", "mel_to_audio", "spectral_convergence", "write_wav"]
 
@@ -82,8 +89,10 @@ class GriffinLim:
         How the STFT inside the iteration pads: as the spectrogram's own STFT did (librosa
         >= 0.10 pads with zeros).
     seed : int, optional, keyword only
-        Seed of the start: ``numpy.random.default_rng(seed)`` on the host, for the NumPy and the
-        CuPy path alike, so both start from the same phases. None: fresh each call.
+        Seed of the start, drawn on the host for the NumPy and the CuPy path alike, so both start
+        from the same phases: item ``b`` of a batch from ``numpy.random.default_rng([seed, b])``
+        (:meth:`start`), so an item sounds the same whatever else is in its batch. None: fresh
+        each call.
     device : {None, "cpu", "cuda", "auto"}, keyword only
         Where a NumPy input is computed (a CuPy input always runs on its own device).
     workers : int or None, keyword only
@@ -133,9 +142,12 @@ class GriffinLim:
     True
     """
 
-    def __init__(self, n_fft=400, n_iter=32, win_length=None, hop_length=None, window="hann",
-                 power=2.0, momentum=0.99, length=None, rand_init=True, *, center=True, pad=None,
-                 pad_mode="reflect", seed=None, device=None, workers=None, progress=False):
+    def __init__(self, n_fft: int = 400, n_iter: int = 32, win_length: int | None = None,
+                 hop_length: int | None = None, window: str = "hann", power: float = 2.0,
+                 momentum: float = 0.99, length: int | None = None, rand_init: bool = True, *,
+                 center: bool = True, pad: int | tuple[int, int] | None = None,
+                 pad_mode: str = "reflect", seed: int | None = None, device: str | None = None,
+                 workers: int | None = None, progress: Progress = False) -> None:
         self.n_fft, self.hop_length, self.win_length = _stft.check_stft_args(n_fft, hop_length,
                                                                             win_length)
         self.framing = _stft.padding(self.n_fft, center, pad, pad_mode)
@@ -146,16 +158,16 @@ class GriffinLim:
         if not isinstance(power, numbers.Real) or isinstance(power, bool) or not power > 0 \
                 or not math.isfinite(power):
             raise ValueError(f"power must be a finite number > 0, got {power!r}")
-        self.power = float(power)
-        self.momentum = _check_real(momentum, "momentum", 0.0, 1.0)
+        self.power: float = float(power)
+        self.momentum: float = _check_real(momentum, "momentum", 0.0, 1.0)
         self.length = None if length is None else _validate.check_positive_int(length, "length")
         if not isinstance(rand_init, (bool, np.bool_)):
             raise ValueError(f"rand_init must be True or False, got {rand_init!r}")
-        self.rand_init = bool(rand_init)
-        self.seed = _validate.check_seed(seed)
+        self.rand_init: bool = bool(rand_init)
+        self.seed: int | None = _validate.check_seed(seed)
         self.device = _backend.check_device(device)
-        self.workers = _threads.check_workers(workers)
-        self.progress = _progress.check_progress(progress)
+        self.workers: int | None = _threads.check_workers(workers)
+        self.progress: Progress = _progress.check_progress(progress)
 
     @staticmethod
     def _check_window(window):
@@ -164,20 +176,20 @@ class GriffinLim:
         return "hann"
 
     @property
-    def n_freqs(self):
+    def n_freqs(self) -> int:
         return self.n_fft // 2 + 1
 
     @property
-    def center(self):
+    def center(self) -> bool:
         return self.framing.center
 
     @property
-    def pad(self):
+    def pad(self) -> tuple[int, int]:
         """``(left, right)`` samples of padding (``n_fft // 2`` each with ``center=True``)."""
         return self.framing.left, self.framing.right
 
     @property
-    def pad_mode(self):
+    def pad_mode(self) -> str:
         return self.framing.mode
 
     def __repr__(self):
@@ -188,25 +200,37 @@ class GriffinLim:
                 f"hop_length={self.hop_length}, power={self.power}, momentum={self.momentum}, "
                 f"length={self.length}, rand_init={self.rand_init}{framing})")
 
-    def start(self, shape):
-        """Start phases of a frames-major batch ``shape = (B, T, F)``, complex128 on the host:
-        ``numpy.random.default_rng(seed).random((2,) + shape)`` as real and imaginary parts
-        (or ones). With a fixed seed the last start is kept on the instance (read-only)."""
+    def start(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Start phases of a frames-major batch ``shape = (B, T, F)``, complex128 on the host.
+
+        Item ``b`` (its flat index over the leading dimensions) draws its own start:
+        ``numpy.random.default_rng([seed, b]).random((2, T, F))`` as real and imaginary parts (or
+        ones). An item's start, and so its sound, depends on the seed and its index alone, not
+        on how many items share the call or what they hold. Without a seed each item draws from
+        fresh entropy. With a fixed seed the last start is kept on the instance (read-only).
+        """
+        shape = tuple(int(n) for n in shape)
         if not self.rand_init:
             return np.ones(shape, np.complex128)
         if self.seed is not None:     # the same every call: keep the last one (read-only)
             cached = self.__dict__.get("_start")
-            if cached is not None and cached.shape == tuple(shape):
+            if cached is not None and cached.shape == shape:
                 return cached
-        rng = np.random.default_rng(self.seed)
-        re_im = rng.random((2,) + tuple(shape))
-        start = re_im[0] + 1j * re_im[1]
+        B, rest = shape[0], shape[1:]
+        seeds = (np.random.SeedSequence().spawn(B) if self.seed is None else
+                 [np.random.SeedSequence([self.seed, b]) for b in range(B)])
+        start = np.empty(shape, np.complex128)
+        for b in range(B):
+            rng = np.random.default_rng(seeds[b])
+            re_im = rng.random((2,) + rest)
+            start[b].real = re_im[0]
+            start[b].imag = re_im[1]
         if self.seed is not None:
             start.flags.writeable = False
             self._start = start
         return start
 
-    def __call__(self, specgram):
+    def __call__(self, specgram: Array) -> Array:
         """Waveform (..., length) of ``specgram`` (..., n_fft // 2 + 1, T); see the class."""
         with _backend.foreign_scope(specgram, "specgram", "cumel.GriffinLim",
                                     "cumel.torch.GriffinLim (torch operations)") as (specgram, back):
@@ -234,7 +258,7 @@ class GriffinLim:
         return self.length if self.length is not None else _stft.default_length(
             T, self.n_fft, self.hop_length, self.framing)
 
-    def magnitudes(self, xp, S):
+    def magnitudes(self, xp: ArrayModule, S: Array) -> tuple[Array, tuple[int, ...], int] | None:
         """Validated magnitudes of a spectrogram already on ``xp``: ``(mag, lead, n_out)`` with
         ``mag`` (B, T, n_freqs) frames-major, a fresh array (float64 for float64 input, float32
         otherwise), or None for an empty batch."""
@@ -269,7 +293,7 @@ class GriffinLim:
 
     # -- the iteration -----------------------------------------------------------------------
 
-    def inner_length(self, T, n_out, n_iter):
+    def inner_length(self, T: int, n_out: int, n_iter: int) -> int | None:
         """Length of the inner ISTFTs of ``T`` frames: ``n_out`` when it gives ``T`` frames back
         (torchaudio's loop), else None (the natural ``n_fft + hop * (T - 1) - left - right``,
         ``hop * (T - 1)`` centred; ``n_out`` is then only the output's). Raises when ``T``
@@ -285,19 +309,20 @@ class GriffinLim:
                              f"hop_length={hop}: the signal would not be longer than {what}")
         return inner
 
-    def istft(self, X, length, xp, run=None):
+    def istft(self, X: Array, length: int | None, xp: ArrayModule,
+              run: _threads.Runner | None = None) -> Array:
         """Frames-major ISTFT (:func:`cumel.stft.frames_istft`) with this transform's STFT and
         frame grid (``run``: the NumPy threads of :meth:`runner`)."""
         return _stft.frames_istft(X, self.n_fft, self.hop_length, self.win_length, length, xp,
                                   self.framing, run)
 
-    def stft(self, y, xp, run=None):
+    def stft(self, y: Array, xp: ArrayModule, run: _threads.Runner | None = None) -> Array:
         """Frames-major STFT (:func:`cumel.stft.frames_stft`) with this transform's STFT and
         frame grid (``run``: the NumPy threads of :meth:`runner`)."""
         return _stft.frames_stft(y, self.n_fft, self.hop_length, self.win_length, xp,
                                  self.framing, run)
 
-    def runner(self, xp, shape):
+    def runner(self, xp: ArrayModule, shape: tuple[int, int, int]) -> _threads.Runner:
         """The threads of the NumPy path for a (B, T, F) batch: a :class:`cumel._threads.Runner`
         to enter (``with``); pass it as ``run`` where its ``workers > 1``. The frames' FFTs and
         the update are shared between them, a few frames a thread at least (fewer would not pay
@@ -306,7 +331,9 @@ class GriffinLim:
         return _threads.Runner(workers,
                                minimum=max(1, MIN_FRAMES_ELEMENTS // (shape[0] * self.n_fft)))
 
-    def phases(self, xp, mag, n_iter, inner, run=None, tell=None):
+    def phases(self, xp: ArrayModule, mag: Array, n_iter: int, inner: int | None,
+               run: _threads.Runner | None = None,
+               tell: Callable[[int], Any] | None = None) -> Array:
         """``n_iter`` fast Griffin-Lim iterations on ``mag`` (B, T, F) from :meth:`start`: the
         last ``X`` (B, T, F), complex (the loop of the module docstring); ``tell(1)`` after
         each iteration when given."""
@@ -373,9 +400,12 @@ def update(rebuilt, tprev, mag, alpha, xp, run=None):
     return a
 
 
-def griffinlim(specgram, n_fft=400, n_iter=32, win_length=None, hop_length=None, window="hann",
-               power=2.0, momentum=0.99, length=None, rand_init=True, *, center=True, pad=None,
-               pad_mode="reflect", seed=None, device=None, workers=None, progress=False):
+def griffinlim(specgram: Array, n_fft: int = 400, n_iter: int = 32, win_length: int | None = None,
+               hop_length: int | None = None, window: str = "hann", power: float = 2.0,
+               momentum: float = 0.99, length: int | None = None, rand_init: bool = True, *,
+               center: bool = True, pad: int | tuple[int, int] | None = None,
+               pad_mode: str = "reflect", seed: int | None = None, device: str | None = None,
+               workers: int | None = None, progress: Progress = False) -> Array:
     """Functional form of :class:`GriffinLim`.
 
     Parameters
@@ -441,12 +471,20 @@ _PLAIN = {"sample_rate": 16000, "hop_length": None, "win_length": None, "power":
           "pad": None, "pad_mode": "reflect"}
 
 
-def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_length=_DEFAULT,
-                 win_length=_DEFAULT, power=_DEFAULT, n_iter=32, momentum=0.99, length=None,
-                 f_min=_DEFAULT, f_max=_DEFAULT, norm=_DEFAULT, mel_type=_DEFAULT,
-                 center=_DEFAULT, pad=_DEFAULT, pad_mode=_DEFAULT, fb=None, solver="nnls",
-                 seed=None, device=None, workers=None, progress=False, method="griffinlim",
-                 rho=None, sigma=None, inner_steps=None, start_iter=None):
+def mel_to_audio(mel: Array, n_fft: int | None = None, *, frontend: str | Frontend | None = None,
+                 sample_rate: float | _Default = _DEFAULT,
+                 hop_length: int | None | _Default = _DEFAULT,
+                 win_length: int | None | _Default = _DEFAULT, power: float | _Default = _DEFAULT,
+                 n_iter: int = 32, momentum: float = 0.99, length: int | None = None,
+                 f_min: float | _Default = _DEFAULT, f_max: float | None | _Default = _DEFAULT,
+                 norm: str | None | _Default = _DEFAULT, mel_type: str | _Default = _DEFAULT,
+                 center: bool | _Default = _DEFAULT,
+                 pad: int | tuple[int, int] | None | _Default = _DEFAULT,
+                 pad_mode: str | _Default = _DEFAULT, fb: Array | None = None,
+                 solver: str = "nnls", seed: int | None = None, device: str | None = None,
+                 workers: int | None = None, progress: Progress = False,
+                 method: str = "griffinlim", rho: float | None = None, sigma: float | None = None,
+                 inner_steps: int | None = None, start_iter: int | None = None) -> Array:
     """Waveform from a mel spectrogram: :class:`cumel.InverseMelScale`, then :class:`GriffinLim`
     (``method="griffinlim"``, the cascade), or magnitude and phase jointly by ADMM from the
     cascade's answer (``method="admm"``, :mod:`cumel.admm`).
@@ -566,10 +604,10 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
     >>> cumel.mel_to_audio(features, frontend="whisper", length=audio.size, seed=0).shape
     (16000,)
     """
-    admm_given = {"rho": rho, "sigma": sigma, "inner_steps": inner_steps,
-                  "start_iter": start_iter}
+    admm_given: dict[str, Any] = {"rho": rho, "sigma": sigma, "inner_steps": inner_steps,
+                                  "start_iter": start_iter}
     method = check_method(method, admm_given)
-    joint = {} if method == "griffinlim" else dict(method=method, **admm_given)
+    joint: dict[str, Any] = {} if method == "griffinlim" else dict(method=method, **admm_given)
     given = {k: v for k, v in dict(sample_rate=sample_rate, hop_length=hop_length,
                                    win_length=win_length, power=power, f_min=f_min, f_max=f_max,
                                    norm=norm, mel_type=mel_type, center=center, pad=pad,
@@ -587,7 +625,7 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
     if n_fft is None:
         raise ValueError("n_fft is required without frontend= (the FFT size of the mel's STFT; "
                          "or pass frontend='whisper', 'hifigan', ... for a model's features)")
-    opts = dict(_PLAIN, **given)
+    opts: dict[str, Any] = dict(_PLAIN, **given)
     with _backend.foreign_scope(mel, "mel", "cumel.mel_to_audio (its Griffin-Lim)",
                                 "cumel.torch.InverseMelScale followed by cumel.torch.GriffinLim"
                                 ) as (mel, back):
@@ -613,7 +651,8 @@ def mel_to_audio(mel, n_fft=None, *, frontend=None, sample_rate=_DEFAULT, hop_le
         return back(to_caller(gl(S)))
 
 
-def spectral_convergence(y, x, n_fft, hop_length=None, win_length=None):
+def spectral_convergence(y: Array, x: Array, n_fft: int, hop_length: int | None = None,
+                         win_length: int | None = None) -> float:
     """``|| |STFT(y)| - |STFT(x)| ||_F / || |STFT(x)| ||_F`` (NumPy, float64).
 
     Parameters
@@ -655,28 +694,58 @@ def spectral_convergence(y, x, n_fft, hop_length=None, win_length=None):
     return float(np.linalg.norm(Y - X) / np.linalg.norm(X))
 
 
-def write_wav(file, y, sample_rate):
-    """Write audio as 16-bit PCM WAV (standard library ``wave``), peak scaled to 0.99.
+def write_wav(file: str | os.PathLike[str] | BinaryIO, y: Array, sample_rate: int,
+              normalize: bool = False) -> tuple[int, int]:
+    """Write audio as 16-bit PCM WAV (standard library ``wave``) at the level it has.
+
+    Full scale is 1.0: a sample ``y`` is written as ``round(y * 32767)``. Samples beyond full
+    scale (``|y| > 1``) are clipped to it, with a warning that says how many there were and how
+    loud the peak was; ``normalize=True`` scales instead.
 
     Parameters
     ----------
     file : str, path or binary file object
     y : array_like, shape (n_samples,) or (..., n_samples)
-        Leading dimensions become channels. Scaled so that its largest magnitude is at 0.99 of
-        full scale (no clipping; silence stays silent).
+        Leading dimensions become channels.
     sample_rate : int
         Hz.
+    normalize : bool, default False
+        Scale so that the largest magnitude is at 0.99 of full scale (no clipping; silence stays
+        silent). Without it the level is the one computed.
 
     Returns
     -------
     (n_channels, n_samples)
+
+    Warns
+    -----
+    UserWarning
+        Without ``normalize``, when samples exceed full scale and are clipped.
+
+    Examples
+    --------
+    >>> import io, numpy as np
+    >>> from cumel.griffin_lim import write_wav
+    >>> write_wav(io.BytesIO(), 0.5 * np.sin(np.linspace(0, 100, 1600)), 16000)
+    (1, 1600)
     """
     flat = np.asarray(_backend.to_numpy(y), np.float64)
     flat = flat.reshape(-1, flat.shape[-1])
     peak = float(np.abs(flat).max()) if flat.size else 0.0
-    pcm = np.round(flat * (0.99 * 32767 / peak if peak > 0 else 0.0)).astype("<i2")
-    with wave.open(file if not isinstance(file, (str, bytes)) and hasattr(file, "write")
-                   else str(file), "wb") as f:
+    if normalize:
+        scale = 0.99 / peak if peak > 0 else 0.0
+    else:
+        scale = 1.0
+        over = int(np.count_nonzero(np.abs(flat) > 1.0))
+        if over:
+            name = f"{file}: " if isinstance(file, (str, bytes)) or hasattr(file, "__fspath__") else ""
+            warnings.warn(f"{name}{over} of {flat.size} samples ({over / flat.size:.2%}) exceed full "
+                          f"scale (peak {peak:.3g}, {20 * math.log10(peak):+.1f} dBFS) and are "
+                          "clipped; normalise (--normalize, normalize=True) or lower the level",
+                          UserWarning, stacklevel=2)
+    pcm = np.round(np.clip(flat * (scale * 32767), -32767, 32767)).astype("<i2")
+    target = file if not isinstance(file, (str, bytes, os.PathLike)) else os.fspath(file)
+    with wave.open(target if not isinstance(target, bytes) else target.decode(), "wb") as f:
         f.setnchannels(pcm.shape[0])
         f.setsampwidth(2)
         f.setframerate(int(sample_rate))

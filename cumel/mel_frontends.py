@@ -49,11 +49,13 @@ import math
 import numbers
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from . import _backend, _validate
 from . import stft as _stft
+from ._typing import Array, ArrayModule, Progress
 from .filterbank import UserFilterbank
 
 __all__ = ["Frontend", "frontend", "frontends", "PRESETS"]
@@ -237,27 +239,27 @@ class Frontend:
     # -- the frame grid --------------------------------------------------------------------------
 
     @property
-    def n_stft(self):
+    def n_stft(self) -> int:
         return self.n_fft // 2 + 1
 
     @property
-    def framing(self):
+    def framing(self) -> _stft.Padding:
         """The :class:`cumel.stft.Padding` of the frame grid."""
         return _stft.padding(self.n_fft, self.center, self.pad, self.pad_mode)
 
-    def frames(self, n_samples):
+    def frames(self, n_samples: int) -> int:
         """Feature frames of ``n_samples`` samples of audio (after ``pad_to``)."""
         n = max(n_samples, self.pad_to or 0)
         return _stft.frame_count(n, self.n_fft, self.hop_length, self.framing) - int(
             self.drop_last_frame)
 
-    def longest(self, n_frames):
+    def longest(self, n_frames: int) -> int:
         """The most samples of audio that ``n_frames`` feature frames can describe: the
         longest ``length`` :meth:`audio` accepts."""
         return _stft.longest_signal(n_frames + int(self.drop_last_frame), self.n_fft,
                                     self.hop_length, self.framing)
 
-    def filterbank_key(self):
+    def filterbank_key(self) -> tuple[Any, ...]:
         """The :func:`cumel.transforms.get_plan` key of the front end's filterbank."""
         if self.fb is not None:
             return (self.fb,)
@@ -266,7 +268,7 @@ class Frontend:
 
     # -- forward ---------------------------------------------------------------------------------
 
-    def features(self, audio):
+    def features(self, audio: Array) -> Array:
         """The front end's features of ``audio``, as the model's own code computes them.
 
         Parameters
@@ -315,7 +317,7 @@ class Frontend:
             out = self.compress(mel, xp)
             return back(out.reshape(lead + out.shape[1:]))
 
-    def compress(self, mel, xp=np):
+    def compress(self, mel: Array, xp: ArrayModule = np) -> Array:
         """Linear mel (B, n_mels, T) to features: the logarithm, reference, dynamic range and
         affine map (per item ``b``)."""
         c = mel
@@ -327,7 +329,7 @@ class Frontend:
                 c = c - self.multiplier * log(peak)
             elif self.ref != 1.0:
                 c = c - self.multiplier * (math.log if self.log == "ln" else math.log10)(
-                    max(self.floor, self.ref))
+                    max(self.floor, float(self.ref)))
             if self.dynamic_range is not None:
                 c = xp.maximum(c, c.max(axis=(1, 2), keepdims=True) - self.dynamic_range)
         if self.offset != 0.0 or self.scale != 1.0:
@@ -390,7 +392,7 @@ class Frontend:
         dtype = np.float64 if f.dtype == np.float64 else np.float32
         return xp, f.reshape((-1,) + f.shape[-2:]).astype(dtype, copy=False)
 
-    def floor_mask(self, features):
+    def floor_mask(self, features: Array) -> Array:
         """True where a feature sits at the compression's floor (the clamp ``floor``, or
         ``max - dynamic_range``): its true value is anywhere below, and :meth:`mel` takes it as
         0. Shape and array kind of ``features`` (a NumPy/CuPy bool array; NumPy for a torch
@@ -402,7 +404,7 @@ class Frontend:
                 at_floor = xp.zeros(f.shape, bool)
             return at_floor.reshape(tuple(features.shape))
 
-    def mel(self, features, *, length=None):
+    def mel(self, features: Array, *, length: int | None = None) -> Array:
         """Undo the compression: features (..., n_mels, T) -> the linear mel (power or
         magnitude, as ``power``), non-negative, with values at the floor set to 0.
 
@@ -445,7 +447,8 @@ class Frontend:
                              f"{self.hop_length}) describe at most {longest} samples")
         return min(n_frames, _stft.frame_count(length, self.n_fft, self.hop_length, self.framing))
 
-    def spectrogram(self, features, *, length=None, solver="nnls", device=None, workers=None):
+    def spectrogram(self, features: Array, *, length: int | None = None, solver: str = "nnls",
+                    device: str | None = None, workers: int | None = None) -> Array:
         """The linear spectrogram the features came from: :meth:`mel`, then
         :class:`cumel.InverseMelScale` (nnls by default) on the front end's filterbank.
 
@@ -482,8 +485,9 @@ class Frontend:
     def _inverse(self, solver, device, workers):
         return _inverse_mel_scale(self, solver, device, workers)
 
-    def griffin_lim(self, spectrogram, *, length=None, n_iter=32, seed=None, device=None,
-                    momentum=0.99, workers=None):
+    def griffin_lim(self, spectrogram: Array, *, length: int | None = None, n_iter: int = 32,
+                    seed: int | None = None, device: str | None = None, momentum: float = 0.99,
+                    workers: int | None = None) -> Array:
         """Sound from the front end's spectrogram (:meth:`spectrogram`): fast Griffin-Lim on its
         frame grid and padding, magnitudes ``sqrt(|X|^2)`` (``magnitude_eps`` taken off), peak
         scaled to 1 with ``ref="max"``.
@@ -519,9 +523,11 @@ class Frontend:
             y = y / xp.where(peak > 0, peak, 1)
         return y
 
-    def audio(self, features, *, length=None, n_iter=32, seed=None, device=None, workers=None,
-              momentum=0.99, solver="nnls", progress=False, method="griffinlim", rho=None,
-              sigma=None, inner_steps=None, start_iter=None):
+    def audio(self, features: Array, *, length: int | None = None, n_iter: int = 32,
+              seed: int | None = None, device: str | None = None, workers: int | None = None,
+              momentum: float = 0.99, solver: str = "nnls", progress: Progress = False,
+              method: str = "griffinlim", rho: float | None = None, sigma: float | None = None,
+              inner_steps: int | None = None, start_iter: int | None = None) -> Array:
         """Sound from features: :meth:`spectrogram`, then :meth:`griffin_lim`: fast Griffin-Lim
         on the front end's own frame grid and padding, so sample ``i`` of the result lines up
         with sample ``i`` of the audio the features came from. ``method="admm"``: from there,
@@ -599,11 +605,11 @@ class Frontend:
 
     # -- description -----------------------------------------------------------------------------
 
-    def describe(self):
+    def describe(self) -> list[str]:
         """Lines of text: the parameters, grouped, and what the compression loses."""
         grid = ("center=True (frame t centred on sample t * hop)" if self.center else
                 f"center=False, pad={self.pad} (frame t centred on sample t * hop + "
-                f"{self.n_fft // 2 - self.pad[0]})")
+                f"{self.n_fft // 2 - self.framing.left})")
         lines = [f"{self.name}: {self.sample_rate} Hz, n_fft={self.n_fft}, hop_length="
                  f"{self.hop_length}, win_length={self.win_length} (periodic Hann), {grid}, "
                  f"pad_mode={self.pad_mode!r}"
@@ -725,7 +731,7 @@ PRESETS = {
 }
 
 
-def frontend(name, **overrides):
+def frontend(name: str | Frontend, **overrides: Any) -> Frontend:
     """A preset :class:`Frontend`, with any of its fields overridden.
 
     ::
@@ -805,7 +811,7 @@ def _preset(name):
         return Frontend(name=name, **_resolved(PRESETS[name]))
 
 
-def frontends():
+def frontends() -> dict[str, Frontend]:
     """The presets, ``{name: Frontend}`` (see :func:`frontend`).
 
     Returns

@@ -145,7 +145,7 @@ def check_stft_args(n_fft, hop_length, win_length):
 
 # -- device-side constants, cached per parameters, array module, device and dtype -------------------
 
-_DEVICE_CACHE = {}
+_DEVICE_CACHE: dict = {}
 
 
 def cached(xp, key, build):

@@ -104,6 +104,7 @@ states (a value clamped at ``max - dynamic_range`` is inverted as that level, at
 from __future__ import annotations
 
 import math
+from typing import Any, Iterable, Iterator
 import numbers
 import warnings
 
@@ -111,7 +112,9 @@ import numpy as np
 
 from . import _backend, _threads, _validate
 from . import stft as _stft
-from .griffin_lim import _DEFAULT, _PLAIN, EPS, _check_real
+from ._typing import Array
+from .mel_frontends import Frontend
+from .griffin_lim import _DEFAULT, _PLAIN, EPS, _check_real, _Default
 
 __all__ = ["MelStream", "mel_to_audio_stream"]
 
@@ -187,11 +190,17 @@ class MelStream:
     True
     """
 
-    def __init__(self, n_fft=None, *, frontend=None, n_mels=None, sample_rate=_DEFAULT,
-                 hop_length=_DEFAULT, win_length=_DEFAULT, power=_DEFAULT, f_min=_DEFAULT,
-                 f_max=_DEFAULT, norm=_DEFAULT, mel_type=_DEFAULT, center=_DEFAULT, pad=_DEFAULT,
-                 fb=None, lookahead=3, n_iter=8, momentum=0.99, method="fgla", seed=0,
-                 solver="nnls", device=None, workers=1):
+    def __init__(self, n_fft: int | None = None, *, frontend: str | Frontend | None = None,
+                 n_mels: int | None = None, sample_rate: float | _Default = _DEFAULT,
+                 hop_length: int | None | _Default = _DEFAULT,
+                 win_length: int | None | _Default = _DEFAULT, power: float | _Default = _DEFAULT,
+                 f_min: float | _Default = _DEFAULT, f_max: float | None | _Default = _DEFAULT,
+                 norm: str | None | _Default = _DEFAULT, mel_type: str | _Default = _DEFAULT,
+                 center: bool | _Default = _DEFAULT,
+                 pad: int | tuple[int, int] | None | _Default = _DEFAULT, fb: Array | None = None,
+                 lookahead: int = 3, n_iter: int = 8, momentum: float = 0.99,
+                 method: str = "fgla", seed: int | None = 0, solver: str = "nnls",
+                 device: str | None = None, workers: int | None = 1) -> None:
         self.lookahead = _check_int(lookahead, "lookahead", 0)
         self.n_iter = _check_int(n_iter, "n_iter", 1)
         if not isinstance(method, str) or method.lower() not in METHODS:
@@ -292,13 +301,13 @@ class MelStream:
         self._rngs = None
 
     @property
-    def latency(self):
+    def latency(self) -> int:
         """Samples by which the final output trails the audio the pushed frames describe:
         ``n_fft - right + (lookahead - 1) * hop_length``."""
         return self.n_fft - self.framing.right + (self.lookahead - 1) * self.hop_length
 
     @property
-    def latency_ms(self):
+    def latency_ms(self) -> float:
         return 1000.0 * self.latency / self.sample_rate
 
     def __repr__(self):
@@ -348,7 +357,7 @@ class MelStream:
                              f"{bad[1]} of this push); nothing of this push was used")
         return packed, batched
 
-    def push(self, mel_frames):
+    def push(self, mel_frames: Array) -> Array:
         """Take the next frames; return the samples that became final.
 
         Parameters
@@ -389,7 +398,7 @@ class MelStream:
                     self._arrive(mag[:, i])
             return back(to_caller(self._emit(final=False)))
 
-    def flush(self):
+    def flush(self) -> Array:
         """End the stream: run the frames still in flight to the end and return the rest.
 
         Returns
@@ -414,7 +423,7 @@ class MelStream:
             self._final.append(self._tail[:, r] * inv[r])
         return self._back(self._emit(final=True))
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget everything pushed: the stream starts again, as new (the same seed)."""
         self._reset()
 
@@ -617,7 +626,8 @@ def _update(rebuilt, tprev, mag, alpha, xp):
     return b
 
 
-def mel_to_audio_stream(chunks, n_fft=None, **kwargs):
+def mel_to_audio_stream(chunks: Iterable[Array], n_fft: int | None = None,
+                        **kwargs: Any) -> Iterator[Array]:
     """Generator form of :class:`MelStream`: the samples of each chunk as it comes, then the
     rest.
 

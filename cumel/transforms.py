@@ -11,10 +11,13 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import _backend, _progress, _random, _threads, _validate
+from ._typing import Array, ArrayModule, Progress
 from .filterbank import UserFilterbank, melscale_fbanks, sparse_of_key
 from .solvers import lstsq as _lstsq
 from .solvers import mindspore_gd as _mindspore
@@ -177,18 +180,19 @@ class MelScale:
     (2, 64, 10)
     """
 
-    def __init__(self, n_mels=128, sample_rate=16000, f_min=0.0, f_max=None, n_stft=201,
-                 norm=None, mel_scale="htk", *, fb=None):
+    def __init__(self, n_mels: int = 128, sample_rate: float = 16000, f_min: float = 0.0,
+                 f_max: float | None = None, n_stft: int = 201, norm: str | None = None,
+                 mel_scale: str = "htk", *, fb: Array | None = None) -> None:
         self.key = _filterbank_key(n_stft, None if fb is not None else n_mels, sample_rate,
                                    f_min, f_max, norm, mel_scale, "mel_scale", fb)
         self.plan = get_plan(self.key)
         self.n_stft, self.n_mels = self.plan.sparse.n_freqs, self.plan.sparse.n_mels
 
     @property
-    def fb(self):
+    def fb(self) -> np.ndarray:
         return self.plan.fb(np.float32)
 
-    def __call__(self, specgram):
+    def __call__(self, specgram: Array) -> Array:
         xp = _backend.get_array_module(specgram)
         if specgram.ndim < 2 or specgram.shape[-2] != self.n_stft:
             raise ValueError(f"specgram must have shape (..., n_stft={self.n_stft}, time), "
@@ -329,10 +333,14 @@ class InverseMelScale:
     True
     """
 
-    def __init__(self, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_max=None,
-                 max_iter=100000, tolerance_loss=1e-5, tolerance_change=1e-8, sgdargs=None,
-                 norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None,
-                 max_device_bytes=None, workers=None, progress=False, fb=None):
+    def __init__(self, n_stft: int, n_mels: int | None = None, sample_rate: float = 16000,
+                 f_min: float = 0.0, f_max: float | None = None, max_iter: int = 100000,
+                 tolerance_loss: float = 1e-5, tolerance_change: float = 1e-8,
+                 sgdargs: dict[str, Any] | None = None, norm: str | None = None,
+                 mel_type: str = "htk", *, solver: str = "nnls", seed: int | None = None,
+                 device: str | None = None, max_device_bytes: int | None = None,
+                 workers: int | None = None, progress: Progress = False,
+                 fb: Array | None = None) -> None:
         self.solver = _validate.canonical_solver(solver)
         self.key = _filterbank_key(n_stft, n_mels, sample_rate, f_min, f_max, norm, mel_type,
                                    "mel_type", fb)
@@ -351,7 +359,7 @@ class InverseMelScale:
         self.plan = get_plan(self.key)
 
     @property
-    def fb(self):
+    def fb(self) -> np.ndarray:
         """The filterbank, (n_stft, n_mels) float32, torchaudio layout."""
         return self.plan.fb(np.float32)
 
@@ -372,7 +380,8 @@ class InverseMelScale:
             return self.plan
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def __call__(self, mel, *, out=None, return_info=False):
+    def __call__(self, mel: Array, *, out: Array | None = None,
+                 return_info: bool = False) -> Array | tuple[Array, SolveInfo]:
         """Invert ``mel`` (..., n_mels, time).
 
         Parameters
@@ -572,7 +581,7 @@ class InverseMelScale:
         return (f"{where}: the spectrogram exceeds the {dtype} range (mel values up to "
                 f"{peak:.3g}); pass float64 input or rescale the mel")
 
-    def start(self, shape, dtype, xp=np):
+    def start(self, shape: tuple[int, ...], dtype: DTypeLike, xp: ArrayModule = np) -> Array:
         """The SGD solver's start point of ``shape`` (C order of torch's or MindSpore's draws).
 
         With a fixed ``seed`` it is the same every call, so the last one is kept (per array
@@ -681,11 +690,15 @@ def _all_finite(xp, S):
                for b in range(0, B, step_b) for t in range(0, T, step_t))
 
 
-def inverse_mel_scale(mel, n_stft, n_mels=None, sample_rate=16000, f_min=0.0, f_max=None,
-                      max_iter=100000, tolerance_loss=1e-5, tolerance_change=1e-8, sgdargs=None,
-                      norm=None, mel_type="htk", *, solver="nnls", seed=None, device=None,
-                      out=None, return_info=False, max_device_bytes=None, workers=None,
-                      progress=False, fb=None):
+def inverse_mel_scale(mel: Array, n_stft: int, n_mels: int | None = None,
+                      sample_rate: float = 16000, f_min: float = 0.0, f_max: float | None = None,
+                      max_iter: int = 100000, tolerance_loss: float = 1e-5,
+                      tolerance_change: float = 1e-8, sgdargs: dict[str, Any] | None = None,
+                      norm: str | None = None, mel_type: str = "htk", *, solver: str = "nnls",
+                      seed: int | None = None, device: str | None = None, out: Array | None = None,
+                      return_info: bool = False, max_device_bytes: int | None = None,
+                      workers: int | None = None, progress: Progress = False,
+                      fb: Array | None = None) -> Array | tuple[Array, SolveInfo]:
     """Functional form of :class:`InverseMelScale`; ``n_mels`` defaults to ``mel.shape[-2]``
     (or to ``fb``'s number of filters).
 

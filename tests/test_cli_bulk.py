@@ -258,3 +258,71 @@ def test_device_cuda_without_a_gpu_is_one_clear_error(tree, tmp_path, capsys):
                      *ARGS]) == 2
     assert "device='cuda'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_progress_lines_name_the_file_written(tree, tmp_path, capsys, monkeypatch):
+    root, _ = tree
+    monkeypatch.setitem(sys.modules, "tqdm", None)                 # the plain lines
+    out = tmp_path / "out"
+    cli.main(["invert", str(root), "-o", str(out), "--n-stft", str(N_STFT)])
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("cumel: [")]
+    written = [ln for ln in lines if "] written " in ln]
+    assert len(written) == 6
+    assert any(f"written {out / 'sub' / 'e.npy'} (from {root / 'sub' / 'e.npz'})" in ln
+               for ln in written), written
+    assert any(f"failed {root / 'sub' / 'broken.npy'} " in ln for ln in lines), lines
+    cli.main(["invert", str(root), "-o", str(tmp_path / "wavs"), "--n-stft", str(N_STFT),
+              "--wav-only", "--n-iter", "1"])
+    lines = capsys.readouterr().err.splitlines()
+    assert any(f"written {tmp_path / 'wavs' / 'a.wav'} (from {root / 'a.npy'})" in ln
+               for ln in lines), lines
+
+
+def test_sigterm_while_collecting_inputs_still_prints_the_summary(tree, tmp_path, capsys,
+                                                                  monkeypatch):
+    root, _ = tree
+    collect = _bulk.collect_inputs
+
+    def stopped_while_collecting(paths, outdir):
+        os.kill(os.getpid(), signal.SIGTERM)       # the stop handler raises here, in the search
+        time.sleep(5)
+        return collect(paths, outdir)
+
+    monkeypatch.setattr(_bulk, "collect_inputs", stopped_while_collecting)
+    report = tmp_path / "run.json"
+    rc = cli.main(["invert", str(root), "-o", str(tmp_path / "out"), *ARGS, "--report",
+                   str(report)])
+    assert rc == 143
+    out = capsys.readouterr().out
+    assert out.startswith("cumel: interrupted (SIGTERM): 0 written, 0 skipped (already there), 0 failed")
+    assert "stopped while collecting the inputs" in out
+    doc = json.loads(report.read_text())
+    assert doc["interrupted"] is True and doc["signal"] == "SIGTERM" and doc["files"] == []
+
+
+@pytest.mark.parametrize("batch", [[], ["--batch-frames", "64"]])
+def test_method_admm_makes_the_sound_over_a_folder(tree, tmp_path, batch):
+    import wave
+    root, expected = tree
+    out = tmp_path / "out"
+    assert cli.main(["invert", str(root / "a.npy"), str(root / "sub" / "c.npy"), "-o", str(out),
+                     *ARGS, "--wav", "--method", "admm", "--n-iter", "3", "--seed", "1",
+                     *batch]) == 0
+    for name, rel in (("a", "a.npy"), ("c", "sub/c.npy")):
+        mel = np.load(root / rel)
+        ref = cumel.mel_to_audio(mel, 2 * (N_STFT - 1), method="admm", n_iter=3, seed=1)
+        with wave.open(str(out / f"{name}.wav"), "rb") as f:      # every channel
+            pcm = np.frombuffer(f.readframes(f.getnframes()), "<i2").reshape(-1, f.getnchannels())
+        y = pcm.T.astype(np.float64) / 32767
+        assert np.abs(ref).max() <= 1.0
+        # the ADMM of mel_to_audio, at its level; 16-bit rounding, the nnls start's rounding
+        assert np.abs(y.reshape(ref.shape) - ref).max() < 2e-4 + 1e-3 * np.abs(ref).max()
+        gl = cumel.mel_to_audio(mel, 2 * (N_STFT - 1), n_iter=3, seed=1)
+        assert np.abs(gl - ref).max() > 1e-2 * np.abs(ref).max()       # not Griffin-Lim's
+
+
+def test_method_admm_needs_the_sound(tree, tmp_path, capsys):
+    root, _ = tree
+    assert cli.main(["invert", str(root), "-o", str(tmp_path / "out"), *ARGS, "--method",
+                     "admm"]) == 2
+    assert "--method admm makes the sound: give --wav or --wav-only" in capsys.readouterr().err

@@ -17,10 +17,12 @@ def _hifigan_features(seconds=0.5, clip_name="speech_05"):
     return x, cumel.frontend("hifigan").features(x)
 
 
-def _wav_equals(path, y, rate):
+def _wav_equals(path, y, rate, normalize=False):
+    """The WAV at ``path`` holds ``y`` at its own level (or its peak at 0.99 with --normalize)."""
     got, got_rate = read_wav(path)
     assert got_rate == rate and got.shape == y.shape
-    ref = y * (0.99 / np.abs(y).max())
+    assert np.abs(y).max() <= 1.0                                  # nothing clipped here
+    ref = y * (0.99 / np.abs(y).max()) if normalize else y
     assert np.abs(got - ref).max() < 2e-4                          # 16-bit rounding
 
 
@@ -104,7 +106,9 @@ def test_log_mels_given_as_linear_are_said_so(tmp_path, capsys):
                      "513", "--sample-rate", "22050", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "1 written" in out and "1 looked like log or dB mels (pass --frontend" in out
-    assert "warning: " in out and "f.npy: mel: 100% of its values are negative" in out
+    from cumel._validate import percent
+    share = percent(float((F < 0).mean()))
+    assert "warning: " in out and f"f.npy: mel: {share} of its values are negative" in out
     assert cli.main(["invert", str(tmp_path / "in" / "f.npy"), "-o", str(tmp_path / "s.npy"),
                      "--n-stft", "513", "--sample-rate", "22050", "--no-progress"]) == 0
     assert "looks like a log or dB mel; pass --frontend NAME" in capsys.readouterr().err
@@ -143,3 +147,29 @@ def test_bad_arguments_exit_2(tmp_path, capsys, monkeypatch, args, message):
     np.save(tmp_path / "f.npy", F)
     assert cli.main(["invert", "f.npy", *args, "--no-progress"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_log_mel_warning_gives_the_true_share(tmp_path, capsys):
+    # 16 positive values among 4000: 99.6 % negative, which a whole percent would round to 100
+    mel = -np.ones((16, 250), np.float32)
+    mel.reshape(-1)[::250] = 1.0
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "m.npy", mel)
+    assert cli.main(["invert", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--n-stft",
+                     "65", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "m.npy: mel: 99.6% of its values are negative" in out
+    with pytest.warns(UserWarning, match=r"mel: 99\.6% of its values are negative"):
+        cumel.InverseMelScale(65, 16)(mel)
+    from cumel._validate import percent
+    assert (percent(0.99996), percent(4e-5), percent(1.0), percent(0.0)) == \
+        ("99.9%", "0.1%", "100.0%", "0.0%")
+
+
+def test_the_demo_wav_is_ignored_by_the_repository():
+    from conftest import REPO
+    ignore = REPO / ".gitignore"
+    if not ignore.exists():
+        pytest.skip("not a checkout of the repository (no .gitignore)")
+    patterns = {ln.strip() for ln in ignore.read_text().splitlines()}
+    assert patterns & {"demo_reconstruction.wav", "/demo_reconstruction.wav"}

@@ -219,6 +219,32 @@ def test_seeded_reproducibility():
     assert np.array_equal(gl(S), gl(S))           # same start every call
 
 
+def test_seeded_item_sounds_the_same_in_any_batch():
+    # the start of item b comes from (seed, b): neither the batch size nor the other items
+    # change it, so neither do they change the sound
+    rng = np.random.default_rng(4)
+    S = rng.random((3, 201, 12)) ** 2                   # float64: the same bits expected
+    gl = cumel.GriffinLim(400, 3, hop_length=160, seed=7)
+    whole = gl(S)
+    alone = cumel.GriffinLim(400, 3, hop_length=160, seed=7)(S[:1])
+    pair = cumel.GriffinLim(400, 3, hop_length=160, seed=7)(S[:2])
+    np.testing.assert_allclose(alone[0], whole[0], rtol=0, atol=1e-12 * np.abs(whole).max())
+    np.testing.assert_allclose(pair, whole[:2], rtol=0, atol=1e-12 * np.abs(whole).max())
+    other = S.copy()
+    other[0] = rng.random((201, 12))                    # another item 0: item 1 unchanged
+    changed = gl(other)
+    np.testing.assert_allclose(changed[1:], whole[1:], rtol=0, atol=1e-12 * np.abs(whole).max())
+    starts = gl.start((3, 12, 201))
+    np.testing.assert_array_equal(cumel.GriffinLim(400, seed=7).start((1, 12, 201))[0], starts[0])
+    assert not np.array_equal(starts[0], starts[1])     # each item its own start
+
+
+def test_unseeded_items_start_apart():
+    c = cumel.GriffinLim(400).start((2, 5, 201))
+    assert not np.array_equal(c[0], c[1])
+    assert not np.array_equal(c, cumel.GriffinLim(400).start((2, 5, 201)))
+
+
 def test_start_is_torch_rand_like_complex():
     gl = cumel.GriffinLim(400, seed=0)
     c = gl.start((2, 5, 201))

@@ -64,6 +64,19 @@ def test_griffinlim_cupy_equals_numpy(emulated, dtype, rtol, momentum):
     assert np.abs(got - expected).max() <= rtol * np.abs(expected).max()
 
 
+def test_griffinlim_cupy_item_sounds_the_same_in_any_batch(emulated):
+    # the seeded start is per item index on the host for both paths: a batch of three on the
+    # device gives item 0 the sound the NumPy path gives it alone
+    cupy = emulated
+    S = _spectrogram((3, 33, 6), np.float64, seed=5)
+    gl = cumel.GriffinLim(64, n_iter=3, hop_length=16, seed=4)
+    whole = _host(gl(cupy.asarray(S)))
+    alone = cumel.GriffinLim(64, n_iter=3, hop_length=16, seed=4)(S[:1])
+    assert np.abs(whole[:1] - alone).max() <= 1e-9 * np.abs(alone).max()
+    pair = _host(cumel.GriffinLim(64, n_iter=3, hop_length=16, seed=4)(cupy.asarray(S[1:2])))
+    assert np.abs(pair[0] - whole[1]).max() > 1e-3 * np.abs(whole[1]).max()   # index 0, not 1
+
+
 def test_griffinlim_cupy_input_untouched_and_numpy_device_cuda(emulated):
     cupy = emulated
     S = _spectrogram((33, 5), np.float64, seed=1)

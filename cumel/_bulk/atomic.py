@@ -24,6 +24,7 @@ import secrets
 import socket
 import stat
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ _TEMP_NAME = re.compile(r"\..*\.(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{6})-[0-9a-z]{6
                         + re.escape(TEMP_SUFFIX))
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-_TEMPS = set()              # temporary files of this process not yet renamed or removed
+_TEMPS: set[str] = set()    # temporary files of this process not yet renamed or removed
 _LOCK = threading.Lock()    # _TEMPS and _abandoned: a watcher thread may abandon them
 _abandoned = False
 
@@ -209,10 +210,16 @@ def save_npy(path, array):
     write_atomic(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
-def save_wav(path, y, sample_rate):
-    """:func:`cumel.griffin_lim.write_wav` to exactly ``path``, atomically."""
+def save_wav(path, y, sample_rate, normalize=False):
+    """:func:`cumel.griffin_lim.write_wav` to exactly ``path``, atomically (a clipping warning
+    names ``path``)."""
     from ..griffin_lim import write_wav
-    write_atomic(path, lambda f: write_wav(f, y, sample_rate))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_atomic(path, lambda f: write_wav(f, y, sample_rate, normalize))
+    for w in caught:
+        warnings.warn(f"{path}: {w.message}" if issubclass(w.category, UserWarning) else w.message,
+                      w.category, stacklevel=2)
 
 
 def _remove(tmp):

@@ -8,7 +8,8 @@ import time
 
 class Progress:
     """Files done, files/s and frames/s on stderr: a tqdm bar, or one plain line per file when
-    tqdm is not installed (or ``plain=True``). ``enabled=False`` shows nothing."""
+    tqdm is not installed (or ``plain=True``), naming the file written and its input.
+    ``enabled=False`` shows nothing."""
 
     def __init__(self, total, enabled=True, stream=None, plain=False):
         self.total, self.enabled = total, enabled
@@ -92,7 +93,10 @@ class Progress:
                 self.bar.update(min(step, max(0.0, self.total - self.bar.n)))
         elif self.enabled:
             elapsed = max(time.perf_counter() - self.t0, 1e-9)
-            print(f"cumel: [{self.done}/{self.total}] {result.status} {result.input} "
+            # the file written (or already there) is named, and the input it came from
+            named = (f"{result.output} (from {result.input})"
+                     if result.status in ("written", "skipped") and result.output else result.input)
+            print(f"cumel: [{self.done}/{self.total}] {result.status} {named} "
                   f"({self.done / elapsed:.1f} files/s, {self.frames_per_second():,.0f} frames/s)",
                   file=self.stream, flush=True)
 

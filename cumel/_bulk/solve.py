@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._validate import COMPRESSED_SHARE, negative_share
+from .._validate import COMPRESSED_SHARE, negative_share, percent
 from ..transforms import InverseMelScale, residual_norms, total_residual
 from .atomic import committing, save_npy, save_wav
 from .inputs import FileProblem, frames_of, load_mel
@@ -27,7 +27,8 @@ class Settings:
     With ``frontend`` (a :class:`cumel.Frontend`) the inputs are that front end's features: they
     are undone (:meth:`linear`) and inverted on its filterbank, and their sound is made on its
     frame grid. ``audio`` (``--wav``): Griffin-Lim keywords (hop_length, win_length, power,
-    n_iter, length, seed); ``wav_only``: the sound is the output, no spectrogram is written.
+    n_iter, length, seed); ``wav_only``: the sound is the output, no spectrogram is written;
+    ``normalize``: the sound is scaled to a peak of 0.99 (otherwise written at its level).
     """
     n_stft: int
     n_mels: int | None = None
@@ -37,6 +38,7 @@ class Settings:
     frontend: object = None
     wav_only: bool = False
     length: int | None = None        # --length: with a front end, only the frames it needs
+    normalize: bool = False          # --normalize: the sound's peak at 0.99 of full scale
 
     def cache_key(self, n_mels):
         return (self.n_stft, n_mels, repr(sorted(self.transform.items())), self.frontend)
@@ -66,7 +68,7 @@ class Settings:
         return self.frontend.mel(mel, length=self.length)
 
 
-_TRANSFORMS = {}     # per process: (settings, n_mels) -> InverseMelScale, built once
+_TRANSFORMS: dict = {}     # per process: (settings, n_mels) -> InverseMelScale, built once
 
 
 def transform_for(settings, n_mels):
@@ -117,11 +119,43 @@ def audio_of(S, sample_rate, hop_length=None, seed=None, device=None, *, n_iter=
     return gl(S), gl
 
 
-def sound(S, settings):
+def admm_sound(S, mel, transform, audio, frontend=None, device=None, workers=None):
+    """``--method admm``: magnitude and phase together (:mod:`cumel.admm`) from the inverted
+    spectrogram ``S`` of ``mel`` (the linear mel ``transform`` inverted), on ``device``; on the
+    front end's grid with ``frontend``. ``audio``: the Griffin-Lim keywords of ``--wav``
+    (``n_iter``: the ADMM's iterations). The waveform (..., samples), NumPy."""
+    from .. import _backend, admm
+    from ..griffin_lim import GriffinLim
+    n_iter, length, seed = audio.get("n_iter", 32), audio.get("length"), audio.get("seed")
+    if frontend is not None:
+        from ..mel_frontends import _griffin_lim
+        gl = _griffin_lim(frontend, n_iter, frontend.power, 0.99, length, seed, workers)
+    else:
+        power = audio.get("power")
+        gl = GriffinLim(2 * (S.shape[-2] - 1), n_iter, audio.get("win_length"),
+                        audio.get("hop_length"), power=2.0 if power is None else power,
+                        length=length, seed=seed, workers=workers)
+    settings = admm.check_settings(n_iter, None, None, None, None, n_mels=int(mel.shape[-2]),
+                                   n_freqs=gl.n_freqs)
+    xp, mel_x, to_caller = _backend.select(np.asarray(mel), device)
+    y = admm.run(gl, transform, mel_x, xp.asarray(S), settings, xp)
+    if frontend is not None and frontend.ref == "max":     # no level kept: peak 1, as audio()
+        peak = xp.abs(y).max(axis=-1, keepdims=True)
+        y = y / xp.where(peak > 0, peak, 1)
+    return np.asarray(to_caller(y))
+
+
+def sound(S, settings, mel=None, transform=None):
     """The waveform of the spectrogram ``S`` under ``settings`` (``--wav``): Griffin-Lim on the
-    front end's grid with ``frontend``, else :func:`audio_of`."""
+    front end's grid with ``frontend``, else :func:`audio_of`; with ``method="admm"`` in
+    ``settings.audio``, :func:`admm_sound` from the linear ``mel`` and its ``transform``."""
     audio = dict(settings.audio or {})
+    method = audio.pop("method", "griffinlim")
     device, workers = settings.transform.get("device"), settings.transform.get("workers")
+    if method == "admm":
+        if mel is None or transform is None:
+            raise ValueError("--method admm needs the mel and its transform")
+        return admm_sound(S, mel, transform, audio, settings.frontend, device, workers)
     if settings.frontend is not None:
         return settings.frontend.griffin_lim(S, length=audio.get("length"),
                                              n_iter=audio.get("n_iter", 32),
@@ -130,13 +164,14 @@ def sound(S, settings):
     return audio_of(S, settings.sample_rate, device=device, workers=workers, **audio)[0]
 
 
-def save_outputs(output, S, settings):
+def save_outputs(output, S, settings, mel=None, transform=None):
     """The spectrogram to ``output``; with ``settings.audio`` also its sound, beside it (.wav),
-    or, with ``settings.wav_only``, the sound alone to ``output``."""
+    or, with ``settings.wav_only``, the sound alone to ``output`` (``mel`` and ``transform``:
+    what ``S`` was inverted from, for ``--method admm``)."""
     if settings.audio is not None:
-        y = sound(S, settings)
+        y = sound(S, settings, mel, transform)
         save_wav(output if settings.wav_only else Path(output).with_suffix(".wav"), y,
-                 settings.sample_rate)
+                 settings.sample_rate, settings.normalize)
     if not settings.wav_only:
         save_npy(output, S)          # last: an existing .npy means every output is complete
 
@@ -146,7 +181,7 @@ COMPRESSED = "looks like a log or dB mel"     # the words of cumel's warning (_v
 
 def compressed_warning(share):
     """The command line's words for a mel with ``share`` of its values negative."""
-    return (f"mel: {share:.0%} of its values are negative, but it is taken as a linear (power "
+    return (f"mel: {percent(share)} of its values are negative, but it is taken as a linear (power "
             f"or magnitude) mel: this {COMPRESSED}; pass --frontend NAME (cumel frontends lists "
             "them) or undo the compression")
 
@@ -196,7 +231,7 @@ def solve_file(job, settings, progress=None, record=None):
         return _recorded(failure(job, exc), record)
     with committing():
         try:
-            save_outputs(job.output, S, settings)
+            save_outputs(job.output, S, settings, mel, transform)
         except Exception as exc:  # noqa: BLE001 - a failed write is this file's
             return _recorded(failure(job, exc), record)
         return _recorded(Result(job.input, job.output, "written", frames_of(mel.shape),
@@ -221,8 +256,8 @@ def solve_batch(jobs, settings, frame_budget, record, progress=None):
 
     def write(job, cols, shape, part, transform, seconds):
         lead, T = shape[:-2], shape[-1]
-        spec = np.ascontiguousarray(part.reshape((part.shape[0],) + lead + (T,)).transpose(
-            tuple(range(1, len(lead) + 1)) + (0, len(lead) + 1)))
+        back = tuple(range(1, len(lead) + 1)) + (0, len(lead) + 1)    # columns to (..., n, T)
+        spec = np.ascontiguousarray(part.reshape((part.shape[0],) + lead + (T,)).transpose(back))
         try:
             residual = mel_residual(transform, cols, part)
         except Exception as exc:  # noqa: BLE001 - this file's failure
@@ -232,7 +267,8 @@ def solve_batch(jobs, settings, frame_budget, record, progress=None):
         said = f"{job.input}: {compressed_warning(share)}" if share >= COMPRESSED_SHARE else None
         with committing():
             try:
-                save_outputs(job.output, spec, settings)
+                mel = cols.reshape((cols.shape[0],) + lead + (T,)).transpose(back)
+                save_outputs(job.output, spec, settings, mel, transform)
             except Exception as exc:  # noqa: BLE001 - this file's failure
                 record(failure(job, exc))
                 return

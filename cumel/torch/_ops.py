@@ -33,7 +33,7 @@ from ..solvers import gradient as _gradient
 DIFFERENTIABLE = ("nnls", "lstsq")
 NO_GRADIENT_INSTEAD = "solver='nnls' or solver='lstsq', which have one"
 
-_TRANSFORMS = {}            # config -> cumel.InverseMelScale, for this process
+_TRANSFORMS: dict = {}      # config (and filterbank digest) -> cumel.InverseMelScale, this process
 _LOCK = threading.Lock()
 
 
