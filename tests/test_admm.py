@@ -118,7 +118,7 @@ def test_prior_bits_do_not_depend_on_batch_or_threads(monkeypatch):
     plan = _plan()
     m, c, v = _random_problem(plan, n_frames=40, seed=5)
     whole, _, _ = _solve_prior(plan, m, c, v, floor=1e-5, max_iter=4)
-    monkeypatch.setattr(_nnls, "CHUNK_ELEMENTS", 65 * 7)            # chunks of 7 frames
+    monkeypatch.setattr(_nnls.chunks, "CHUNK_ELEMENTS", 65 * 7)            # chunks of 7 frames
     chunked, _, _ = _solve_prior(plan, m, c, v, floor=1e-5, max_iter=4, workers=3)
     assert np.array_equal(whole, chunked)
     alone, _, _ = _solve_prior(plan, m[:, 17:18], c[:, 17:18], v[:, 17:18], floor=1e-5,

@@ -217,7 +217,7 @@ def test_large_batch_is_solved_in_chunks_with_the_same_bits(monkeypatch):
     _, M = audio_pair("speech-201x128", "speech_06")
     inv = cumel.InverseMelScale(201, 128)
     whole = inv(M)
-    monkeypatch.setattr(nnls, "CHUNK_ELEMENTS", 201 * 37)     # 37 frames a chunk
+    monkeypatch.setattr(nnls.chunks, "CHUNK_ELEMENTS", 201 * 37)     # 37 frames a chunk
     np.testing.assert_array_equal(inv(M), whole)
 
 
@@ -254,7 +254,7 @@ def test_line_search_root_is_exact(prior, crowded):
 
     def root(cols):
         k = len(cols)
-        return nnls._root_of_dphi(t[:, cols], u[:, cols], on_zero[:, cols], on_one[:, cols],
+        return nnls.iteration._root_of_dphi(t[:, cols], u[:, cols], on_zero[:, cols], on_one[:, cols],
                                   *(a[cols] for a in args), np.empty((n_bins, k)),
                                   np.empty((n_bins, k), bool), step[:, cols] if prior else None)
 
@@ -278,7 +278,7 @@ def test_j_update_equals_a_fresh_sum(n_stft, n_mels):
     plan = cumel.InverseMelScale(n_stft, n_mels).plan.nnls()
     n = 50
     rng = np.random.default_rng(n_stft)
-    work = nnls._Work(plan, n)
+    work = nnls.work._Work(plan, n)
     d_prev = work.bin_view("d_prev", n)
     d_prev[...] = rng.random((n_stft, n)) < 0.6
     d = work.bin_view("d", n)
@@ -287,10 +287,10 @@ def test_j_update_equals_a_fresh_sum(n_stft, n_mels):
     flips[:, :5] = False                       # five frames keep every bin
     d ^= flips
     diag, upper = np.empty((n_mels, n)), np.empty((n_mels, n))
-    nnls._tridiag_into(plan, work, d_prev.astype(np.float64), diag, upper)
+    nnls.iteration._tridiag_into(plan, work, d_prev.astype(np.float64), diag, upper)
     fresh_diag, fresh_upper = np.empty((n_mels, n)), np.empty((n_mels, n))
-    nnls._tridiag_into(plan, work, d.astype(np.float64), fresh_diag, fresh_upper)
-    changed = nnls._tridiag_update(plan, work, d, d_prev, diag, upper)
+    nnls.iteration._tridiag_into(plan, work, d.astype(np.float64), fresh_diag, fresh_upper)
+    changed = nnls.iteration._tridiag_update(plan, work, d, d_prev, diag, upper)
     scale = np.abs(fresh_diag).max()
     assert np.abs(diag - fresh_diag).max() <= 1e-14 * scale
     assert np.abs(upper - fresh_upper).max() <= 1e-14 * scale
@@ -306,7 +306,7 @@ def test_j_kept_between_steps_or_summed_every_step_gives_the_same_solve(monkeypa
     inv = _transform("music-1025x128")
     results = {}
     for refresh in (1, 2, nnls.J_REFRESH):
-        monkeypatch.setattr(nnls, "J_REFRESH", refresh)
+        monkeypatch.setattr(nnls.iteration, "J_REFRESH", refresh)
         results[refresh] = _frames_solve(inv, M)
     s1, it1, kkt1 = results[1]
     for refresh in (2, nnls.J_REFRESH):
@@ -326,7 +326,7 @@ def test_t_kept_between_steps_or_computed_every_step_gives_the_same_solve(monkey
     default = nnls.T_REFRESH
     results = {}
     for refresh in (1, default):
-        monkeypatch.setattr(nnls, "T_REFRESH", refresh)
+        monkeypatch.setattr(nnls.iteration, "T_REFRESH", refresh)
         results[refresh] = _frames_solve(inv, M)
     (s1, it1, _), (s, it, kkt) = results[1], results[default]
     assert it1.max() >= 4                     # several steps kept t between them
@@ -343,7 +343,7 @@ def test_stopped_frames_leave_at_once_or_ride_along_with_the_same_bits(monkeypat
     inv, A, M = _random_case("negative_values")
     results = []
     for dead in (1, nnls.COMPACT_DEAD, 10 ** 9):
-        monkeypatch.setattr(nnls, "COMPACT_DEAD", dead)
+        monkeypatch.setattr(nnls.iteration, "COMPACT_DEAD", dead)
         results.append(_frames_solve(inv, M))
     assert np.unique(results[0][1]).size >= 4      # frames stop at several different steps
     for s, it, kkt in results[1:]:

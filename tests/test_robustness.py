@@ -118,8 +118,8 @@ def test_tight_tolerances_on_signed_frames_stop_at_the_rounding_floor():
 def test_step_bound_caps_every_frame_whatever_max_iter(monkeypatch):
     # a frame that could only stop on the cap: no rule may fire (no rounding floor, and never a
     # full step, so the exact line search cannot end the solve on an unchanged active set)
-    monkeypatch.setattr(nnls, "FLOOR_KKT", 0.0)
-    monkeypatch.setattr(nnls, "FULL_STEP_TIE", -np.inf)
+    monkeypatch.setattr(nnls.iteration, "FLOOR_KKT", 0.0)
+    monkeypatch.setattr(nnls.iteration, "FULL_STEP_TIE", -np.inf)
     _, M = audio_pair("speech-201x128", "speech_03")
     M = M[:, :40].astype(np.float64)
     M[::3] *= -1.0

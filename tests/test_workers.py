@@ -29,9 +29,9 @@ MUSIC = dict(n_stft=1025, n_mels=128, sample_rate=22050, norm="slaney", mel_type
 def test_bits_do_not_depend_on_workers_or_chunks(music_batch, workers, monkeypatch):
     reference, info = cumel.InverseMelScale(**MUSIC, workers=1)(music_batch, return_info=True)
     for chunk_elements in (nnls.CHUNK_ELEMENTS, 40 * 1025, 1025):   # several chunks, one frame
-        monkeypatch.setattr(nnls, "CHUNK_ELEMENTS", chunk_elements)
-        monkeypatch.setattr(nnls, "THREAD_CHUNK_ELEMENTS", chunk_elements)
-        monkeypatch.setattr(nnls, "MIN_CHUNK_ELEMENTS", min(chunk_elements, nnls.MIN_CHUNK_ELEMENTS))
+        monkeypatch.setattr(nnls.chunks, "CHUNK_ELEMENTS", chunk_elements)
+        monkeypatch.setattr(nnls.chunks, "THREAD_CHUNK_ELEMENTS", chunk_elements)
+        monkeypatch.setattr(nnls.chunks, "MIN_CHUNK_ELEMENTS", min(chunk_elements, nnls.MIN_CHUNK_ELEMENTS))
         S, other = cumel.InverseMelScale(**MUSIC, workers=workers)(music_batch, return_info=True)
         np.testing.assert_array_equal(S, reference)
         np.testing.assert_array_equal(other.iterations, info.iterations)
@@ -61,15 +61,15 @@ def _first_two_workers_meet(seen):
 
 def test_several_threads_really_run(music_batch, monkeypatch):
     seen = set()
-    solve_frames = nnls._solve_frames
+    solve_frames = nnls.chunks._solve_frames
     meet = _first_two_workers_meet(seen)
 
     def record(*args, **kwargs):
         meet()
         return solve_frames(*args, **kwargs)
 
-    monkeypatch.setattr(nnls, "_solve_frames", record)
-    monkeypatch.setattr(nnls, "MIN_CHUNK_ELEMENTS", 1025)
+    monkeypatch.setattr(nnls.chunks, "_solve_frames", record)
+    monkeypatch.setattr(nnls.chunks, "MIN_CHUNK_ELEMENTS", 1025)
     cumel.InverseMelScale(**MUSIC, workers=3)(music_batch)
     assert len(seen) >= 2
     seen.clear()
