@@ -87,3 +87,28 @@ def _quiet_empty_filter_warning():
 
 # The CPU emulator of the CUDA kernels (tests/cudasim): fixtures for the `emulated` tests.
 from cudasim.fixtures import emulated_cupy, emulated_cupy_order  # noqa: E402,F401
+
+
+# The CPU loops of nnls (cumel.solvers.nnls): the NumPy loop and the compiled one (numba, the
+# `cpu` extra; the test extra installs it, so CI runs both).
+CPU_LOOPS = ["numpy", "numba"]
+
+
+def use_cpu_loop(monkeypatch, loop):
+    """Select nnls's CPU loop for this test (``CUMEL_CPU``); the compiled one needs numba."""
+    if loop == "numba":
+        pytest.importorskip("numba", reason="the compiled CPU loop needs numba (the cpu extra)")
+    monkeypatch.setenv("CUMEL_CPU", loop)
+
+
+@pytest.fixture(params=CPU_LOOPS)
+def cpu_loop(request, monkeypatch):
+    """Each test that takes it runs once on each CPU loop of nnls."""
+    use_cpu_loop(monkeypatch, request.param)
+    return request.param
+
+
+@pytest.fixture
+def numpy_loop(monkeypatch):
+    """The NumPy loop of nnls (tests of its own tuning constants)."""
+    use_cpu_loop(monkeypatch, "numpy")

@@ -1,16 +1,21 @@
 """The batch in chunks of frames, solved side by side on worker threads."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..._threads import map_chunks
+from . import iteration
 from .iteration import _solve_frames, step_bound
-from .work import _work_sets
+from .work import _work_sets, bytes_per_frame, trim_kept
 
 CHUNK_ELEMENTS = 1 << 19          # n_freqs x frames per work array: 4 MB of float64
 THREAD_CHUNK_ELEMENTS = 1 << 20   # ... when the frames are shared between threads
 MIN_CHUNK_ELEMENTS = 1 << 19      # smallest chunk when the frames are shared between threads
 CHUNKS_PER_WORKER = 4             # chunks a thread, where the batch is large enough
+SCRATCH_BYTES = 48 << 20          # NumPy loop: every thread's work arrays together, at most
+COMPILED_CHUNK_ELEMENTS = 1 << 17  # compiled loop: n_freqs x frames of a chunk (1 MB of float64)
 
 
 def solve(plan, m, *, max_iter, tolerance_loss, tolerance_change):
@@ -85,11 +90,22 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
     cap = min(int(max_iter), step_bound(plan.n_mels))
     iterations = np.zeros((B, T), dtype=np.int64)
     kkt = np.zeros((B, T))
-    chunks = chunk_bounds(B * T, plan.sparse.n_freqs, workers, uniform=cap == 0)
+    compiled = compiled_module()
+    has_prior = prior is not None
+    per_frame = bytes_per_frame(plan, has_prior, compiled is not None)
+    if compiled is not None:
+        chunks = compiled_chunk_bounds(B * T, plan.sparse.n_freqs, workers)
+    else:
+        chunks = chunk_bounds(B * T, plan.sparse.n_freqs, workers, uniform=cap == 0)
+        # every thread's work arrays together within SCRATCH_BYTES, whatever the threads
+        threads = min(workers, len(chunks))
+        if chunks and threads * max(b - a for a, b in chunks) * per_frame > SCRATCH_BYTES:
+            chunks = chunk_bounds(B * T, plan.sparse.n_freqs, workers, uniform=cap == 0,
+                                  max_frames=max(1, SCRATCH_BYTES // (threads * per_frame)))
     if not chunks:
         return iterations, kkt
     capacity = max(b - a for a, b in chunks)
-    works = _work_sets(scratch, plan, capacity, prior is not None)
+    works = _work_sets(scratch, plan, capacity, has_prior, compiled is not None)
     errors = np.geterr()          # the caller's floating-point error handling, for every thread
 
     def run(bounds):
@@ -99,7 +115,10 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
     def solve_chunk(bounds):
         work = works.take()
         try:
-            _solve_chunk(work, bounds)
+            if compiled is None:
+                _solve_chunk(work, bounds)
+            else:
+                _solve_chunk_compiled(work, bounds)
         finally:
             works.give_back(work)
 
@@ -126,8 +145,77 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
         if progress is not None:
             progress(n)
 
-    map_chunks(run, chunks, workers)
+    def _solve_chunk_compiled(work, bounds):
+        # the frames gathered frame-major (a frame's values contiguous, as the loop reads them)
+        a, b = bounds
+        n = b - a
+        m, s = work.m[:n], work.s[:n]
+        c, v = work.c[:n], work.v[:n]
+        for frames, b_index, t0, t1 in _slabs(a, b, T):
+            np.copyto(m[frames], mel[b_index, :, t0:t1].T, casting="unsafe")
+            if prior is not None:       # bins in bin order
+                np.copyto(c[frames], prior.center[b_index, :, t0:t1].T, casting="unsafe")
+                np.copyto(v[frames], prior.spread[b_index, :, t0:t1].T, casting="unsafe")
+        lo, _, w_lo, w_hi = plan.w
+        compiled.solve_frames(m, s, work.iterations[:n], work.kkt[:n], lo, w_lo, w_hi,
+                              plan.sparse.row_start, plan.start_inv_pivot, plan.start_upper_scaled,
+                              plan.start_upper, plan.eps, cap, float(tolerance_loss),
+                              float(tolerance_change), iteration.FULL_STEP_TIE,
+                              iteration.FLOOR_KKT, iteration.FLOOR_RATIO, prior is not None,
+                              c, v, 0.0 if prior is None else prior.floor)
+        for frames, b_index, t0, t1 in _slabs(a, b, T):
+            out[b_index, :, t0:t1] = s[frames].T
+            iterations[b_index, t0:t1] = work.iterations[frames]
+            kkt[b_index, t0:t1] = work.kkt[frames]
+        if progress is not None:
+            progress(n)
+
+    try:
+        map_chunks(run, chunks, workers)
+    finally:
+        trim_kept(scratch)
     return iterations, kkt
+
+
+def compiled_chunk_bounds(n_frames, n_freqs, workers):
+    """Chunks for the compiled loop: at most ``COMPILED_CHUNK_ELEMENTS // n_freqs`` frames, and
+    with several threads at least ``CHUNKS_PER_WORKER`` a thread (threads run their chunks truly
+    side by side: no GIL to hand over, so small chunks cost nothing and even out the load)."""
+    chunk = max(1, COMPILED_CHUNK_ELEMENTS // n_freqs)
+    if workers > 1:
+        chunk = min(chunk, max(1, -(-n_frames // (CHUNKS_PER_WORKER * workers))))
+    n_chunks = -(-n_frames // chunk)
+    edges = np.linspace(0, n_frames, n_chunks + 1).astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+_COMPILED = {}                    # the choice of CUMEL_CPU -> the compiled module or None
+
+
+def compiled_module():
+    """The compiled loop's module (:mod:`cumel.solvers.nnls.compiled`), or None for the NumPy
+    loop: ``CUMEL_CPU`` unset (or ``auto``) takes the compiled loop where numba imports,
+    ``numpy`` the NumPy loop, ``numba`` the compiled loop or an ImportError saying why not."""
+    choice = os.environ.get("CUMEL_CPU", "").strip().lower() or "auto"
+    if choice not in ("auto", "numpy", "numba"):
+        raise ValueError(f"CUMEL_CPU must be 'numpy', 'numba' or 'auto' (or unset), got "
+                         f"{os.environ.get('CUMEL_CPU')!r}")
+    if choice == "numpy":
+        return None
+    if choice not in _COMPILED:
+        try:
+            from . import compiled
+        except Exception as exc:          # numba absent, or one that does not import here
+            _COMPILED["failed"] = exc
+            compiled = None
+        _COMPILED[choice] = _COMPILED["auto"] = compiled
+    if _COMPILED[choice] is None and choice == "numba":
+        raise ImportError(f"CUMEL_CPU=numba, but numba does not import "
+                          f"({_COMPILED.get('failed')!r}); install it with pip install "
+                          f"'cumel[cpu]', or unset CUMEL_CPU for the NumPy loop")
+    return _COMPILED[choice]
+
+
 
 
 def _slabs(a, b, T):
@@ -141,7 +229,7 @@ def _slabs(a, b, T):
         f += t1 - t0
 
 
-def chunk_bounds(n_frames, n_freqs, workers, uniform=False):
+def chunk_bounds(n_frames, n_freqs, workers, uniform=False, max_frames=None):
     """``[(start, stop), ...]``: near-equal runs of frames, at most ``CHUNK_ELEMENTS // n_freqs``
     a chunk; with several threads, at most ``THREAD_CHUNK_ELEMENTS // n_freqs`` and at least
     ``CHUNKS_PER_WORKER`` chunks a thread where that leaves ``MIN_CHUNK_ELEMENTS`` a chunk (frames
@@ -162,6 +250,8 @@ def chunk_bounds(n_frames, n_freqs, workers, uniform=False):
         smallest = max(1, MIN_CHUNK_ELEMENTS // n_freqs)
         chunk = max(1, THREAD_CHUNK_ELEMENTS // n_freqs)
         chunk = min(chunk, max(smallest, -(-n_frames // (CHUNKS_PER_WORKER * workers))))
+    if max_frames is not None:
+        chunk = min(chunk, max_frames)
     n_chunks = -(-n_frames // chunk)
     if workers > 1 and not uniform and n_chunks > workers:
         n_chunks = -(-n_chunks // workers) * workers

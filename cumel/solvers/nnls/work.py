@@ -12,45 +12,118 @@ from .tridiagonal import _CyclicReduction
 
 class _WorkSets:
     """Sets of work arrays for chunks of up to ``capacity`` frames: a chunk takes a free one (or
-    a new one: at most as many as chunks run at once) and gives it back."""
+    a new one: at most as many as chunks run at once) and gives it back.  ``compiled``: the
+    compiled loop's sets (:class:`_CompiledWork`), else the NumPy loop's (:class:`_Work`)."""
 
-    def __init__(self, plan, capacity, prior):
-        self.key = (plan, capacity, prior)
+    def __init__(self, plan, capacity, prior, compiled=False):
+        self.key = (plan, capacity, prior, compiled)
         self.free = queue.SimpleQueue()
 
     def take(self):
         try:
             return self.free.get_nowait()
         except queue.Empty:
-            return _Work(*self.key)
+            plan, capacity, prior, compiled = self.key
+            return (_CompiledWork if compiled else _Work)(plan, capacity, prior)
 
     def give_back(self, work):
         self.free.put(work)
 
+    def trim(self, budget):
+        """Free the sets beyond ``budget`` bytes (the rest stay for the next call); returns the
+        bytes kept."""
+        kept, held = [], 0
+        while True:
+            try:
+                work = self.free.get_nowait()
+            except queue.Empty:
+                break
+            if held + work.nbytes <= budget:
+                kept.append(work)
+                held += work.nbytes
+        for work in kept:
+            self.free.put(work)
+        return held
 
-_KEPT = collections.OrderedDict()   # work arrays kept between calls, for the last few plans
+
+# Work arrays kept between calls, for the last few plans: at most KEPT_BYTES in all, whatever the
+# number of threads (a call with more threads allocates the sets it needs and frees the extra
+# ones when it returns).
+_KEPT = collections.OrderedDict()
 KEPT_PLANS = 2
+KEPT_BYTES = 48 << 20
 
 
-def _work_sets(scratch, plan, capacity, prior):
-    """The caller's kept :class:`_WorkSets` when it fits (same plan and prior, enough capacity),
-    else a new one, kept in ``scratch`` if given, else in this module for the next call on the
-    same plan (at most ``KEPT_PLANS`` plans): a call on a clip after a call on a clip then finds
-    its work arrays with their pages already mapped (on a virtual machine a page fault costs a
-    few microseconds, and one chunk's arrays are thousands of pages)."""
+def _work_sets(scratch, plan, capacity, prior, compiled=False):
+    """The caller's kept :class:`_WorkSets` when it fits (same plan, prior and loop, enough
+    capacity), else a new one, kept in ``scratch`` if given, else in this module for the next
+    call on the same plan (at most ``KEPT_PLANS`` plans, ``KEPT_BYTES`` in all, see
+    :func:`trim_kept`): a call on a clip after a call on a clip then finds its work arrays with
+    their pages already mapped (on a virtual machine a page fault costs a few microseconds, and
+    one chunk's arrays are thousands of pages)."""
     if scratch is None:
-        key = (id(plan), prior)
+        key = (id(plan), prior, compiled)
         kept = _KEPT.get(key)
         if kept is None or kept.key[0] is not plan or kept.key[1] < capacity:
-            kept = _KEPT[key] = _WorkSets(plan, capacity, prior)
+            kept = _KEPT[key] = _WorkSets(plan, capacity, prior, compiled)
         _KEPT.move_to_end(key)
         while len(_KEPT) > KEPT_PLANS:
             _KEPT.popitem(last=False)
         return kept
     kept = scratch.get("nnls")
-    if kept is None or kept.key[0] is not plan or kept.key[2] != prior or kept.key[1] < capacity:
-        kept = scratch["nnls"] = _WorkSets(plan, capacity, prior)
+    if kept is None or kept.key != (plan, max(capacity, kept.key[1]), prior, compiled):
+        kept = scratch["nnls"] = _WorkSets(plan, capacity, prior, compiled)
     return kept
+
+
+def trim_kept(scratch=None):
+    """After a call: what this module keeps (or ``scratch``'s sets) cut to ``KEPT_BYTES``, the
+    most recent plan's sets first."""
+    if scratch is not None:
+        if "nnls" in scratch:
+            scratch["nnls"].trim(KEPT_BYTES)
+        return
+    budget = KEPT_BYTES
+    for key in reversed(list(_KEPT)):
+        budget -= _KEPT[key].trim(budget)
+
+
+def kept_bytes():
+    """Bytes of work arrays this module keeps between calls."""
+    total = 0
+    for sets in list(_KEPT.values()):
+        total += sets.trim(float("inf"))
+    return total
+
+
+def bytes_per_frame(plan, prior, compiled=False):
+    """Bytes a set of work arrays takes per frame of its capacity (what chunks are sized by)."""
+    n_freqs, n_mels = plan.sparse.n_freqs, plan.n_mels
+    if compiled:
+        return 8 * (n_mels + n_freqs * (3 if prior else 1)) + 16
+    floats = len(_Work._BIN_FLOAT) + (len(_Work._BIN_PRIOR) if prior else 0)
+    # bins: float64 and bool arrays; mels: float64 arrays and the cyclic reduction's (7 of half
+    # the rows each level, about the rows in all)
+    return n_freqs * (8 * floats + len(_Work._BIN_BOOL)) + 8 * n_mels * (len(_Work._MEL) + 7)
+
+
+class _CompiledWork:
+    """One thread's arrays for the compiled loop: the chunk's frames gathered frame-major in
+    float64 (``m``: (capacity, n_mels); with a prior ``c`` and ``v``: (capacity, n_freqs), bin
+    order), its result ``s`` (capacity, n_freqs), step counts and KKT residuals.  The loop's own
+    state is a few vectors of a frame, allocated per call."""
+
+    def __init__(self, plan, capacity, prior=False):
+        n_freqs, n_mels = plan.sparse.n_freqs, plan.n_mels
+        self.capacity = capacity
+        self.m = np.empty((capacity, n_mels))
+        self.s = np.empty((capacity, n_freqs))
+        shape = (capacity, n_freqs) if prior else (0, n_freqs)
+        self.c, self.v = np.empty(shape), np.empty(shape)
+        self.iterations = np.empty(capacity, dtype=np.int64)
+        self.kkt = np.empty(capacity)
+        self.nbytes = sum(a.nbytes for a in (self.m, self.s, self.c, self.v, self.iterations,
+                                             self.kkt))
 
 
 class _Work:
@@ -75,6 +148,8 @@ class _Work:
         self.flat.update({name: np.empty(size_bins, dtype=bool) for name in self._BIN_BOOL})
         self.flat.update({name: np.empty(size_mels) for name in self._MEL})
         self.tridiag = _CyclicReduction(self.n_mels, capacity)
+        reduced = {id(b): b.nbytes for level in self.tridiag.buffers for b in level}
+        self.nbytes = sum(a.nbytes for a in self.flat.values()) + sum(reduced.values())
         self.views = {}               # (name, columns) -> view; see bin_view
 
     def bin_view(self, name, n):
