@@ -190,6 +190,19 @@ def compiled_chunk_bounds(n_frames, n_freqs, workers):
 
 
 _COMPILED = {}                    # the choice of CUMEL_CPU -> the compiled module or None
+_ANNOUNCED = []                   # the cold compile already announced in this process
+
+
+def announce_compile(write):
+    """``write(note)`` once a process, before the first solve, where the compiled loop will run
+    and numba's cache does not hold it yet (the first call then compiles it: seconds).  For
+    programs with a user at a terminal (the CLI and its demo)."""
+    compiled = compiled_module()
+    if compiled is None or _ANNOUNCED or compiled.is_cached():
+        return False
+    _ANNOUNCED.append(True)
+    write(compiled.COLD_COMPILE_NOTE)
+    return True
 
 
 def compiled_module():

@@ -294,3 +294,13 @@ def solve_frames(m_all, s_all, iterations, kkt_out, lo, w_lo, w_hi, row_start, s
             s_all[f, j] = math.ldexp(0.0 if x < 0.0 else x, exponent)
         iterations[f] = it_count
         kkt_out[f] = kkt
+
+
+def is_cached():
+    """Whether numba's on-disk cache holds machine code of this module's source for
+    :func:`solve_frames` (an index written for another version of the file does not count).
+    Unknown (a numba whose cache is laid out otherwise): True, nothing is announced."""
+    try:
+        return bool(solve_frames._cache._cache_file._load_index())
+    except Exception:
+        return True
