@@ -44,12 +44,19 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
                progress=None, prior=None, scratch=None):
     """Solve every frame of ``mel`` into ``out``, a cache-sized chunk of frames at a time.
 
+    The loop: the compiled one (:mod:`cumel.solvers.nnls.compiled`) where numba imports, else
+    the NumPy one (:func:`cumel.solvers.nnls.iteration._solve_frames`); ``CUMEL_CPU`` chooses
+    (:func:`compiled_module`).  Both take the same Newton steps.
+
     Memory: ``out`` is the only array that grows with the batch (besides two numbers a frame);
     each chunk being solved has one set of work arrays (at most ``workers`` sets, allocated once
     per call, or kept in ``scratch`` between calls), into which it gathers its frames (in
-    float64), solves them and from which it writes them into ``out`` in ``out.dtype``.  Chunks
-    cannot change a result, since no operation mixes frames, so neither can the number of
-    threads that solve them, nor which set of work arrays a chunk gets.
+    float64), solves them and from which it writes them into ``out`` in ``out.dtype``.  The NumPy
+    loop's sets together stay within ``SCRATCH_BYTES`` (smaller chunks for more threads); the
+    compiled loop's are a chunk's frames and result.  When the call returns, what is kept (here
+    or in ``scratch``) is cut to ``work.KEPT_BYTES``.  Chunks cannot change a result, since no
+    operation mixes frames, so neither can the number of threads that solve them, nor which set
+    of work arrays a chunk gets.
 
     Parameters
     ----------
