@@ -84,9 +84,14 @@ def solve_frames(m_all, s_all, iterations, kkt_out, lo, w_lo, w_hi, row_start, s
                 if a != a:
                     break
         exponent = math.frexp(m_max)[1]
+        # x 2^-e and x 2^e: a product with the power of two where it is a double (the same
+        # correctly rounded value as ldexp, a libm call a value), ldexp at the extremes
+        by_power = -1022 <= exponent <= 1022
+        scale_down = math.ldexp(1.0, -exponent) if by_power else 0.0
+        scale_up = math.ldexp(1.0, exponent) if by_power else 0.0
         m_sq = 0.0
         for k in range(n_mels):
-            x = math.ldexp(m_all[f, k], -exponent)
+            x = m_all[f, k] * scale_down if by_power else math.ldexp(m_all[f, k], -exponent)
             m[k] = x
             m_sq += x * x
         m_norm = math.sqrt(m_sq)
@@ -99,7 +104,7 @@ def solve_frames(m_all, s_all, iterations, kkt_out, lo, w_lo, w_hi, row_start, s
                     if a != a:
                         break
             for j in range(n_freqs):
-                c[j] = math.ldexp(center[f, j], -exponent)
+                c[j] = center[f, j] * scale_down if by_power else math.ldexp(center[f, j], -exponent)
                 v[j] = (spread[f, j] / v_max if v_max > 0.0 else 1.0) + floor
         it_count = 0
         kkt = 0.0
@@ -109,7 +114,7 @@ def solve_frames(m_all, s_all, iterations, kkt_out, lo, w_lo, w_hi, row_start, s
                 x = 0.0
                 if prior and w_lo[j] == 0.0 and w_hi[j] == 0.0:
                     x = max(c[j], 0.0) if c[j] == c[j] else c[j]
-                s_all[f, j] = math.ldexp(x, exponent)
+                s_all[f, j] = x * scale_up if by_power else math.ldexp(x, exponent)
             iterations[f] = 0
             kkt_out[f] = 0.0
             continue
@@ -291,7 +296,8 @@ def solve_frames(m_all, s_all, iterations, kkt_out, lo, w_lo, w_hi, row_start, s
         # ---- out = 2^e max(t, 0) (t of the final mu; NaN stays NaN, as np.maximum keeps it) ----
         for j in range(n_freqs):
             x = t[j]
-            s_all[f, j] = math.ldexp(0.0 if x < 0.0 else x, exponent)
+            x = 0.0 if x < 0.0 else x
+            s_all[f, j] = x * scale_up if by_power else math.ldexp(x, exponent)
         iterations[f] = it_count
         kkt_out[f] = kkt
 
