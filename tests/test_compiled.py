@@ -320,24 +320,28 @@ def test_cli_says_once_when_it_compiles(cold_demo, tmp_path):
     assert COLD_COMPILE_NOTE not in _run_demo(cache, tmp_path).stderr   # and is read
 
 
-def test_first_call_with_a_warm_cache_costs_little_more_than_the_second(cold_demo):
+def test_first_call_with_a_warm_cache_loads_instead_of_compiling(cold_demo):
     # in a fresh process: import, build and solve a clip twice. With numba's on-disk cache warm
-    # (the demo filled it), the first call costs numba's import and the loading of the cached
-    # machine code: measured 1.2-2.0 s more than the second on this 2-core machine with 4-8
-    # other processes running (load average 8); a compile took 15-30 s there. The bound leaves
-    # head-room over the measured worst case and stays far below a compile.
+    # (the demo filled it), the first call compiles nothing (the cache's hits and misses say
+    # so): it costs numba's import and the loading of the machine code, measured 1.2-2.0 s more
+    # than the second call on this 2-core machine with 4-8 other processes running (load average
+    # about 8) and 4-6 s at load 9, where a compile took 15-30 s. The time bound is generous
+    # (a loaded CI machine) but still below any compile measured.
     code = textwrap.dedent("""
         import time, numpy as np
         import cumel
+        from cumel.solvers.nnls import compiled
         inv = cumel.InverseMelScale(201, 128)
         mel = np.abs(np.random.default_rng(0).standard_normal((128, 200))).astype(np.float32)
         t1 = time.perf_counter(); inv(mel); t2 = time.perf_counter(); inv(mel); t3 = time.perf_counter()
-        print(t2 - t1, t3 - t2)
+        stats = compiled.solve_frames.stats
+        print(t2 - t1, t3 - t2, sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
     """)
     cache, _ = cold_demo
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), CUMEL_CPU="numba")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
-    first, second = (float(v) for v in done.stdout.split())
-    assert first - second <= 5.0, (first, second)
+    first, second, hits, misses = (float(v) for v in done.stdout.split())
+    assert hits >= 1 and misses == 0
+    assert first - second <= 10.0, (first, second)
