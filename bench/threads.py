@@ -12,6 +12,9 @@ Two tables per workload, both at the defaults a user gets:
   with ``workers`` = each count of ``--threads``: frames/s, speed-up over one thread, and
   whether the bits equal the one-thread answer.
 
+Each nnls row is run on every CPU loop there is (``loop``): the NumPy loop and, where numba
+imports (the ``cpu`` extra), the compiled one (``CUMEL_CPU`` set for the run).
+
 Times are medians of ``--repeats`` runs after a warm-up, the rows of a table interleaved round by
 round (a change of load on a shared machine hits every row alike); in the clips table each timed
 run starts ``SETTLE_SECONDS`` after the one before, once OpenBLAS's threads have stopped spinning
@@ -24,6 +27,9 @@ into ``--out``.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import os
 import statistics
 import threading
 import time
@@ -39,13 +45,43 @@ from . import environment, report
 from .batches import load_clips, quiet_empty_filters, workload_filterbank
 from .scaling import interleaved
 
-CLIP_COLUMNS = ("workload", "clip", "frames", "nnls (s)", "lstsq + relu (s)", "nnls / lstsq",
+CLIP_COLUMNS = ("workload", "clip", "frames", "loop", "nnls (s)", "lstsq + relu (s)", "nnls / lstsq",
                 "Newton steps mean / max", "max mel residual")
-THREAD_COLUMNS = ("workload", "frames", "workers", "time (s)", "frames/s", "speed-up vs 1",
+THREAD_COLUMNS = ("workload", "frames", "loop", "workers", "time (s)", "frames/s", "speed-up vs 1",
                   "machine's ceiling", "same bits as 1")
 DEFAULT_FRAMES = 24000
 ALL_CLIPS = "all clips, one batch"
 SETTLE_SECONDS = 0.3      # before each timed run of the clips table: lstsq's BLAS threads go idle
+
+
+def cpu_loops():
+    """The CPU loops of nnls to time: ``numpy``, and ``numba`` (compiled) where numba is there."""
+    return ["numpy"] + (["numba"] if importlib.util.find_spec("numba") is not None else [])
+
+
+@contextlib.contextmanager
+def cpu_loop(loop):
+    """nnls's CPU loop for the calls inside (``CUMEL_CPU``)."""
+    before = os.environ.get("CUMEL_CPU")
+    os.environ["CUMEL_CPU"] = loop
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CUMEL_CPU", None)
+        else:
+            os.environ["CUMEL_CPU"] = before
+
+
+def on_loop(loop, fn):
+    """``fn`` run on nnls's CPU loop ``loop``."""
+    def run():
+        with cpu_loop(loop):
+            return fn()
+    return run
+
+
+LOOP_NAMES = {"numpy": "NumPy", "numba": "compiled"}
 
 
 def parse_threads(text):
@@ -107,18 +143,24 @@ def clip_rows(workload, clips, repeats, log):
     mels = [(name, np.ascontiguousarray(workload.pair(audio)[1], np.float32)) for name, audio in clips]
     if len(mels) > 1:
         mels.append((ALL_CLIPS, np.ascontiguousarray(np.concatenate([M for _, M in mels], axis=1))))
+    loops = cpu_loops()
+    for loop in loops:                          # compile (numba) and build the plan untimed
+        on_loop(loop, lambda: inv(mels[0][1][:, :2]))()
     for name, M in mels:
-        timed = interleaved([("nnls", lambda: inv(M)), ("lstsq", lambda: lstsq(M))], repeats,
-                            settle=SETTLE_SECONDS)
-        t_nnls, t_lstsq = timed["nnls"][0], timed["lstsq"][0]
-        _, info = inv(M, return_info=True)      # the diagnostics, outside the timing
-        rows.append({"workload": workload.name, "clip": name, "frames": int(M.shape[1]),
-                     "nnls_seconds": t_nnls, "lstsq_seconds": t_lstsq, "ratio": t_nnls / t_lstsq,
-                     "steps_mean": float(info.iterations.mean()),
-                     "steps_max": int(info.iterations.max()),
-                     "max_mel_residual": float(info.mel_residual.max()),
-                     "converged": bool(info.converged.all())})
-        log(f"[threads] {workload.name} {name}: nnls/lstsq {rows[-1]['ratio']:.2f}")
+        runs = [(loop, on_loop(loop, lambda: inv(M))) for loop in loops]
+        timed = interleaved(runs + [("lstsq", lambda: lstsq(M))], repeats, settle=SETTLE_SECONDS)
+        t_lstsq = timed["lstsq"][0]
+        for loop in loops:
+            t_nnls = timed[loop][0]
+            _, info = on_loop(loop, lambda: inv(M, return_info=True))()   # outside the timing
+            rows.append({"workload": workload.name, "clip": name, "frames": int(M.shape[1]),
+                         "loop": LOOP_NAMES[loop], "nnls_seconds": t_nnls,
+                         "lstsq_seconds": t_lstsq, "ratio": t_nnls / t_lstsq,
+                         "steps_mean": float(info.iterations.mean()),
+                         "steps_max": int(info.iterations.max()),
+                         "max_mel_residual": float(info.mel_residual.max()),
+                         "converged": bool(info.converged.all())})
+            log(f"[threads] {workload.name} {name} {loop}: nnls/lstsq {rows[-1]['ratio']:.2f}")
     return rows
 
 
@@ -126,9 +168,12 @@ def thread_rows(workload, clips, counts, frames, repeats, log):
     M = np.concatenate([workload.pair(audio)[1] for _, audio in clips], axis=1)
     M = np.ascontiguousarray(np.tile(M, (1, -(-frames // M.shape[1]))), np.float32)
     kwargs = workload.inverse_kwargs()
-    runs = [(w, (lambda t: lambda: t(M))(cumel.InverseMelScale(**kwargs, workers=w)))
-            for w in counts]
-    log(f"[threads] {workload.name}: {M.shape[1]} frames, workers {counts}")
+    loops = cpu_loops()
+    runs = [((loop, w), on_loop(loop, (lambda t: lambda: t(M))(cumel.InverseMelScale(**kwargs, workers=w))))
+            for loop in loops for w in counts]
+    for loop in loops:                          # compile (numba) and build the plan untimed
+        on_loop(loop, lambda: cumel.InverseMelScale(**kwargs, workers=1)(M[:, :2]))()
+    log(f"[threads] {workload.name}: {M.shape[1]} frames, workers {counts}, loops {loops}")
     ceilings = {w: [] for w in counts}
 
     def probe():
@@ -136,14 +181,19 @@ def thread_rows(workload, clips, counts, frames, repeats, log):
             ceilings[w].append(parallel_ceiling(w))
 
     timed = interleaved(runs, repeats, each_round=probe)
-    reference = cumel.InverseMelScale(**kwargs, workers=1)(M)
-    one = timed[1][0] if 1 in timed else None
-    return [{"workload": workload.name, "frames": int(M.shape[1]), "workers": w,
-             "seconds": seconds, "frames_per_second": M.shape[1] / seconds,
-             "speedup_vs_1": None if one is None else one / seconds,
-             "machine_ceiling": statistics.median(ceilings[w]),
-             "same_bits": bool(np.array_equal(S, reference))}
-            for w, (seconds, S) in timed.items()]
+    rows = []
+    for loop in loops:
+        reference = on_loop(loop, lambda: cumel.InverseMelScale(**kwargs, workers=1)(M))()
+        one = timed[loop, 1][0] if (loop, 1) in timed else None
+        for w in counts:
+            seconds, S = timed[loop, w]
+            rows.append({"workload": workload.name, "frames": int(M.shape[1]),
+                         "loop": LOOP_NAMES[loop], "workers": w, "seconds": seconds,
+                         "frames_per_second": M.shape[1] / seconds,
+                         "speedup_vs_1": None if one is None else one / seconds,
+                         "machine_ceiling": statistics.median(ceilings[w]),
+                         "same_bits": bool(np.array_equal(S, reference))})
+    return rows
 
 
 def markdown(results):
@@ -164,7 +214,8 @@ def markdown(results):
              "chunk of nnls, on one core):", "",
              "| " + " | ".join(CLIP_COLUMNS) + " |", "|" + "---|" * len(CLIP_COLUMNS)]
     for r in results["clips"]:
-        lines.append(f"| {r['workload']} | {r['clip']} | {r['frames']} | {r['nnls_seconds']:.4f} | "
+        lines.append(f"| {r['workload']} | {r['clip']} | {r['frames']} | {r.get('loop', 'NumPy')} | "
+                     f"{r['nnls_seconds']:.4f} | "
                      f"{r['lstsq_seconds']:.4f} | {r['ratio']:.2f} | "
                      f"{r['steps_mean']:.2f} / {r['steps_max']} | {r['max_mel_residual']:.1e} |")
     lines += ["", "Worker threads (`InverseMelScale(workers=W)`), the clips tiled into one batch; the "
@@ -173,7 +224,8 @@ def markdown(results):
               "", "| " + " | ".join(THREAD_COLUMNS) + " |", "|" + "---|" * len(THREAD_COLUMNS)]
     for r in results["threads"]:
         speed = "-" if r["speedup_vs_1"] is None else f"{r['speedup_vs_1']:.2f}x"
-        lines.append(f"| {r['workload']} | {r['frames']} | {r['workers']} | {r['seconds']:.3f} | "
+        lines.append(f"| {r['workload']} | {r['frames']} | {r.get('loop', 'NumPy')} | {r['workers']} | "
+                     f"{r['seconds']:.3f} | "
                      f"{r['frames_per_second']:,.0f} | {speed} | {r['machine_ceiling']:.2f}x | "
                      f"{'yes' if r['same_bits'] else 'NO'} |")
     return "\n".join(lines) + "\n"

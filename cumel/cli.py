@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, _bulk, _stream_cli
+from .solvers.nnls import chunks as _nnls_chunks
 from .mel_frontends import PRESETS, frontend, frontends
 from .transforms import InverseMelScale
 from ._validate import SOLVERS, percent
@@ -430,6 +431,9 @@ def main(argv=None):
     args = _build_parser().parse_args(argv)
     args.argv = argv
     try:
+        if args.command in ("invert", "demo") and args.solver == "nnls" and args.device != "cuda":
+            # the compiled CPU loop's first run compiles it where numba's cache is cold: say so
+            _nnls_chunks.announce_compile(lambda note: print(note, file=sys.stderr, flush=True))
         with _bulk.stop_signals():                 # SIGINT and SIGTERM: a clean stop
             return {"invert": cmd_invert, "frontends": cmd_frontends,
                     "demo": cmd_demo, "stream": _stream_cli.cmd_stream}[args.command](args) or 0

@@ -1,6 +1,6 @@
 // cumel nnls: the default solver, one warp per frame, the whole solve in one launch.
 //
-// Iteration (cumel/solvers/nnls.py is the NumPy twin and the reference; same steps, same order):
+// Iteration (cumel/solvers/nnls/ is the NumPy twin and the reference; same steps, same order):
 //   e = exponent of max|m| (frexp); m <- m 2^-e      exact rescaling: s(c m) = c s(m)
 //   mu_0 = (A A.T + eps I)^-1 m                     cached Thomas factors of the plan
 //   for it in 0 .. step_cap:                        step_cap = min(max_iter, 4 n_mels + 32)
@@ -25,7 +25,7 @@
 // The gradient step, the clamp (s = max(t, 0)) and the convergence check are one fused loop:
 // nothing leaves the chip between iterations and the host never synchronises.
 //
-// nnls_prior: the same iteration for the proximal variant (cumel/solvers/nnls.py, "Prior"; the
+// nnls_prior: the same iteration for the proximal variant (cumel/solvers/nnls/, "Prior"; the
 // mel step of cumel/admm.py): per bin a centre c and a spread v (each frame's spread divided by
 // its maximum, plus a floor), and everywhere above t replaced by z = c 2^-e + v t:
 //   mu_0 = (A diag(v) A.T + eps I)^-1 (m - A c 2^-e)   J's diag and upper with every bin active,
@@ -100,7 +100,7 @@
 namespace cumel {
 
 constexpr double kFullStepTie = 1e-12;
-// rounding-floor rule (cumel/solvers/nnls.py FLOOR_*): below kFloorKkt, stop a frame whose kkt did
+// rounding-floor rule (cumel/solvers/nnls/iteration.py FLOOR_*): below kFloorKkt, stop a frame whose kkt did
 // not drop below kFloorRatio times the smallest of its last three
 constexpr double kFloorKkt = 1e-6;
 constexpr double kFloorRatio = 0.5;

@@ -88,3 +88,28 @@ def pytest_configure(config):
     # $CUMEL_ALLOWED_SKIPS (set by .ci/run): a skip of any other kind fails the run
     import skip_policy
     skip_policy.register(config)
+
+
+# The CPU loops of nnls (cumel.solvers.nnls): the NumPy loop and the compiled one (numba, the
+# `cpu` extra; the test extra installs it, so CI runs both).
+CPU_LOOPS = ["numpy", "numba"]
+
+
+def use_cpu_loop(monkeypatch, loop):
+    """Select nnls's CPU loop for this test (``CUMEL_CPU``); the compiled one needs numba."""
+    if loop == "numba":
+        pytest.importorskip("numba", reason="the compiled CPU loop needs numba (the cpu extra)")
+    monkeypatch.setenv("CUMEL_CPU", loop)
+
+
+@pytest.fixture(params=CPU_LOOPS)
+def cpu_loop(request, monkeypatch):
+    """Each test that takes it runs once on each CPU loop of nnls."""
+    use_cpu_loop(monkeypatch, request.param)
+    return request.param
+
+
+@pytest.fixture
+def numpy_loop(monkeypatch):
+    """The NumPy loop of nnls (tests of its own tuning constants)."""
+    use_cpu_loop(monkeypatch, "numpy")

@@ -54,7 +54,7 @@ def _random_problem(plan, n_frames=9, seed=0):
 
 # ---- the prior variant of nnls ---------------------------------------------------------------------
 
-def test_prior_start_is_the_dense_weighted_projection():
+def test_prior_start_is_the_dense_weighted_projection(cpu_loop):
     plan = _plan()
     m, c, v = _random_problem(plan)
     c[3, 2] = -0.5                                        # a negative centre clamps
@@ -65,7 +65,7 @@ def test_prior_start_is_the_dense_weighted_projection():
     assert np.abs(s - expected).max() <= 1e-9 * np.abs(expected).max()
 
 
-def test_prior_answer_meets_its_optimality_conditions():
+def test_prior_answer_meets_its_optimality_conditions(cpu_loop):
     # s = max(c + v A.T mu, 0) for one mu, and A s = m: the KKT conditions of
     # min sum (s - c)^2 / (2 v) s.t. A s = m, s >= 0 (eps -> 0), checked with mu recovered by
     # least squares on the active bins
@@ -86,7 +86,7 @@ def test_prior_answer_meets_its_optimality_conditions():
         assert (z[~on] <= 1e-6 * scale).all()                        # clamped bins: z <= 0
 
 
-def test_prior_of_zero_centre_and_unit_spread_is_the_plain_answer():
+def test_prior_of_zero_centre_and_unit_spread_is_the_plain_answer(cpu_loop):
     plan = _plan()
     m, _, _ = _random_problem(plan, seed=2)
     plain = _nnls.solve(plan.nnls(), m, max_iter=200, tolerance_loss=1e-10,
@@ -95,7 +95,7 @@ def test_prior_of_zero_centre_and_unit_spread_is_the_plain_answer():
     assert np.abs(s - plain).max() <= 1e-8 * np.abs(plain).max()
 
 
-def test_prior_scales_exactly_by_powers_of_two():
+def test_prior_scales_exactly_by_powers_of_two(cpu_loop):
     plan = _plan()
     m, c, v = _random_problem(plan, seed=3)
     s, _, _ = _solve_prior(plan, m, c, v, floor=1e-3, max_iter=3)
@@ -103,7 +103,7 @@ def test_prior_scales_exactly_by_powers_of_two():
     assert np.array_equal(s2, s * 2.0 ** -40)           # the spread is scale-free, too
 
 
-def test_prior_silent_frame_keeps_the_centre_on_uncovered_bins():
+def test_prior_silent_frame_keeps_the_centre_on_uncovered_bins(cpu_loop):
     plan = _plan(n_stft=65, n_mels=12, sample_rate=8000)
     m, c, v = _random_problem(plan, seed=4)
     m[:, 1] = 0.0
@@ -114,11 +114,12 @@ def test_prior_silent_frame_keeps_the_centre_on_uncovered_bins():
     assert it[1] == 0
 
 
-def test_prior_bits_do_not_depend_on_batch_or_threads(monkeypatch):
+def test_prior_bits_do_not_depend_on_batch_or_threads(monkeypatch, cpu_loop):
     plan = _plan()
     m, c, v = _random_problem(plan, n_frames=40, seed=5)
     whole, _, _ = _solve_prior(plan, m, c, v, floor=1e-5, max_iter=4)
-    monkeypatch.setattr(_nnls, "CHUNK_ELEMENTS", 65 * 7)            # chunks of 7 frames
+    monkeypatch.setattr(_nnls.chunks, "CHUNK_ELEMENTS", 65 * 7)            # chunks of 7 frames
+    monkeypatch.setattr(_nnls.chunks, "COMPILED_CHUNK_ELEMENTS", 65 * 7)
     chunked, _, _ = _solve_prior(plan, m, c, v, floor=1e-5, max_iter=4, workers=3)
     assert np.array_equal(whole, chunked)
     alone, _, _ = _solve_prior(plan, m[:, 17:18], c[:, 17:18], v[:, 17:18], floor=1e-5,
@@ -126,7 +127,7 @@ def test_prior_bits_do_not_depend_on_batch_or_threads(monkeypatch):
     assert np.array_equal(alone[:, 0], whole[:, 17])
 
 
-def test_prior_inputs_are_read_only_and_any_strides():
+def test_prior_inputs_are_read_only_and_any_strides(cpu_loop):
     plan = _plan()
     m, c, v = _random_problem(plan, seed=6)
     cT, vT = np.ascontiguousarray(c.T), np.ascontiguousarray(v.T)   # (T, F): frames-major
@@ -375,7 +376,7 @@ def cstft_power(x, n_fft, hop, pad):
     return (np.abs(X) ** 2).T
 
 
-def test_threads_change_no_bit():
+def test_threads_change_no_bit(cpu_loop):
     w, M = _workload_excerpt(frames=64)
     batch = np.stack([M, M[:, ::-1].copy(), 0.3 * M])
     kw = _kw(w, method="admm", n_iter=3, start_iter=2)

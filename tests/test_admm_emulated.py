@@ -11,6 +11,8 @@ tridiagonal solve is Thomas, not cyclic reduction, as in nnls_solve (measured: 2
 in float64, float32 bit-equal); the whole mel_to_audio, a few ADMM iterations after one or two
 Griffin-Lim ones: at most 2.3e-14 (float64) and 1.2e-5 (float32) of the peak.
 """
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -102,17 +104,23 @@ def _prior_case(w, M, seed=0):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("inner_steps", [0, 3, 200])
-def test_nnls_prior_kernel_equals_numpy_in_every_order(emulated_cupy_order, dtype, inner_steps):
+def test_nnls_prior_kernel_equals_numpy_in_every_order(emulated_cupy_order, dtype, inner_steps,
+                                                       monkeypatch):
     cupy = emulated_cupy_order
     _clear_caches()
     from cumel import cuda
     w, M = _excerpt(frames=12)
     inverse, mel, center, spread = _prior_case(w, M)
     mel, center, spread = (a.astype(dtype) for a in (mel, center, spread))
-    expected = np.empty((1, w.n_stft, mel.shape[2]), dtype)
-    _nnls.solve_into(inverse.plan.nnls(), mel, expected, max_iter=inner_steps,
-                     tolerance_loss=1e-6, tolerance_change=1e-12,
-                     prior=_nnls.Prior(center, spread, 1e-5))
+    # the NumPy loop's answer, and the compiled loop's (numba) where installed: both the kernel's
+    loops = ["numpy"] + (["numba"] if importlib.util.find_spec("numba") is not None else [])
+    answers = []
+    for loop in loops:
+        monkeypatch.setenv("CUMEL_CPU", loop)
+        answers.append(np.empty((1, w.n_stft, mel.shape[2]), dtype))
+        _nnls.solve_into(inverse.plan.nnls(), mel, answers[-1], max_iter=inner_steps,
+                         tolerance_loss=1e-6, tolerance_change=1e-12,
+                         prior=_nnls.Prior(center, spread, 1e-5))
     out_t = cupy.full((1, mel.shape[2], w.n_stft), np.nan, dtype)        # poisoned, (T, F)
     cuda.nnls_prior(inverse, cupy.asarray(mel), out_t.transpose(0, 2, 1),
                     cupy.asarray(np.ascontiguousarray(center.transpose(0, 2, 1))).transpose(0, 2, 1),
@@ -120,7 +128,8 @@ def test_nnls_prior_kernel_equals_numpy_in_every_order(emulated_cupy_order, dtyp
                     1e-5, inner_steps, 1e-6)
     got = _host(out_t).transpose(0, 2, 1)
     assert np.isfinite(got).all()
-    assert np.abs(got - expected).max() <= PRIOR_RTOL[np.dtype(dtype)] * np.abs(expected).max()
+    for expected in answers:
+        assert np.abs(got - expected).max() <= PRIOR_RTOL[np.dtype(dtype)] * np.abs(expected).max()
     free = (inverse.plan.fb64 == 0).all(axis=1)
     assert np.array_equal(got[0, :, 5], np.where(free, np.maximum(center[0, :, 5], 0), 0))
     _clear_caches()

@@ -1,4 +1,5 @@
 """``python -m bench --threads``: the thread sweep and the nnls/lstsq rows, on synthetic audio."""
+import importlib.util
 import json
 
 from bench import cli as bench_cli
@@ -11,14 +12,16 @@ def test_threads_table_runs_and_checks_bits(tmp_path, capsys):
     assert status == 0
     results = json.loads((out / "results.json").read_text())
     rows = results["threads"]
-    assert [r["workers"] for r in rows] == [1, 2]
+    loops = ["NumPy", "compiled"] if importlib.util.find_spec("numba") else ["NumPy"]
+    assert [(r["loop"], r["workers"]) for r in rows] == [(loop, w) for loop in loops for w in (1, 2)]
     assert all(r["same_bits"] and r["frames"] >= 300 and r["frames_per_second"] > 0 for r in rows)
     assert rows[0]["speedup_vs_1"] == 1.0 and rows[1]["machine_ceiling"] > 0
     clips = results["clips"]
     assert clips and all(c["converged"] and c["max_mel_residual"] <= 1e-5 and c["ratio"] > 0
                          for c in clips)
+    assert [c["loop"] for c in clips[:len(loops)]] == loops
     assert clips[-1]["clip"] == "all clips, one batch"
-    assert clips[-1]["frames"] == sum(c["frames"] for c in clips[:-1])
+    assert clips[-1]["frames"] == sum(c["frames"] for c in clips[:-len(loops)] if c["loop"] == "NumPy")
     assert "machine's ceiling" in (out / "results.md").read_text()
     assert "nnls / lstsq" in capsys.readouterr().out
 

@@ -71,7 +71,7 @@ def test_bar_moves_within_one_file():
 
 def test_a_file_reports_its_frames_as_they_are_solved(tmp_path, monkeypatch):
     for name in ("CHUNK_ELEMENTS", "THREAD_CHUNK_ELEMENTS", "MIN_CHUNK_ELEMENTS"):
-        monkeypatch.setattr(nnls, name, 50 * N_STFT)              # 8 chunks of 50 frames
+        monkeypatch.setattr(nnls.chunks, name, 50 * N_STFT)              # 8 chunks of 50 frames
     from conftest import audio_pair
     _, M = audio_pair("speech-201x128", "speech_00")
     np.save(tmp_path / "big.npy", M[:, :400].astype(np.float32))

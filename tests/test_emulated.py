@@ -6,6 +6,10 @@ mindspore_gd in float32 and float64. The emulator runs each launch with a select
 resume order; a kernel whose bits depend on that order has a race (a missing __syncwarp,
 __syncthreads or grid.sync), so several tests run every order and demand identical bits.
 """
+import contextlib
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 
@@ -56,11 +60,35 @@ def assert_matches_numpy(solver, gpu, cpu, gpu_iterations=None, cpu_iterations=N
         assert np.abs(np.asarray(gpu_iterations) - np.asarray(cpu_iterations)).max() <= slack
 
 
+@contextlib.contextmanager
+def cpu_loop(loop):
+    """nnls's CPU loop for the calls inside (``CUMEL_CPU``)."""
+    before = os.environ.get("CUMEL_CPU")
+    os.environ["CUMEL_CPU"] = loop
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["CUMEL_CPU"]
+        else:
+            os.environ["CUMEL_CPU"] = before
+
+
 def both(mel, **kwargs):
-    """(gpu, gpu_info, cpu, cpu_info) of one transform on the emulator and on NumPy."""
+    """(gpu, gpu_info, cpu, cpu_info) of one transform on the emulator and on NumPy.
+
+    For nnls, all three implementations: the CPU result is the NumPy loop's, and the compiled
+    loop's (numba, the cpu extra the test extra installs) must match both it and the kernel."""
     gpu, gpu_info = cumel.InverseMelScale(**kwargs, device="cuda")(mel, return_info=True)
-    cpu, cpu_info = cumel.InverseMelScale(**kwargs, device="cpu")(mel, return_info=True)
+    with cpu_loop("numpy"):
+        cpu, cpu_info = cumel.InverseMelScale(**kwargs, device="cpu")(mel, return_info=True)
     assert gpu_info.device == "cuda" and cpu_info.device == "cpu"
+    solver = kwargs.get("solver", "nnls")
+    if solver == "nnls" and cpu.size and importlib.util.find_spec("numba") is not None:
+        with cpu_loop("numba"):
+            compiled, compiled_info = cumel.InverseMelScale(**kwargs, device="cpu")(mel, return_info=True)
+        assert_matches_numpy(solver, compiled, cpu, compiled_info.iterations, cpu_info.iterations)
+        assert_matches_numpy(solver, gpu, compiled, gpu_info.iterations, compiled_info.iterations)
     return gpu, gpu_info, cpu, cpu_info
 
 

@@ -93,7 +93,7 @@ def _random_case(case):
 
 @pytest.mark.parametrize("case", ["consistent", "noisy", "other_filterbank", "negative_values"])
 @pytest.mark.parametrize("tolerance_loss, tolerance_change", [(1e-5, 1e-8), (1e-10, 1e-12)])
-def test_kkt_optimality_random_and_inconsistent(case, tolerance_loss, tolerance_change):
+def test_kkt_optimality_random_and_inconsistent(case, tolerance_loss, tolerance_change, cpu_loop):
     inv, A, M = _random_case(case)
     eps = inv.plan.nnls().eps
     with warnings.catch_warnings():
@@ -116,7 +116,7 @@ def test_kkt_optimality_random_and_inconsistent(case, tolerance_loss, tolerance_
         assert mel_residual(A.T, s, M) > 1e-4   # inconsistent: an optimum, not a fit
 
 
-def test_matches_slow_reference_solver():
+def test_matches_slow_reference_solver(cpu_loop):
     # The regularised problem has a unique solution: Lawson-Hanson on [A; sqrt(eps) I] s = [m; 0]
     rng = np.random.default_rng(3)
     inv = cumel.InverseMelScale(n_stft=129, n_mels=40, sample_rate=8000)
@@ -135,7 +135,7 @@ def test_matches_slow_reference_solver():
 @pytest.mark.parametrize("workload, clip", [("speech-201x128", "speech_01"),
                                             ("tts-513x80", "speech_03"),
                                             ("music-1025x128", "music_00")])
-def test_frame_alone_equals_frame_in_batch(workload, clip, dtype):
+def test_frame_alone_equals_frame_in_batch(workload, clip, dtype, cpu_loop):
     _, M = audio_pair(workload, clip)
     M = M[:, :120].astype(dtype)
     inv = _transform(workload)
@@ -149,7 +149,7 @@ def test_frame_alone_equals_frame_in_batch(workload, clip, dtype):
 
 
 @pytest.mark.parametrize("workload, clip", WORKLOAD_CLIPS)
-def test_residual_on_real_audio_beats_lstsq(workload, clip):
+def test_residual_on_real_audio_beats_lstsq(workload, clip, cpu_loop):
     S_true, M = audio_pair(workload, clip)
     inv = _transform(workload)
     S, info = inv(M, return_info=True)
@@ -166,7 +166,7 @@ def test_residual_on_real_audio_beats_lstsq(workload, clip):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_float32_and_float64_inputs(dtype):
+def test_float32_and_float64_inputs(dtype, cpu_loop):
     _, M = audio_pair("tts-513x80", "speech_03")
     inv = _transform("tts-513x80")
     S = inv(M.astype(dtype))
@@ -174,7 +174,7 @@ def test_float32_and_float64_inputs(dtype):
     assert mel_residual(inv.fb, S, M.astype(np.float64)) <= 1e-5
 
 
-def test_silent_and_zero_frames():
+def test_silent_and_zero_frames(cpu_loop):
     inv = cumel.InverseMelScale(201, 128)
     _, M = audio_pair("speech-201x128", "speech_02")
     M = M[:, :20].copy()
@@ -186,7 +186,7 @@ def test_silent_and_zero_frames():
     assert info.mel_residual.max() <= 2e-5
 
 
-def test_max_iter_caps_newton_steps():
+def test_max_iter_caps_newton_steps(cpu_loop):
     _, M = audio_pair("music-1025x128", "music_00")
     inv = _transform("music-1025x128", max_iter=2)
     with pytest.warns(RuntimeWarning, match="stopped after max_iter=2 Newton steps"):
@@ -195,7 +195,7 @@ def test_max_iter_caps_newton_steps():
     assert mel_residual(inv.fb, S, M) > 1e-5     # not converged after 2 steps
 
 
-def test_first_step_is_the_pseudo_inverse():
+def test_first_step_is_the_pseudo_inverse(cpu_loop):
     # mu_0 = (A A.T + eps I)^-1 m: clipping A.T mu_0 is torchaudio 2.x's lstsq + relu answer
     _, M = audio_pair("speech-201x128", "speech_04")
     inv = cumel.InverseMelScale(201, 128, max_iter=1, tolerance_loss=0.0)
@@ -213,11 +213,12 @@ def test_plan_is_cached_per_filterbank():
     assert a.plan is b.plan and a.plan.nnls() is b.plan.nnls()
 
 
-def test_large_batch_is_solved_in_chunks_with_the_same_bits(monkeypatch):
+def test_large_batch_is_solved_in_chunks_with_the_same_bits(monkeypatch, cpu_loop):
     _, M = audio_pair("speech-201x128", "speech_06")
     inv = cumel.InverseMelScale(201, 128)
     whole = inv(M)
-    monkeypatch.setattr(nnls, "CHUNK_ELEMENTS", 201 * 37)     # 37 frames a chunk
+    monkeypatch.setattr(nnls.chunks, "CHUNK_ELEMENTS", 201 * 37)     # 37 frames a chunk
+    monkeypatch.setattr(nnls.chunks, "COMPILED_CHUNK_ELEMENTS", 201 * 37)
     np.testing.assert_array_equal(inv(M), whole)
 
 
@@ -254,7 +255,7 @@ def test_line_search_root_is_exact(prior, crowded):
 
     def root(cols):
         k = len(cols)
-        return nnls._root_of_dphi(t[:, cols], u[:, cols], on_zero[:, cols], on_one[:, cols],
+        return nnls.iteration._root_of_dphi(t[:, cols], u[:, cols], on_zero[:, cols], on_one[:, cols],
                                   *(a[cols] for a in args), np.empty((n_bins, k)),
                                   np.empty((n_bins, k), bool), step[:, cols] if prior else None)
 
@@ -278,7 +279,7 @@ def test_j_update_equals_a_fresh_sum(n_stft, n_mels):
     plan = cumel.InverseMelScale(n_stft, n_mels).plan.nnls()
     n = 50
     rng = np.random.default_rng(n_stft)
-    work = nnls._Work(plan, n)
+    work = nnls.work._Work(plan, n)
     d_prev = work.bin_view("d_prev", n)
     d_prev[...] = rng.random((n_stft, n)) < 0.6
     d = work.bin_view("d", n)
@@ -287,10 +288,10 @@ def test_j_update_equals_a_fresh_sum(n_stft, n_mels):
     flips[:, :5] = False                       # five frames keep every bin
     d ^= flips
     diag, upper = np.empty((n_mels, n)), np.empty((n_mels, n))
-    nnls._tridiag_into(plan, work, d_prev.astype(np.float64), diag, upper)
+    nnls.iteration._tridiag_into(plan, work, d_prev.astype(np.float64), diag, upper)
     fresh_diag, fresh_upper = np.empty((n_mels, n)), np.empty((n_mels, n))
-    nnls._tridiag_into(plan, work, d.astype(np.float64), fresh_diag, fresh_upper)
-    changed = nnls._tridiag_update(plan, work, d, d_prev, diag, upper)
+    nnls.iteration._tridiag_into(plan, work, d.astype(np.float64), fresh_diag, fresh_upper)
+    changed = nnls.iteration._tridiag_update(plan, work, d, d_prev, diag, upper)
     scale = np.abs(fresh_diag).max()
     assert np.abs(diag - fresh_diag).max() <= 1e-14 * scale
     assert np.abs(upper - fresh_upper).max() <= 1e-14 * scale
@@ -298,7 +299,7 @@ def test_j_update_equals_a_fresh_sum(n_stft, n_mels):
     assert not changed[:5].any() and changed[5:].any()
 
 
-def test_j_kept_between_steps_or_summed_every_step_gives_the_same_solve(monkeypatch):
+def test_j_kept_between_steps_or_summed_every_step_gives_the_same_solve(monkeypatch, numpy_loop):
     # J_REFRESH = 1 sums J afresh every step (no update); 2 alternates; the default updates it
     # for 31 steps in 32. Same Newton steps, results within rounding of each other.
     _, M = audio_pair("music-1025x128", "music_01")
@@ -306,7 +307,7 @@ def test_j_kept_between_steps_or_summed_every_step_gives_the_same_solve(monkeypa
     inv = _transform("music-1025x128")
     results = {}
     for refresh in (1, 2, nnls.J_REFRESH):
-        monkeypatch.setattr(nnls, "J_REFRESH", refresh)
+        monkeypatch.setattr(nnls.iteration, "J_REFRESH", refresh)
         results[refresh] = _frames_solve(inv, M)
     s1, it1, kkt1 = results[1]
     for refresh in (2, nnls.J_REFRESH):
@@ -317,7 +318,7 @@ def test_j_kept_between_steps_or_summed_every_step_gives_the_same_solve(monkeypa
 
 
 @pytest.mark.parametrize("case", ["consistent", "noisy", "negative_values"])
-def test_t_kept_between_steps_or_computed_every_step_gives_the_same_solve(monkeypatch, case):
+def test_t_kept_between_steps_or_computed_every_step_gives_the_same_solve(monkeypatch, case, numpy_loop):
     # T_REFRESH = 1 computes t = A.T mu every step (the kernel's way); the default adds alpha u
     # to the last step's t for 31 steps in 32. Same Newton steps; results within rounding
     # (measured: 3e-16 relative on real clips, 2e-9 on these inconsistent frames, where the
@@ -326,7 +327,7 @@ def test_t_kept_between_steps_or_computed_every_step_gives_the_same_solve(monkey
     default = nnls.T_REFRESH
     results = {}
     for refresh in (1, default):
-        monkeypatch.setattr(nnls, "T_REFRESH", refresh)
+        monkeypatch.setattr(nnls.iteration, "T_REFRESH", refresh)
         results[refresh] = _frames_solve(inv, M)
     (s1, it1, _), (s, it, kkt) = results[1], results[default]
     assert it1.max() >= 4                     # several steps kept t between them
@@ -336,14 +337,14 @@ def test_t_kept_between_steps_or_computed_every_step_gives_the_same_solve(monkey
     assert mel_residual(A.T, s, M) <= mel_residual(A.T, s1, M) * (1 + 1e-6) + 1e-12
 
 
-def test_stopped_frames_leave_at_once_or_ride_along_with_the_same_bits(monkeypatch):
+def test_stopped_frames_leave_at_once_or_ride_along_with_the_same_bits(monkeypatch, numpy_loop):
     # COMPACT_DEAD = 1 never moves the running frames together (the stopped ones ride along to
     # the end: they would have to be all of them); a huge value moves them at every stop. No
     # operation mixes columns, so every frame's bits, steps and kkt are the same either way.
     inv, A, M = _random_case("negative_values")
     results = []
     for dead in (1, nnls.COMPACT_DEAD, 10 ** 9):
-        monkeypatch.setattr(nnls, "COMPACT_DEAD", dead)
+        monkeypatch.setattr(nnls.iteration, "COMPACT_DEAD", dead)
         results.append(_frames_solve(inv, M))
     assert np.unique(results[0][1]).size >= 4      # frames stop at several different steps
     for s, it, kkt in results[1:]:

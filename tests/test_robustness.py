@@ -28,7 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:mel.*looks like a log or dB mel:
 
 
 @pytest.mark.parametrize("scale", [1e-200, 1e-30, 1e30, 1e200])
-def test_float64_answer_scales_with_the_mel(scale):
+def test_float64_answer_scales_with_the_mel(scale, cpu_loop):
     _, M = audio_pair("speech-201x128", "speech_00")
     M = M[:, :120].astype(np.float64)
     inv = cumel.InverseMelScale(201, 128)
@@ -41,7 +41,7 @@ def test_float64_answer_scales_with_the_mel(scale):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("exponent", [-1000, -900, -100, 100, 900])
-def test_power_of_two_scales_give_the_same_bits(dtype, exponent):
+def test_power_of_two_scales_give_the_same_bits(dtype, exponent, cpu_loop):
     _, M = audio_pair("tts-513x80", "speech_02")
     M = M[:, :60].astype(dtype)
     if dtype == np.float32:
@@ -56,7 +56,7 @@ def test_power_of_two_scales_give_the_same_bits(dtype, exponent):
                                atol=2 * np.finfo(dtype).smallest_subnormal)
 
 
-def test_answer_beyond_the_dtype_range_raises_clearly():
+def test_answer_beyond_the_dtype_range_raises_clearly(cpu_loop):
     _, M = audio_pair("speech-201x128", "speech_00")
     mel = (M[:, :20] / M[:, :20].max() * 3e38).astype(np.float32)
     with pytest.raises(FloatingPointError, match="exceeds the float32 range"):
@@ -101,7 +101,7 @@ def _signed_frames():
     return M
 
 
-def test_tight_tolerances_on_signed_frames_stop_at_the_rounding_floor():
+def test_tight_tolerances_on_signed_frames_stop_at_the_rounding_floor(cpu_loop):
     # the case that spun to max_iter = 100000 (59 s) on another machine
     M = _signed_frames()
     inv = cumel.InverseMelScale(201, 80, tolerance_loss=1e-10, tolerance_change=1e-12)
@@ -115,11 +115,11 @@ def test_tight_tolerances_on_signed_frames_stop_at_the_rounding_floor():
     np.testing.assert_array_equal(info.converged, kkt <= 1e-10)
 
 
-def test_step_bound_caps_every_frame_whatever_max_iter(monkeypatch):
+def test_step_bound_caps_every_frame_whatever_max_iter(monkeypatch, cpu_loop):
     # a frame that could only stop on the cap: no rule may fire (no rounding floor, and never a
     # full step, so the exact line search cannot end the solve on an unchanged active set)
-    monkeypatch.setattr(nnls, "FLOOR_KKT", 0.0)
-    monkeypatch.setattr(nnls, "FULL_STEP_TIE", -np.inf)
+    monkeypatch.setattr(nnls.iteration, "FLOOR_KKT", 0.0)
+    monkeypatch.setattr(nnls.iteration, "FULL_STEP_TIE", -np.inf)
     _, M = audio_pair("speech-201x128", "speech_03")
     M = M[:, :40].astype(np.float64)
     M[::3] *= -1.0
@@ -167,7 +167,7 @@ def test_converged_for_the_other_solvers(solver):
 # -- out= and memory ----------------------------------------------------------------------------
 
 
-def test_out_receives_the_result_in_any_layout():
+def test_out_receives_the_result_in_any_layout(cpu_loop):
     _, M = audio_pair("speech-201x128", "speech_01")
     mel = np.stack([M[:, :50], M[:, 50:100]])
     inv = cumel.InverseMelScale(201, 128)

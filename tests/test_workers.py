@@ -14,6 +14,11 @@ import cumel
 from cumel import _threads
 from cumel.solvers import nnls
 
+try:
+    from cumel.solvers.nnls import compiled  # noqa: F401  (nnls.compiled below; needs numba)
+except ImportError:
+    pass
+
 from conftest import audio_pair
 
 
@@ -29,12 +34,13 @@ MUSIC = dict(n_stft=1025, n_mels=128, sample_rate=22050, norm="slaney", mel_type
 
 
 @pytest.mark.parametrize("workers", [2, 3, 7])
-def test_bits_do_not_depend_on_workers_or_chunks(music_batch, workers, monkeypatch):
+def test_bits_do_not_depend_on_workers_or_chunks(music_batch, workers, monkeypatch, cpu_loop):
     reference, info = cumel.InverseMelScale(**MUSIC, workers=1)(music_batch, return_info=True)
     for chunk_elements in (nnls.CHUNK_ELEMENTS, 41 * 1025, 1025):   # several chunks, one frame
-        monkeypatch.setattr(nnls, "CHUNK_ELEMENTS", chunk_elements)
-        monkeypatch.setattr(nnls, "THREAD_CHUNK_ELEMENTS", chunk_elements)
-        monkeypatch.setattr(nnls, "MIN_CHUNK_ELEMENTS", min(chunk_elements, nnls.MIN_CHUNK_ELEMENTS))
+        monkeypatch.setattr(nnls.chunks, "CHUNK_ELEMENTS", chunk_elements)
+        monkeypatch.setattr(nnls.chunks, "THREAD_CHUNK_ELEMENTS", chunk_elements)
+        monkeypatch.setattr(nnls.chunks, "MIN_CHUNK_ELEMENTS", min(chunk_elements, nnls.MIN_CHUNK_ELEMENTS))
+        monkeypatch.setattr(nnls.chunks, "COMPILED_CHUNK_ELEMENTS", chunk_elements)
         S, other = cumel.InverseMelScale(**MUSIC, workers=workers)(music_batch, return_info=True)
         np.testing.assert_array_equal(S, reference)
         np.testing.assert_array_equal(other.iterations, info.iterations)
@@ -62,17 +68,19 @@ def _first_two_workers_meet(seen):
     return meet
 
 
-def test_several_threads_really_run(music_batch, monkeypatch):
+def test_several_threads_really_run(music_batch, monkeypatch, cpu_loop):
     seen = set()
-    solve_frames = nnls._solve_frames
+    # each loop's function that solves one chunk's frames
+    module, name = (nnls.chunks, "_solve_frames") if cpu_loop == "numpy" else (nnls.compiled, "solve_frames")
+    solve_frames = getattr(module, name)
     meet = _first_two_workers_meet(seen)
 
     def record(*args, **kwargs):
         meet()
         return solve_frames(*args, **kwargs)
 
-    monkeypatch.setattr(nnls, "_solve_frames", record)
-    monkeypatch.setattr(nnls, "MIN_CHUNK_ELEMENTS", 1025)
+    monkeypatch.setattr(module, name, record)
+    monkeypatch.setattr(nnls.chunks, "MIN_CHUNK_ELEMENTS", 1025)
     cumel.InverseMelScale(**MUSIC, workers=3)(music_batch)
     assert len(seen) >= 2
     seen.clear()
