@@ -82,7 +82,7 @@ def test_nnls_gradient_is_the_transpose_of_the_jacobian_product():
     assert abs(lhs - rhs) <= 1e-6 * abs(rhs)
 
 
-def test_nnls_gradient_frames_independent_of_chunks_and_workers(monkeypatch):
+def test_nnls_gradient_frames_independent_of_chunks_and_workers(monkeypatch, cpu_loop):
     M = _consistent(T=37, seed=4)                   # 74 frames: odd chunks below
     inv = cumel.InverseMelScale(129, 24)
     S = inv(M).astype(np.float32)
@@ -90,12 +90,29 @@ def test_nnls_gradient_frames_independent_of_chunks_and_workers(monkeypatch):
     whole = gradient.nnls_backward(inv.plan, S, G)
     assert whole.dtype == np.float32
     monkeypatch.setattr(gradient, "CHUNK_ELEMENTS", 129 * 7)     # chunks of 7 frames
-    for workers in (1, 3):
+    for workers in (1, 2, 3):
         np.testing.assert_array_equal(gradient.nnls_backward(inv.plan, S, G, workers=workers), whole)
     # strided, read-only inputs
     S_view, G_view = np.asfortranarray(S), G[:, :, ::1]
     S_view.flags.writeable = False
     np.testing.assert_array_equal(gradient.nnls_backward(inv.plan, S_view, G_view), whole)
+
+
+def test_compiled_backward_equals_the_numpy_backward(monkeypatch):
+    """The compiled loop's backward (the kernel's loop, frame by frame) against NumPy's: Thomas on
+    both, the run sums associated differently (rounding apart only)."""
+    pytest.importorskip("numba", reason="the compiled CPU loop needs numba (the cpu extra)")
+    _, M = audio_pair("tts-513x80", "speech_02")
+    M = np.ascontiguousarray(M[:, :53]).astype(np.float64)[None]          # 53 frames: a prime
+    inv = cumel.InverseMelScale(513, 80, 16000, 0.0, 8000.0, norm="slaney", mel_type="slaney")
+    S = inv(M)
+    G = np.random.default_rng(8).standard_normal(S.shape)
+    grads = {}
+    for loop in ("numpy", "numba"):
+        monkeypatch.setenv("CUMEL_CPU", loop)
+        grads[loop] = gradient.nnls_backward(inv.plan, S, G)
+    scale = np.abs(grads["numpy"]).max()
+    assert scale > 0 and np.abs(grads["numba"] - grads["numpy"]).max() <= 1e-9 * scale
 
 
 def test_lstsq_gradient_is_the_adjoint():

@@ -25,8 +25,10 @@ lstsq.  ``S = max(P m, 0)`` with ``P = pinv(A)``, linear up to the clamp::
 
     dL/dm = P.T (D dL/dS)
 
-Both run on NumPy (chunks of frames, float64 arithmetic, the result in the gradient's dtype) and
-on CuPy (``kernels/nnls.cu``'s ``nnls_backward``: one warp a frame; lstsq: two matrix products).
+Both run on NumPy (chunks of frames, float64 arithmetic, the result in the gradient's dtype), in
+the compiled CPU loop where numba imports (``cumel.solvers.nnls.compiled.backward_frames``, the
+kernel's loop frame by frame; ``CUMEL_CPU`` chooses as for the solve), and on CuPy
+(``kernels/nnls.cu``'s ``nnls_backward``: one warp a frame; lstsq: two matrix products).
 """
 from __future__ import annotations
 
@@ -133,14 +135,26 @@ def nnls_backward(plan, S, G, *, out=None, workers=1):
         cuda.nnls_backward(plan, S, G, out)
         return out
     from .._threads import map_chunks
+    from .nnls import chunks as _nnls_chunks
     eps = plan.nnls().eps
+    compiled = _nnls_chunks.compiled_module()       # the compiled CPU loop, where numba imports
     frames = max(1, CHUNK_ELEMENTS // max(n_freqs, 1))
+    if compiled is not None and workers > 1:        # no GIL: a few chunks a thread even out the load
+        frames = min(frames, max(1, -(-B * T // (4 * workers))))
     chunks = [(a, min(a + frames, B * T)) for a in range(0, B * T, frames)]
 
     def run(bounds):
         a, b = bounds
         s_cols, g_cols = _gather(S, a, b), _gather(G, a, b)
-        _scatter(out, a, b, nnls_frames_backward(plan.sparse, eps, s_cols, g_cols))
+        if compiled is None:
+            _scatter(out, a, b, nnls_frames_backward(plan.sparse, eps, s_cols, g_cols))
+            return
+        lo, _, w_lo, w_hi = plan.nnls().w
+        grad = np.empty((b - a, plan.sparse.n_mels))
+        compiled.backward_frames(np.ascontiguousarray(s_cols.T, np.float64),
+                                 np.ascontiguousarray(g_cols.T, np.float64), grad, lo, w_lo, w_hi,
+                                 plan.sparse.row_start, eps)
+        _scatter(out, a, b, grad.T)
 
     map_chunks(run, chunks, workers if len(chunks) > 1 else 1)
     return out

@@ -47,6 +47,46 @@ def _thomas(diag, upper, upper_scaled, rhs, x, n):
 
 
 @njit(nogil=True, cache=True)
+def backward_frames(s_all, g_all, out, lo, w_lo, w_hi, row_start, eps):
+    """The gradient of the answer (:mod:`cumel.solvers.gradient`), ``kernels/nnls.cu``'s
+    ``nnls_backward`` frame by frame: ``out[f] = J^-1 A D g`` with ``D = diag(s > 0)``.
+
+    ``s_all``, ``g_all`` (n, n_freqs), float64, bin order, read only; ``out`` (n, n_mels) float64.
+    Per mel ``k`` the sums over its bin run and the run below it, in bin order (the kernel's), then
+    the Thomas sweep.
+    """
+    n_frames, n_mels = out.shape
+    rhs = np.empty(n_mels)
+    diag = np.empty(n_mels)
+    upper = np.empty(n_mels)
+    upper_scaled = np.empty(n_mels)
+    x = np.empty(n_mels)
+    for f in range(n_frames):
+        s = s_all[f]
+        g = g_all[f]
+        for k in range(n_mels):
+            r = 0.0
+            dg = 0.0
+            up = 0.0
+            for j in range(row_start[k], row_start[k + 1]):          # lo[j] == k
+                if s[j] > 0.0:
+                    r += w_lo[j] * g[j]
+                    dg += w_lo[j] * w_lo[j]
+                    up += w_lo[j] * w_hi[j]
+            if k > 0:
+                for j in range(row_start[k - 1], row_start[k]):      # lo[j] == k - 1
+                    if s[j] > 0.0:
+                        r += w_hi[j] * g[j]
+                        dg += w_hi[j] * w_hi[j]
+            rhs[k] = r
+            diag[k] = dg + eps
+            upper[k] = up
+        _thomas(diag, upper, upper_scaled, rhs, x, n_mels)
+        for k in range(n_mels):
+            out[f, k] = x[k]
+
+
+@njit(nogil=True, cache=True)
 def solve_frames(m_all, s_all, iterations, kkt_out, lo, w_lo, w_hi, row_start, start_inv_pivot,
                  start_upper_scaled, start_upper, eps, cap, tolerance_loss, tolerance_change,
                  full_step_tie, floor_kkt, floor_ratio, prior, center, spread, floor):
