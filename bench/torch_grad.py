@@ -6,9 +6,10 @@ For every workload the clips (``--audio DIR``; synthetic signals without it) are
 ``(clips, n_mels, T)`` in float32; each row times ``loss = (S * W).sum(); loss.backward()`` from
 the mel (a fixed random ``W``), and the forward alone, median of ``--repeats`` interleaved runs
 after a warm-up. torchaudio's default driver ``gels`` raises on these rank-deficient filterbanks
-(REFERENCE.md), so the lstsq row uses ``gelsy``, torch's own default on the CPU and the fastest
-driver that takes them (measured on 4 x 700 frames of speech-201x128, forward + backward: gelsy
-0.33 s, gelss 1.0 s, gelsd 1.75 s).
+(REFERENCE.md), and ``gelsy`` (torch's own CPU default) returns zeros for these underdetermined
+systems (mel residual 1.0, measured), so the lstsq row uses ``gelss``, the faster of the two
+drivers that answer them (measured on 4 x 700 frames of speech-201x128, forward + backward, an
+idle machine: gelss 0.052 s, gelsd 0.062 s; both the minimum-norm answer).
 Also reported: the mel residual of each answer (the gradients differ by design: lstsq's is the
 pseudo-inverse's transpose, nnls's the converged inverse's).
 Writes ``results.json`` and ``results.md`` into ``--out``.
@@ -58,7 +59,7 @@ def run_workload(workload, audio_dir, clips, repeats, log):
         (mel_np.shape[0], workload.n_stft, mel_np.shape[2])).astype(np.float32))
 
     def lstsq(mel):
-        return torch.relu(torch.linalg.lstsq(A, mel, driver="gelsy").solution)
+        return torch.relu(torch.linalg.lstsq(A, mel, driver="gelss").solution)
 
     def both(solve):
         def run():
@@ -104,9 +105,9 @@ def markdown(result):
              "workload side by side",
              "- time: median of the interleaved runs after one warm-up; a row is "
              "`loss = (S * W).sum(); loss.backward()` from a float32 mel of the clips side by side",
-             "- lstsq: `relu(torch.linalg.lstsq(fb.T, mel, driver='gelsy').solution)` "
-             "(torchaudio 2.x's method with torch's default CPU driver; torchaudio's own default "
-             "`gels` raises on these filterbanks)", "",
+             "- lstsq: `relu(torch.linalg.lstsq(fb.T, mel, driver='gelss').solution)` "
+             "(torchaudio 2.x's method; its default driver `gels` raises on these filterbanks and "
+             "`gelsy` returns zeros for them, gelss is the faster of the two that answer)", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in result["rows"]:
         lines.append(f"| {r['workload']} | {r['frames']} | {r['cumel_seconds']:.4f} | "

@@ -16,6 +16,7 @@ def test_bench_torch_writes_its_table(tmp_path):
     assert row["workload"] == "tts-513x80" and row["frames"] > 0 and row["gradient_finite"]
     assert row["ratio"] == pytest.approx(row["cumel_seconds"] / row["lstsq_seconds"])
     assert row["mel_residual_cumel"] <= 1e-4               # the converged answer
+    assert row["mel_residual_lstsq"] < 0.5                 # the peer answers (gelsy gave zeros)
     table = (tmp_path / "results.md").read_text()
-    assert "| tts-513x80 |" in table and "gelsy" in table
+    assert "| tts-513x80 |" in table and "gelss" in table
     assert "/work/" not in table and "/tmp/" not in json.dumps(result["environment"]["command"])
