@@ -124,6 +124,10 @@ HAND_COUNTS = {
     ("mindspore_gd", "step_bytes"): lambda n_mels, n_freqs, item, **_: (n_mels + 2 * n_freqs) * item,
     # griffinlim_update, a complex bin: rebuilt (2) and tprev (2) read, mag (1) read, X (2) written
     ("griffinlim_update", "step_bytes"): lambda n_freqs, item, **_: (2 + 2 + 1 + 2) * n_freqs * item,
+    # nnls_backward, a frame: the answer and the gradient of the answer read (n_freqs each), the
+    # mel gradient written (n_mels); no iteration
+    ("nnls_backward", "frame_bytes"): lambda n_mels, n_freqs, item, **_: (2 * n_freqs + n_mels) * item,
+    ("nnls_backward", "step_bytes"): lambda **_: 0,
 }
 PRIMES = [dict(n_mels=31, n_freqs=211, n_fft=419, hop=103, item=4),
           dict(n_mels=83, n_freqs=1031, n_fft=2053, hop=509, item=8)]
@@ -139,23 +143,29 @@ def test_cost_lines_equal_the_hand_count_from_the_kernels_loops(name, key):
 
 def test_every_loop_of_a_kernel_has_its_term():
     """Where the exact coefficient is a convention (flops of a sqrt, an FFT), every loop still
-    costs something: each model's per-step flops grow with every dimension its loops run over
-    (bins; mels for the mel-space kernels; the FFT length for the Griffin-Lim and ADMM
-    iterations), and so do its per-step or per-frame bytes with the bins."""
+    costs something: each model's per-step flops (per-frame for the kernels without iterations)
+    grow with every dimension its loops run over (bins; mels for the mel-space kernels; the FFT
+    length for the Griffin-Lim, ADMM and stream iterations), and so do its bytes with the first
+    of them."""
     models = bound.kernel_cost_models()
     loops = {"nnls_solve": ("n_freqs", "n_mels"), "nnls_prior": ("n_freqs", "n_mels"),
              "torchaudio_sgd": ("n_freqs", "n_mels"), "mindspore_gd": ("n_freqs", "n_mels"),
              "griffinlim_update": ("n_freqs",), "admm_update": ("n_freqs",),
              "griffinlim_iteration": ("n_freqs", "n_fft"),
-             "admm_iteration": ("n_freqs", "n_fft", "n_mels"), "lstsq_apply": ("n_freqs", "n_mels")}
+             "admm_iteration": ("n_freqs", "n_fft", "n_mels"), "lstsq_apply": ("n_freqs", "n_mels"),
+             "nnls_backward": ("n_freqs", "n_mels"), "stream_overlap": ("n_fft",),
+             "stream_iteration": ("n_freqs", "n_fft")}
     assert set(loops) == set(models)
     base = PRIMES[0]
     for name, dims in loops.items():
         m = models[name]
-        flops = m.step_flops if name != "lstsq_apply" else m.frame_flops
+        # the kernels without iterations state their flops per frame
+        flops = m.frame_flops if name in ("lstsq_apply", "nnls_backward") else m.step_flops
         for dim in dims:
             grown = dict(base, **{dim: base[dim] * 2})
             assert bound.evaluate(flops, grown) > bound.evaluate(flops, base), (name, dim, flops)
-        grown = dict(base, n_freqs=base["n_freqs"] * 2)
+        # the bytes grow with the first dimension (the bins; the samples for stream_overlap,
+        # which works on time frames only)
+        grown = dict(base, **{dims[0]: base[dims[0]] * 2})
         assert (bound.evaluate(m.step_bytes, grown) + bound.evaluate(m.frame_bytes, grown)
                 > bound.evaluate(m.step_bytes, base) + bound.evaluate(m.frame_bytes, base)), name
