@@ -16,7 +16,7 @@ import cumel
 from cumel.solvers import nnls
 from cumel.workloads import WORKLOADS, read_wav
 
-from conftest import audio_pair, fixture_kwargs, fixture_params, load_fixture, shared_path, use_cpu_loop
+from conftest import audio_pair, data_path, fixture_kwargs, fixture_params, load_fixture, use_cpu_loop
 
 pytest.importorskip("numba", reason="the compiled CPU loop needs numba (the cpu extra)")
 
@@ -59,14 +59,14 @@ def _both(monkeypatch, mel, rtol=RTOL, **kwargs):
 @pytest.mark.parametrize("entry", fixture_params())
 def test_every_golden_fixture(monkeypatch, entry):
     if entry is None:
-        shared_path("fixtures")
+        data_path("fixtures")
     mel = load_fixture(entry["file"])["melspec"]
     _both(monkeypatch, mel, **fixture_kwargs(entry, "nnls"))
 
 
 def _clips(prefix):
     try:
-        folder = shared_path("audio")
+        folder = data_path("audio")
     except BaseException:
         return []
     return sorted(p.stem for p in folder.glob(prefix + "*.wav"))
@@ -85,8 +85,8 @@ CLIPS = [(w, c) for w in WORKLOAD_KWARGS for c in _clips(WORKLOADS[w].clips)] or
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_every_real_clip(monkeypatch, workload, clip, dtype):
     if clip is None:
-        shared_path("audio")
-    audio, _ = read_wav(shared_path("audio", clip + ".wav"))
+        data_path("audio")
+    audio, _ = read_wav(data_path("audio", clip + ".wav"))
     _, M = WORKLOADS[workload].pair(audio)
     a, ai, b, bi = _both(monkeypatch, M.astype(dtype), **WORKLOAD_KWARGS[workload])
     assert bi.mel_residual.max() <= 1e-5 + 1e-7
