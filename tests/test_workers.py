@@ -137,8 +137,10 @@ def test_one_failing_chunk_among_several_raises_its_exception(workers):
         assert bad not in done
 
 
-def test_a_chunks_failure_reaches_the_caller_of_the_solver(music_batch, monkeypatch):
-    solve_frames = nnls._solve_frames
+def test_a_chunks_failure_reaches_the_caller_of_the_solver(music_batch, monkeypatch, cpu_loop):
+    # each loop's function that solves one chunk's frames
+    module, name = (nnls.chunks, "_solve_frames") if cpu_loop == "numpy" else (nnls.compiled, "solve_frames")
+    solve_frames = getattr(module, name)
     calls = []
 
     def fail_third(*args, **kwargs):
@@ -147,10 +149,10 @@ def test_a_chunks_failure_reaches_the_caller_of_the_solver(music_batch, monkeypa
             raise MemoryError("third chunk")
         return solve_frames(*args, **kwargs)
 
-    monkeypatch.setattr(nnls, "_solve_frames", fail_third)
-    monkeypatch.setattr(nnls, "CHUNK_ELEMENTS", 17 * 1025)
-    monkeypatch.setattr(nnls, "THREAD_CHUNK_ELEMENTS", 17 * 1025)
-    monkeypatch.setattr(nnls, "MIN_CHUNK_ELEMENTS", 1025)
+    monkeypatch.setattr(module, name, fail_third)
+    for constant in ("CHUNK_ELEMENTS", "THREAD_CHUNK_ELEMENTS", "COMPILED_CHUNK_ELEMENTS"):
+        monkeypatch.setattr(nnls.chunks, constant, 17 * 1025)
+    monkeypatch.setattr(nnls.chunks, "MIN_CHUNK_ELEMENTS", 1025)
     for workers in (1, 3):
         calls.clear()
         with pytest.raises(MemoryError, match="third chunk"):
