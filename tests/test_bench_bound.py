@@ -147,15 +147,20 @@ def test_every_loop_of_a_kernel_has_its_term():
              "torchaudio_sgd": ("n_freqs", "n_mels"), "mindspore_gd": ("n_freqs", "n_mels"),
              "griffinlim_update": ("n_freqs",), "admm_update": ("n_freqs",),
              "griffinlim_iteration": ("n_freqs", "n_fft"),
-             "admm_iteration": ("n_freqs", "n_fft", "n_mels"), "lstsq_apply": ("n_freqs", "n_mels")}
+             "admm_iteration": ("n_freqs", "n_fft", "n_mels"), "lstsq_apply": ("n_freqs", "n_mels"),
+             "nnls_backward": ("n_freqs", "n_mels"), "stream_overlap": ("n_fft",),
+             "stream_iteration": ("n_freqs", "n_fft")}
+    per_frame = ("lstsq_apply", "nnls_backward")          # one pass a frame: no steps
     assert set(loops) == set(models)
     base = PRIMES[0]
     for name, dims in loops.items():
         m = models[name]
-        flops = m.step_flops if name != "lstsq_apply" else m.frame_flops
+        flops = m.frame_flops if name in per_frame else m.step_flops
         for dim in dims:
             grown = dict(base, **{dim: base[dim] * 2})
             assert bound.evaluate(flops, grown) > bound.evaluate(flops, base), (name, dim, flops)
-        grown = dict(base, n_freqs=base["n_freqs"] * 2)
+        # the overlap-add works on samples (n_fft), not bins
+        size = "n_fft" if name == "stream_overlap" else "n_freqs"
+        grown = dict(base, **{size: base[size] * 2})
         assert (bound.evaluate(m.step_bytes, grown) + bound.evaluate(m.frame_bytes, grown)
                 > bound.evaluate(m.step_bytes, base) + bound.evaluate(m.frame_bytes, base)), name
