@@ -562,3 +562,17 @@ def test_audio_is_spectrogram_then_griffin_lim():
         assert fe.mel(F, length=len(x)).shape == (fe.n_mels, S.shape[-1])
         y = fe.griffin_lim(S, length=len(x), n_iter=3, seed=1)
         np.testing.assert_array_equal(y, fe.audio(F, length=len(x), n_iter=3, seed=1))
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0])
+def test_griffin_lim_leaves_the_callers_spectrogram_alone(power):
+    # with magnitude_eps the magnitude is taken back from |X|^2 + eps before Griffin-Lim; the
+    # caller's spectrogram (power 2: already |X|^2 + eps) must not be where that happens
+    fe = cumel.Frontend(n_fft=400, hop_length=160, n_mels=64, log="log10", multiplier=10.0,
+                        power=power, magnitude_eps=1e-3)
+    x = clip_for(fe, 0.3)
+    S = fe.spectrogram(fe.features(x), length=len(x))
+    kept = S.copy()
+    y = fe.griffin_lim(S, length=len(x), n_iter=2, seed=1)
+    np.testing.assert_array_equal(S, kept)
+    np.testing.assert_array_equal(y, fe.griffin_lim(kept, length=len(x), n_iter=2, seed=1))
