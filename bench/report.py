@@ -72,6 +72,18 @@ def _time_ratio(rows, numerator, denominator):
     return None
 
 
+def environment_lines(env):
+    """The Markdown bullet lines of a run's environment block: command, when, CPU and
+    versions, the cumel source, the load average at start and end."""
+    return [f"- command: `{env['command']}`", f"- when: {env['timestamp']}",
+            f"- CPU: {env['cpu']} ({env['cores']} cores, {env.get('cores_usable')} usable); "
+            f"Python {env['python']}; "
+            + ", ".join(f"{k} {v}" for k, v in sorted(env["versions"].items())),
+            f"- cumel source: {_revision(env.get('cumel_source'))}",
+            f"- load average (1, 5, 15 min) at start {_loads(env['load_average'])}, at end "
+            f"{_loads(env.get('load_average_after'))}"]
+
+
 def _revision(source):
     if not source:
         return "unknown"

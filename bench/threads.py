@@ -199,13 +199,7 @@ def thread_rows(workload, clips, counts, frames, repeats, log):
 def markdown(results):
     env, s = results["environment"], results["settings"]
     lines = ["# cumel CPU nnls: worker threads and the lstsq baseline", "",
-             f"- command: `{env['command']}`", f"- when: {env['timestamp']}",
-             f"- CPU: {env['cpu']} ({env['cores']} cores, {env.get('cores_usable')} usable); "
-             f"Python {env['python']}; "
-             + ", ".join(f"{k} {v}" for k, v in sorted(env["versions"].items())),
-             f"- cumel source: {report._revision(env.get('cumel_source'))}",
-             f"- load average (1, 5, 15 min) at start {report._loads(env['load_average'])}, at end "
-             f"{report._loads(env.get('load_average_after'))}",
+             *report.environment_lines(env),
              f"- audio: {s['audio'] or 'synthetic signals'}; float32; default tolerances; time: "
              f"median of {s['repeats']} interleaved runs after one warm-up", "",
              "Every clip, both at their defaults (nnls `workers=None`: "

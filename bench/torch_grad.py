@@ -94,13 +94,7 @@ def run_workload(workload, audio_dir, clips, repeats, log):
 def markdown(result):
     env = result["environment"]
     lines = ["# cumel.torch.InverseMelScale: forward + backward against lstsq + relu in torch",
-             "", f"- command: `{env['command']}`", f"- when: {env['timestamp']}",
-             f"- CPU: {env['cpu']} ({env['cores']} cores, {env.get('cores_usable')} usable); "
-             f"Python {env['python']}; "
-             + ", ".join(f"{k} {v}" for k, v in sorted(env["versions"].items())),
-             f"- cumel source: {report._revision(env.get('cumel_source'))}",
-             f"- load average (1, 5, 15 min) at start {report._loads(env['load_average'])}, at end "
-             f"{report._loads(env.get('load_average_after'))}",
+             "", *report.environment_lines(env),
              f"- audio: {result['audio'] or 'synthetic signals'}, {result['clips']} clips a "
              "workload side by side",
              "- time: median of the interleaved runs after one warm-up; a row is "
