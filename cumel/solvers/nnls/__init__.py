@@ -59,7 +59,8 @@ breakpoint in ``(0, 1)``.  The search is EXACT: it returns the root of ``phi'``,
 ``q`` along the step, from those few crossing bins (NumPy: sum the pieces' changes by the
 breakpoints' binary exponent, which picks the bucket holding the root, then sort that bucket's
 breakpoints and find the piece where ``phi'`` changes sign; the kernel: a secant step inside the
-bracket, then the root of the linear piece holding it, a handful of passes).  The full
+bracket, then the root of the linear piece holding it, a handful of passes; the compiled CPU
+loop: the kernel's rounds over the crossing bins alone).  The full
 step is taken when ``phi'(1) <= 1e-12 |phi'(0)|``: at a converged Newton step ``phi'(1)`` is zero
 up to rounding, and the sign of a rounding-level value must not pick the step.  On a piece where
 the active set is right the Newton step is exact, so the iteration ends in a handful of steps

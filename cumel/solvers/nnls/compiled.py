@@ -2,10 +2,12 @@
 
 One call solves the frames of one chunk, one frame after the other, each exactly as one warp of
 the kernel does (the package docstring's iteration; the kernel's order of operations, the
-Thomas sweep and its line search): the start, then per Newton step one pass over the bins for
-``t`` (``z`` with a prior) and the active set, one pass over each mel's bin run for ``A s``,
-``F`` and ``J``'s diagonal and super-diagonal, the Thomas sweep, one pass for ``u`` and
-``phi'(1)``, and the exact line search's passes where the full step is not taken.  Where the
+Thomas sweep and its line search): the start, then per Newton step one pass, mel by mel over
+its bin run, for ``t`` (``z`` with a prior), the active set, ``A s``, ``F`` and ``J``'s diagonal
+and super-diagonal (a run's terms of the next mel carried to it), the Thomas sweep, one pass for
+``u`` and ``phi'(1)``, and where the full step is not taken, one pass that sets aside the bins
+whose sign changes on ``(0, 1)`` (the others add a linear part to ``phi'``): the exact line
+search's rounds visit those few bins only, where the kernel's visit every bin.  Where the
 kernel recomputes ``t`` and ``u`` from ``mu`` and ``delta`` at each pass, this loop keeps them
 in two ``n_freqs`` vectors computed once a step by the same expressions: the same values.  Sums
 run in index order (the kernel's lanes sum in another order: the same iterates up to rounding,
@@ -108,8 +110,15 @@ def solve_frames(m_all, s_all, iterations, kkt_out, lo, w_lo, w_hi, row_start, s
     upper_scaled = np.empty(n_mels)
     t = np.empty(n_freqs)              # A.T mu (z = c + v A.T mu with a prior)
     u = np.empty(n_freqs)              # A.T delta
+    cross_t = np.empty(n_freqs)        # the line search's crossing bins: t, v u, u, breakpoint
+    cross_su = np.empty(n_freqs)
+    cross_u = np.empty(n_freqs)
+    cross_b = np.empty(n_freqs)
     c = np.zeros(n_freqs)
     v = np.ones(n_freqs)
+    ww_lo = w_lo * w_lo                # J's terms of each bin
+    ww_hi = w_hi * w_hi
+    ww_lohi = w_lo * w_hi
     mask = np.zeros(n_freqs, dtype=np.bool_)
     mask_prev = np.zeros(n_freqs, dtype=np.bool_)
     inf = np.inf
@@ -194,48 +203,44 @@ def solve_frames(m_all, s_all, iterations, kkt_out, lo, w_lo, w_hi, row_start, s
         recent2 = inf
         it = 0
         while True:
-            # ---- t = A.T mu (z with a prior), d = (t > 0); did d change since the last step? ----
+            # ---- one pass, mel by mel over its bin run (lo[j] == k: mu[k] and mu[k + 1] at
+            # hand): t = A.T mu (z with a prior), d = (t > 0) and whether it changed since the
+            # last step, and (A s)_k, F_k, J's diag_k and upper_k; a run's w_hi terms belong to
+            # the next mel, carried to it.  Branch-free sums: an inactive bin adds +0.0 ----
             changed = False
-            for j in range(n_freqs):
-                k = lo[j]
-                x = w_lo[j] * mu[k] + w_hi[j] * mu[k + 1]
-                if prior:
-                    x = x * v[j] + c[j]
-                t[j] = x
-                pos = x > 0.0
-                if pos != mask_prev[j]:
-                    changed = True
-                mask[j] = pos
-            # ---- per mel k: (A s)_k, F_k, J's diag_k and upper_k ----
             f_sq = 0.0
+            carry_as = 0.0
+            carry_dg = 0.0
             for k in range(n_mels):
+                mu_k = mu[k]
+                mu_k1 = mu[k + 1]
                 a_s = 0.0
                 dg = 0.0
                 up = 0.0
-                for j in range(row_start[k], row_start[k + 1]):          # lo[j] == k
-                    x = t[j]
-                    if x > 0.0:
-                        a_s += w_lo[j] * x
-                        if prior:
-                            dg += (w_lo[j] * w_lo[j]) * v[j]
-                            up += (w_lo[j] * w_hi[j]) * v[j]
-                        else:
-                            dg += w_lo[j] * w_lo[j]
-                            up += w_lo[j] * w_hi[j]
-                if k > 0:
-                    for j in range(row_start[k - 1], row_start[k]):      # lo[j] == k - 1
-                        x = t[j]
-                        if x > 0.0:
-                            a_s += w_hi[j] * x
-                            if prior:
-                                dg += (w_hi[j] * w_hi[j]) * v[j]
-                            else:
-                                dg += w_hi[j] * w_hi[j]
-                r = a_s + eps * mu[k] - m[k]
+                next_as = 0.0
+                next_dg = 0.0
+                for j in range(row_start[k], row_start[k + 1]):
+                    x = w_lo[j] * mu_k + w_hi[j] * mu_k1
+                    if prior:
+                        x = x * v[j] + c[j]
+                    t[j] = x
+                    pos = x > 0.0
+                    changed = changed or pos != mask_prev[j]
+                    mask[j] = pos
+                    sx = x if pos else 0.0
+                    dv = (v[j] if prior else 1.0) if pos else 0.0
+                    a_s += w_lo[j] * sx
+                    next_as += w_hi[j] * sx
+                    dg += ww_lo[j] * dv
+                    next_dg += ww_hi[j] * dv
+                    up += ww_lohi[j] * dv
+                r = (a_s + carry_as) + eps * mu_k - m[k]
                 F[k] = r
-                diag[k] = dg + eps
+                diag[k] = (dg + carry_dg) + eps
                 upper[k] = up
                 f_sq += r * r
+                carry_as = next_as
+                carry_dg = next_dg
             kkt = math.sqrt(f_sq) / m_norm
             at_floor = kkt <= floor_kkt and kkt > floor_ratio * min(recent0, min(recent1, recent2))
             recent2 = recent1
@@ -263,22 +268,44 @@ def solve_frames(m_all, s_all, iterations, kkt_out, lo, w_lo, w_hi, row_start, s
             s_sq = 0.0
             u_sq = 0.0
             dphi1 = 0.0
-            for j in range(n_freqs):
-                k = lo[j]
-                uj = w_lo[j] * delta[k] + w_hi[j] * delta[k + 1]
-                u[j] = uj
-                su = v[j] * uj if prior else uj
-                x = t[j]
-                s = 0.0 if x < 0.0 else x
-                s_sq += s * s
-                u_sq += su * su
-                x1 = x + su
-                dphi1 += (0.0 if x1 < 0.0 else x1) * uj
+            for k in range(n_mels):
+                delta_k = delta[k]
+                delta_k1 = delta[k + 1]
+                for j in range(row_start[k], row_start[k + 1]):
+                    uj = w_lo[j] * delta_k + w_hi[j] * delta_k1
+                    u[j] = uj
+                    su = v[j] * uj if prior else uj
+                    x = t[j]
+                    s = 0.0 if x < 0.0 else x
+                    s_sq += s * s
+                    u_sq += su * su
+                    x1 = x + su
+                    dphi1 += (0.0 if x1 < 0.0 else x1) * uj
             hi_start = dphi1 + c0 + c1
             alpha = 1.0
             # full step unless phi'(1) is clearly positive (a rounding tie is a full step)
             full = not (hi_start > full_step_tie * abs(slope0))
             if not full:
+                # phi' on (0, 1): the bins on throughout add a linear part (p0 + a p1), the bins
+                # off throughout nothing; only the crossing bins (t and t + u of opposite signs)
+                # have a breakpoint inside, so the search's rounds visit those alone
+                p0 = 0.0
+                p1 = 0.0
+                n_cross = 0
+                for j in range(n_freqs):
+                    x = t[j]
+                    uj = u[j]
+                    su = v[j] * uj if prior else uj
+                    x1 = x + su
+                    if (x > 0.0 and x1 < 0.0) or (x < 0.0 and x1 > 0.0):
+                        cross_t[n_cross] = x
+                        cross_su[n_cross] = su
+                        cross_u[n_cross] = uj
+                        cross_b[n_cross] = -x / su
+                        n_cross += 1
+                    elif x > 0.0 or x1 > 0.0:     # on for every alpha in (0, 1)
+                        p0 += x * uj
+                        p1 += su * uj
                 a_lo = 0.0
                 a_hi = 1.0
                 lo_val = slope0
@@ -286,31 +313,29 @@ def solve_frames(m_all, s_all, iterations, kkt_out, lo, w_lo, w_hi, row_start, s
                 alpha = -1.0
                 r_round = 0
                 # every round ends the search or removes a breakpoint from the bracket
-                while r_round < n_freqs + 2 and alpha < 0.0:
+                while r_round < n_cross + 2 and alpha < 0.0:
                     r_round += 1
                     width = a_hi - a_lo
                     step = hi_val - lo_val
                     cc = a_lo - lo_val * width / step if step > 0.0 else a_lo + 0.5 * width
                     cc = min(max(cc, a_lo), a_hi)
                     # the piece of phi' at cc: value, slope just right of cc, nearest breakpoints
-                    value = 0.0
-                    slope = 0.0
+                    value = p0 + cc * p1
+                    slope = p1
                     left = a_lo
                     right = a_hi
-                    for j in range(n_freqs):
-                        x = t[j]
-                        uj = u[j]
-                        su = v[j] * uj if prior else uj
-                        xc = x + cc * su
+                    for i in range(n_cross):
+                        su = cross_su[i]
+                        uj = cross_u[i]
+                        xc = cross_t[i] + cc * su
                         value += (0.0 if xc < 0.0 else xc) * uj
                         if xc > 0.0 or (xc == 0.0 and su > 0.0):
                             slope += su * uj
-                        if su != 0.0:
-                            b = -x / su
-                            if b > a_lo and b <= cc:
-                                left = max(left, b)
-                            if b > cc and b < a_hi:
-                                right = min(right, b)
+                        b = cross_b[i]
+                        if b > a_lo and b <= cc:
+                            left = max(left, b)
+                        if b > cc and b < a_hi:
+                            right = min(right, b)
                     value = value + c0 + cc * c1
                     slope = slope + c1
                     root = cc - value / slope
