@@ -487,6 +487,22 @@ class InverseMelScale:
         device = "cuda" if (streamed or xp is not np) else "cpu"
         return result, self._info(xp, packed, S, iterations, converged, lead, T, seconds, device)
 
+    def _solve_checked(self, xp, packed):
+        """``S`` (B, n_stft, T) float64 of (B, n_mels, T) frames already checked by the caller
+        (finite, real, ``n_mels`` bands, on ``xp``): what :meth:`__call__` computes, in
+        float64, without its checks, ``out=`` and report (:class:`cumel.MelStream` solves a
+        frame or a few per push, where those cost more than the solve)."""
+        B, _, T = packed.shape
+        S = xp.empty((B, self.n_stft, T), np.float64)
+        if B == 0 or T == 0:
+            S[...] = 0
+            return S
+        iterations, converged, _ = self._solve(xp, packed, S, False)
+        if not _all_finite(xp, S):
+            raise FloatingPointError(self._non_finite_message(xp, packed, np.dtype(np.float64)))
+        self._warn_ran_out(xp, iterations, converged)
+        return S
+
     # -- dispatch -------------------------------------------------------------------------------
 
     def _solve(self, xp, packed, S, streamed):

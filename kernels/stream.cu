@@ -1,7 +1,8 @@
 // cumel stream: the overlap-add, normalisation and re-framing of online fast Griffin-Lim
 // (cumel.MelStream), fused, over every stream and every frame in flight.
 //
-// Iteration (cumel/stream.py is the NumPy twin; one arriving frame, K frames of look-ahead,
+// Iteration (cumel/stream/__init__.py is the NumPy twin, cumel/stream/compiled.py the compiled
+// CPU one; one arriving frame, K frames of look-ahead,
 // R = ceil(n_fft / hop) frames over each hop-sized slot, k <= K + 1 frames in flight a..a+k-1):
 //   repeat n_iter times:
 //     f       = irfft(X)                                   cupy.fft, (S, k, n_fft)

@@ -41,7 +41,7 @@ def _small_front_end(**kw):
 
 @pytest.mark.parametrize("lookahead", [0, 3])
 @pytest.mark.parametrize("batched", [False, True])
-def test_chunking_gives_the_same_bits(lookahead, batched):
+def test_chunking_gives_the_same_bits(lookahead, batched, cpu_loop):
     mel = _mel((3, 16, 23) if batched else (16, 23))
     runs = [_run(cumel.MelStream(**SMALL, lookahead=lookahead), mel, chunk)
             for chunk in (1, 7, 23, [2, 0, 5, 1, 9])]
@@ -50,7 +50,7 @@ def test_chunking_gives_the_same_bits(lookahead, batched):
     assert runs[0].shape == mel.shape[:-2] + (32 * 22,)
 
 
-def test_front_end_chunking_and_length():
+def test_front_end_chunking_and_length(cpu_loop):
     fe = _small_front_end()
     t = np.arange(2400) / 8000
     x = np.sin(2 * np.pi * 300 * t) * np.exp(-2 * t)
@@ -65,7 +65,7 @@ def test_front_end_chunking_and_length():
 @pytest.mark.parametrize("grid", [dict(), dict(center=False, pad=(24, 8)),
                                   dict(n_fft=100, hop_length=32), dict(n_fft=128, hop_length=48)])
 @pytest.mark.parametrize("T", [2, 5, 20])
-def test_length_equals_mel_to_audio(grid, T):
+def test_length_equals_mel_to_audio(grid, T, cpu_loop):
     kw = dict(SMALL, **grid)
     mel = _mel((16, T))
     y = _run(cumel.MelStream(**kw, lookahead=3), mel, 1)
@@ -74,7 +74,7 @@ def test_length_equals_mel_to_audio(grid, T):
     assert y.shape == offline.shape
 
 
-def test_samples_of_frame_t_are_final_after_frame_t_plus_k():
+def test_samples_of_frame_t_are_final_after_frame_t_plus_k(cpu_loop):
     # two streams sharing the first j + 1 frames: what stream A returns after frame j is
     # exactly stream B's output there, whatever B's later frames are
     K, H, left, j = 2, 32, 64, 11
@@ -88,6 +88,79 @@ def test_samples_of_frame_t_are_final_after_frame_t_plus_k():
     full_a = np.concatenate([got, _run(a, mel_a[:, j + 1:], 1)])
     assert np.array_equal(b[:got.shape[0]], got)
     assert not np.array_equal(b, full_a)          # the later frames do differ
+
+
+@pytest.mark.parametrize("grid", [dict(), dict(n_fft=100, hop_length=32)])
+@pytest.mark.parametrize("lookahead", [0, 2])
+def test_compiled_passes_are_the_numpy_twin(grid, lookahead, monkeypatch):
+    """The stream on its compiled passes (cumel/stream/compiled.py), its update swapped for the
+    NumPy twin's (``|b|`` by hypot, where the compiled one takes sqrt: next tests), equals the
+    NumPy twin bit for bit on 3 streams of 19 frames, pushed one at a time and 5 at a time; the
+    magnitudes come from the same nnls loop."""
+    pytest.importorskip("numba", reason="the compiled CPU loop needs numba (the cpu extra)")
+    from cumel.stream import compiled as passes
+    monkeypatch.setenv("CUMEL_CPU", "numba")
+    kw = dict(SMALL, **grid)
+    mel = _mel((3, 16, 19), 4)
+    fast = _run(cumel.MelStream(**kw, lookahead=lookahead), mel, 1)
+    monkeypatch.setattr(passes, "update", lambda *a: cumel.stream._update(*a[:4], np))
+    compiled = [_run(cumel.MelStream(**kw, lookahead=lookahead), mel, chunk) for chunk in (1, 5)]
+    monkeypatch.setattr(cumel.stream, "compiled_module", lambda: None)
+    twin = _run(cumel.MelStream(**kw, lookahead=lookahead), mel, 1)
+    assert np.array_equal(compiled[0], twin) and np.array_equal(compiled[1], twin)
+    assert not np.array_equal(fast, twin)        # the swap above did change the update
+
+
+def test_compiled_update_is_the_numpy_update_to_rounding():
+    """mag * b / (|b| + eps) with |b| = sqrt(re^2 + im^2) against NumPy's complex abs: each
+    side's output is within ~3 ulps of the exact value (|b|, the sum, the division and the
+    product each round once), so they differ by at most ~6 ulps of mag: checked against 16, on
+    values spread over 600 decades (the squares' guard: hypot beyond 1e+-140), zeros, and equal
+    bits where b is real (|b| exact both ways)."""
+    pytest.importorskip("numba", reason="the compiled CPU loop needs numba (the cpu extra)")
+    from cumel.stream import compiled as passes
+    rng = np.random.default_rng(6)
+    shape = (2, 3, 4000)
+    exponent = rng.uniform(-300, 300, shape)
+    rebuilt = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) * 10.0 ** exponent
+    tprev = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) * 10.0 ** exponent
+    rebuilt[0, 0, :50] = 0
+    tprev[0, 0, :50] = 0
+    rebuilt[0, 1, :50] = rng.standard_normal(50)          # a real b: |b| exact both ways
+    tprev[0, 1, :50] = 0
+    mag = rng.random(shape) * 10.0 ** rng.uniform(-100, 100, shape)
+    got = passes.update(rebuilt, tprev, mag, 0.5, 1e-16)
+    want = cumel.stream._update(rebuilt, tprev, mag, 0.5, np)
+    assert np.array_equal(got[0, 0, :50], want[0, 0, :50]) and np.array_equal(got[0, 1, :50], want[0, 1, :50])
+    assert np.all(np.abs(got - want) <= 16 * np.spacing(mag))
+    assert np.all(np.isfinite(got))
+
+
+def test_compiled_overlap_is_the_numpy_twins_bits():
+    """The overlap-add, normalisation and re-framing pass, compiled, equals the NumPy twin's
+    operations (window, adds in r order, envelope, window) bit for bit, ragged n_fft included."""
+    pytest.importorskip("numba", reason="the compiled CPU loop needs numba (the cpu extra)")
+    from cumel.stream import compiled
+    rng = np.random.default_rng(5)
+    for n_fft, hop, k in ((128, 32, 4), (100, 32, 3), (96, 96, 2)):
+        R = -(-n_fft // hop)
+        frames = rng.standard_normal((2, k, n_fft))
+        tail = rng.standard_normal((2, R - 1, hop))
+        inv = rng.random((k + R - 1, hop))
+        window = np.zeros(R * hop)
+        window[:n_fft] = np.hanning(n_fft)
+        seg = np.empty_like(frames)
+        compiled.overlap(frames, tail, inv, window, hop, seg)
+        padded = np.zeros((2, k, R * hop))
+        padded[..., :n_fft] = frames * window[:n_fft]
+        ola = np.zeros((2, k + R - 1, hop))
+        ola[:, :R - 1] = tail
+        for r in range(R):
+            ola[:, r:r + k] += padded.reshape(2, k, R, hop)[:, :, r]
+        ola *= inv
+        expect = np.stack([(ola[:, i:i + R].reshape(2, R * hop) * window)[:, :n_fft]
+                           for i in range(k)], axis=1)
+        assert np.array_equal(seg, expect), (n_fft, hop, k)
 
 
 def test_one_frame_at_a_time_returns_one_hop_per_frame():

@@ -39,7 +39,7 @@ def _host(a):
 
 
 def _reference(frames, tail, inv, window, hop):
-    """The NumPy path's overlap-add and re-framing (cumel/stream.py), spelt out."""
+    """The NumPy path's overlap-add and re-framing (cumel/stream/__init__.py), spelt out."""
     S, k, n_fft = frames.shape
     R = window.shape[0] // hop
     padded = np.zeros((S, k, R * hop))

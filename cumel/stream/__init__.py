@@ -48,9 +48,13 @@ over the 8 speech clips of the project's test audio is 1.03x that of the offline
 (tts-513x80; worst 1.00x); ``lookahead=0`` is 1.2-1.3x (``python -m bench stream``).
 
 Cost: each arriving frame runs ``n_iter`` ISTFT + STFT passes over its ``K + 1`` frames in flight
-(the same FFTs a frame as the offline inverse), vectorised over the streams; each push solves
-its frames' magnitudes in one nnls call, whose fixed cost (milliseconds on the NumPy loop) is
-shared by every stream and frame of the push: push many streams, or a few frames, at once.
+(the same FFTs a frame as the offline inverse), vectorised over the streams; between the FFTs,
+the overlap-add and the update are two compiled passes (:mod:`cumel.stream.compiled`, where
+numba imports; a NumPy twin of ``2 R + 9`` calls otherwise). Each push solves its frames'
+magnitudes in one nnls call. With the compiled passes one stream costs about twice its FFTs
+(NumPy's FFT of a few frames costs more in the call than in the transform), and many streams
+pushed together little more than their FFTs: at 32 iterations a frame, the FFTs alone of one
+n_fft = 1024 frame take about 0.3 ms of one core here (``python -m bench stream``).
 
 Guarantees
 ----------
@@ -110,13 +114,24 @@ import warnings
 
 import numpy as np
 
-from . import _backend, _threads, _validate
-from . import stft as _stft
-from ._typing import Array
-from .mel_frontends import Frontend
-from .griffin_lim import _DEFAULT, _PLAIN, EPS, _check_real, _Default
+from .. import _backend, _threads, _validate
+from .. import stft as _stft
+from .._typing import Array
+from ..mel_frontends import Frontend
+from ..griffin_lim import _DEFAULT, _PLAIN, EPS, _check_real, _Default
 
 __all__ = ["MelStream", "mel_to_audio_stream"]
+
+
+def compiled_module():
+    """:mod:`cumel.stream.compiled` where the CPU's compiled loops run (numba imports and
+    ``CUMEL_CPU`` allows them: :func:`cumel.solvers.nnls.chunks.compiled_module` decides for
+    both), else None: the NumPy twin."""
+    from ..solvers.nnls.chunks import compiled_module as nnls_loop
+    if nnls_loop() is None:
+        return None
+    from . import compiled
+    return compiled
 
 METHODS = ("fgla", "gla")
 START_SCALE = 1e-3     # a new frame's share of its own magnitude before its first update
@@ -259,7 +274,7 @@ class MelStream:
 
     @staticmethod
     def _streamable_frontend(frontend, n_fft, n_mels, fb, given):
-        from .mel_frontends import frontend as _frontend
+        from ..mel_frontends import frontend as _frontend
         overrides = dict(given)
         if n_fft is not None:
             overrides["n_fft"] = n_fft
@@ -275,7 +290,7 @@ class MelStream:
         return fe
 
     def _build_inverse(self, n_mels):
-        from .transforms import InverseMelScale
+        from ..transforms import InverseMelScale
         f = self._filterbank
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)    # empty filters: the user's choice
@@ -451,12 +466,13 @@ class MelStream:
     def _magnitudes(self, xp, packed):
         """(S, n_mels, k) frames -> (S, k, F) float64 magnitudes (nnls per frame)."""
         if self.frontend is not None:
-            from .mel_frontends import _inverse_mel_scale
             fe = self.frontend
-            mel = self._levels.mel(packed)
-            inverse = _inverse_mel_scale(fe, self.solver, "cpu" if xp is np else None,
-                                         self.workers)
-            S = inverse(mel).astype(np.float64)
+            inverse = self.__dict__.get("_frontend_inverse")
+            if inverse is None:
+                from ..mel_frontends import _inverse_mel_scale
+                inverse = self._frontend_inverse = _inverse_mel_scale(
+                    fe, self.solver, "cpu" if xp is np else None, self.workers)
+            S = inverse._solve_checked(xp, self._levels.mel(packed))
             if fe.magnitude_eps:
                 S = S ** (2.0 / fe.power) if fe.power != 2.0 else S
                 S -= fe.magnitude_eps
@@ -465,7 +481,7 @@ class MelStream:
             else:
                 power = fe.power
         else:
-            S = self._inverse(packed).astype(np.float64)
+            S = self._inverse._solve_checked(xp, packed)
             power = self.power
         if power == 2.0:
             xp.sqrt(S, out=S)
@@ -540,13 +556,24 @@ class MelStream:
         R, H, N = self.hops, self.hop_length, self.n_fft
         inv = self._inverse_envelope(self._committed, k)
         if xp is not np:                    # one fused pass between the FFTs (kernels/stream.cu)
-            from . import cuda
+            from .. import cuda
             window = self._window_slots.reshape(R * H)
             for _ in range(self.n_iter):
                 frames = xp.fft.irfft(X, n=N, axis=-1)
                 seg = cuda.stream_overlap(frames, tail, inv, window, H)
                 rebuilt = xp.fft.rfft(seg, n=N, axis=-1)
                 X = _update(rebuilt, tprev, mag, self.alpha, xp)
+                tprev = rebuilt
+            return X, tprev
+        loop = compiled_module()
+        if loop is not None:                # the same two passes compiled (stream/compiled.py)
+            window = self._window_slots.reshape(R * H)
+            seg = np.empty((S, k, N))
+            for _ in range(self.n_iter):
+                frames = loop.irfft(X, N)
+                loop.overlap(frames, tail, inv, window, H, seg)
+                rebuilt = loop.rfft(seg, N)
+                X = loop.update(rebuilt, tprev, mag, self.alpha, EPS)
                 tprev = rebuilt
             return X, tprev
         window = self._window_slots                             # (R, H)
@@ -583,7 +610,9 @@ class MelStream:
             self._tail = new_tail
         else:
             self._final.append(frame[:, 0] * inv[0])
-        self._X, self._tprev, self._mag = self._X[:, 1:], self._tprev[:, 1:], self._mag[:, 1:]
+        # contiguous: the next frames' passes read them as flat vectors
+        self._X, self._tprev, self._mag = (xp.ascontiguousarray(a[:, 1:])
+                                           for a in (self._X, self._tprev, self._mag))
         self._committed += 1
 
     def _emit(self, final):
@@ -615,7 +644,7 @@ def _update(rebuilt, tprev, mag, alpha, xp):
     """``b = rebuilt - alpha * tprev``, ``mag * b / (|b| + 1e-16)`` (a new array): the update
     of :func:`cumel.griffin_lim.update`, in its order."""
     if xp is not np:
-        from . import cuda
+        from .. import cuda
         return cuda.griffinlim_update(rebuilt, tprev, mag, alpha)
     b = tprev * alpha
     np.subtract(rebuilt, b, out=b)
