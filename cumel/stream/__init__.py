@@ -116,6 +116,7 @@ import numpy as np
 
 from .. import _backend, _threads, _validate
 from .. import stft as _stft
+from . import fft as _fft
 from .._typing import Array
 from ..mel_frontends import Frontend
 from ..griffin_lim import _DEFAULT, _PLAIN, EPS, _check_real, _Default
@@ -538,7 +539,7 @@ class MelStream:
     def _time_frames(self, X):
         """(S, k, F) or (S, F) -> windowed frames (..., R, hop), zero past n_fft."""
         xp, N, R, H = self._xp, self.n_fft, self.hops, self.hop_length
-        frames = xp.fft.irfft(X, n=N, axis=-1)
+        frames = _fft.irfft(X, N) if xp is np else xp.fft.irfft(X, n=N, axis=-1)
         frames *= self._window
         if R * H != N:
             frames = xp.concatenate([frames, xp.zeros(frames.shape[:-1] + (R * H - N,))], -1)
@@ -570,9 +571,9 @@ class MelStream:
             window = self._window_slots.reshape(R * H)
             seg = np.empty((S, k, N))
             for _ in range(self.n_iter):
-                frames = loop.irfft(X, N)
+                frames = _fft.irfft(X, N)
                 loop.overlap(frames, tail, inv, window, H, seg)
-                rebuilt = loop.rfft(seg, N)
+                rebuilt = _fft.rfft(seg, N)
                 X = loop.update(rebuilt, tprev, mag, self.alpha, EPS)
                 tprev = rebuilt
             return X, tprev
@@ -588,7 +589,7 @@ class MelStream:
             ola *= inv
             for r in range(R):                                  # frame i = slots i .. i+R-1
                 xp.multiply(ola[:, r:r + k], window[r], out=seg[:, :, r])
-            rebuilt = xp.fft.rfft(seg.reshape(S, k, R * H)[..., :N], n=N, axis=-1)
+            rebuilt = _fft.rfft(seg.reshape(S, k, R * H)[..., :N], N)
             X = _update(rebuilt, tprev, mag, self.alpha, xp)
             tprev = rebuilt
         return X, tprev

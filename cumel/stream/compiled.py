@@ -13,8 +13,7 @@ frames ``r = 0 .. R - 1``; the window multiplies before and after): the overlap 
 bits, the update the same up to the rounding of ``|b|`` (:func:`update`).  Neither mixes
 streams: a stream's output is the same in any batch and however its frames are chunked.  Like the nnls loop
 (:mod:`cumel.solvers.nnls.compiled`) they run where numba imports and ``CUMEL_CPU`` allows it;
-the machine code is cached on disk.  :func:`rfft` and :func:`irfft` call NumPy's FFT
-without its Python wrapper.
+the machine code is cached on disk.
 """
 from __future__ import annotations
 
@@ -73,82 +72,41 @@ def overlap(frames, tail, inv, window, hop, seg):
 def update(rebuilt, tprev, mag, alpha, eps):
     """``b = rebuilt - alpha tprev``; ``mag * b / (|b| + eps)`` (a new array): the update of
     :func:`cumel.griffin_lim.update` (``kernels/griffinlim.cu``), in its order.  ``rebuilt``,
-    ``tprev`` complex128 and ``mag`` float64, all (S, k, n_freqs).
+    ``tprev`` complex128 and ``mag`` float64, all (S, k, n_freqs) and C-contiguous.
 
     ``|b|`` is ``sqrt(re^2 + im^2)`` where the squares can neither overflow nor lose digits
     (``hypot`` elsewhere): a libm ``hypot`` a value cost a third of an iteration, and the two
     differ by at most an ulp or two, so this pass matches the NumPy twin to rounding, not bits.
     """
     out = np.empty(rebuilt.shape, np.complex128)
-    _update_flat(_floats(rebuilt), _floats(tprev), mag.reshape(-1), float(alpha), float(eps),
-                 out.reshape(-1).view(np.float64))
+    _update(rebuilt, tprev, mag, float(alpha), float(eps), out)
     return out
 
 
-def _floats(z):
-    """A complex128 array as the float64 vector (re, im, re, im, ...) of its values in order."""
-    return np.ascontiguousarray(z).reshape(-1).view(np.float64)
-
-
 @njit(nogil=True, cache=True)
-def _update_flat(rebuilt, tprev, mag, alpha, eps, out):
-    n = mag.shape[0]
+def _update(rebuilt, tprev, mag, alpha, eps, out):
+    rebuilt_flat, tprev_flat = rebuilt.reshape(-1), tprev.reshape(-1)
+    mag_flat, out_flat = mag.reshape(-1), out.reshape(-1)
     odd = 0
-    for j in range(n):
-        re = rebuilt[2 * j] - tprev[2 * j] * alpha
-        im = rebuilt[2 * j + 1] - tprev[2 * j + 1] * alpha
+    for j in range(mag_flat.shape[0]):
+        r = rebuilt_flat[j]
+        p = tprev_flat[j]
+        re = r.real - p.real * alpha
+        im = r.imag - p.imag * alpha
         sq = re * re + im * im
         odd += ((sq < SQUARES_LOW) & (sq != 0.0)) | (sq > SQUARES_HIGH)
-        scale = mag[j] / (math.sqrt(sq) + eps)
-        out[2 * j] = re * scale
-        out[2 * j + 1] = im * scale
+        scale = mag_flat[j] / (math.sqrt(sq) + eps)
+        out_flat[j] = complex(re * scale, im * scale)
     if odd:                            # rare: redo those values with hypot
-        for j in range(n):
-            re = rebuilt[2 * j] - tprev[2 * j] * alpha
-            im = rebuilt[2 * j + 1] - tprev[2 * j + 1] * alpha
+        for j in range(mag_flat.shape[0]):
+            r = rebuilt_flat[j]
+            p = tprev_flat[j]
+            re = r.real - p.real * alpha
+            im = r.imag - p.imag * alpha
             sq = re * re + im * im
             if not (SQUARES_LOW <= sq <= SQUARES_HIGH) and sq != 0.0:
-                scale = mag[j] / (math.hypot(re, im) + eps)
-                out[2 * j] = re * scale
-                out[2 * j + 1] = im * scale
-
-
-def _pocketfft():
-    """NumPy's FFT ufuncs (``numpy.fft._pocketfft_umath``, NumPy 2), or None where this NumPy
-    lays them out otherwise or they do not give ``numpy.fft``'s bits on a test signal."""
-    try:
-        from numpy.fft import _pocketfft_umath as ufuncs
-        x = np.random.default_rng(0).standard_normal((2, 16))
-        X = np.empty((2, 9), complex)
-        y = np.empty((2, 16))
-        ufuncs.rfft_n_even(x, 1.0, out=X)
-        ufuncs.irfft(X, 1.0 / 16, out=y)
-        if np.array_equal(X, np.fft.rfft(x)) and np.array_equal(y, np.fft.irfft(X, n=16)):
-            return ufuncs
-    except Exception:
-        pass
-    return None
-
-
-_UFUNCS = _pocketfft()
-
-
-def rfft(x, n_fft):
-    """``numpy.fft.rfft(x, n=n_fft, axis=-1)`` for real float64 ``x`` of last axis ``n_fft``
-    (even): the same ufunc, without the wrapper's ~15 us a call (an iteration makes two calls
-    over a few frames: the wrapper cost as much as the transforms)."""
-    if _UFUNCS is None or n_fft % 2:
-        return np.fft.rfft(x, n=n_fft, axis=-1)
-    out = np.empty(x.shape[:-1] + (n_fft // 2 + 1,), np.complex128)
-    return _UFUNCS.rfft_n_even(x, 1.0, out=out)
-
-
-def irfft(X, n_fft):
-    """``numpy.fft.irfft(X, n=n_fft, axis=-1)`` for complex128 ``X``, as :func:`rfft`."""
-    if _UFUNCS is None:
-        return np.fft.irfft(X, n=n_fft, axis=-1)
-    out = np.empty(X.shape[:-1] + (n_fft,))
-    return _UFUNCS.irfft(X, 1.0 / n_fft, out=out)
+                scale = mag_flat[j] / (math.hypot(re, im) + eps)
+                out_flat[j] = complex(re * scale, im * scale)
 
 
 def is_cached():

@@ -178,7 +178,11 @@ def solve_into(plan, mel, out, *, max_iter, tolerance_loss, tolerance_change, wo
             progress(n)
 
     try:
-        map_chunks(run, chunks, workers)
+        if len(chunks) == 1 or workers <= 1:       # the calling thread: its own error state
+            for bounds in chunks:
+                solve_chunk(bounds)
+        else:
+            map_chunks(run, chunks, workers)
     finally:
         trim_kept(scratch)
     return iterations, kkt
@@ -191,9 +195,16 @@ def compiled_chunk_bounds(n_frames, n_freqs, workers):
     chunk = max(1, COMPILED_CHUNK_ELEMENTS // n_freqs)
     if workers > 1:
         chunk = min(chunk, max(1, -(-n_frames // (CHUNKS_PER_WORKER * workers))))
-    n_chunks = -(-n_frames // chunk)
-    edges = np.linspace(0, n_frames, n_chunks + 1).astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    return _split(n_frames, -(-n_frames // chunk))
+
+
+def _split(n_frames, n_chunks):
+    """``range(n_frames)`` in ``n_chunks`` near-equal runs (integer arithmetic: a call that
+    solves a frame or two, as a stream's push, pays nothing here)."""
+    if n_chunks <= 1:
+        return [(0, n_frames)] if n_frames > 0 else []
+    edges = [n_frames * i // n_chunks for i in range(n_chunks + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
 _COMPILED = {}                    # the choice of CUMEL_CPU -> the compiled module or None
@@ -275,5 +286,4 @@ def chunk_bounds(n_frames, n_freqs, workers, uniform=False, max_frames=None):
     n_chunks = -(-n_frames // chunk)
     if workers > 1 and not uniform and n_chunks > workers:
         n_chunks = -(-n_chunks // workers) * workers
-    edges = np.linspace(0, n_frames, n_chunks + 1).astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    return _split(n_frames, n_chunks)
