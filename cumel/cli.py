@@ -431,9 +431,14 @@ def main(argv=None):
     args = _build_parser().parse_args(argv)
     args.argv = argv
     try:
-        if args.command in ("invert", "demo") and args.solver == "nnls" and args.device != "cuda":
-            # the compiled CPU loop's first run compiles it where numba's cache is cold: say so
-            _nnls_chunks.announce_compile(lambda note: print(note, file=sys.stderr, flush=True))
+        stream_cpu = args.command == "stream" and args.device != "cuda"
+        if stream_cpu or (args.command in ("invert", "demo") and args.solver == "nnls"
+                          and args.device != "cuda"):
+            # the compiled CPU loops' first run compiles them where numba's cache is cold: say so
+            from .stream import compiled_module as stream_passes
+            also = [stream_passes()] if stream_cpu and stream_passes() is not None else []
+            _nnls_chunks.announce_compile(lambda note: print(note, file=sys.stderr, flush=True),
+                                          also)
         with _bulk.stop_signals():                 # SIGINT and SIGTERM: a clean stop
             return {"invert": cmd_invert, "frontends": cmd_frontends,
                     "demo": cmd_demo, "stream": _stream_cli.cmd_stream}[args.command](args) or 0

@@ -81,3 +81,27 @@ def test_stream_command_bad_chunk(tmp_path, capsys, chunk):
     assert cli.main(["stream", str(tmp_path / "mel.npy"), "--frontend", "hifigan", "-o",
                      str(tmp_path / "o.wav"), "--chunk", chunk]) == 2
     assert "--chunk must be at least 1" in capsys.readouterr().err
+
+
+def test_stream_command_says_once_when_it_compiles(tmp_path):
+    """In a fresh process with an empty numba cache, ``cumel stream`` (its magnitudes on the
+    compiled nnls loop, its passes compiled too) says once on stderr that it compiles; with the
+    cache that run filled, nothing."""
+    pytest.importorskip("numba", reason="the compiled CPU loop needs numba (the cpu extra)")
+    import subprocess
+    import sys
+    from cumel.solvers.nnls.compiled import COLD_COMPILE_NOTE
+    np.save(tmp_path / "in.npy", _features(0.1))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("CUMEL_CPU", None)
+
+    def run():
+        done = subprocess.run([sys.executable, "-m", "cumel.cli", "stream", "in.npy",
+                               "--frontend", "tacotron2", "-o", "out.wav", "--n-iter", "1"],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert run().count(COLD_COMPILE_NOTE) == 1
+    assert any((tmp_path / "cache").rglob("compiled.overlap-*.nbi"))
+    assert COLD_COMPILE_NOTE not in run()

@@ -211,12 +211,14 @@ _COMPILED = {}                    # the choice of CUMEL_CPU -> the compiled modu
 _ANNOUNCED = []                   # the cold compile already announced in this process
 
 
-def announce_compile(write):
+def announce_compile(write, also=()):
     """``write(note)`` once a process, before the first solve, where the compiled loop will run
-    and numba's cache does not hold it yet (the first call then compiles it: seconds).  For
-    programs with a user at a terminal (the CLI and its demo)."""
+    and numba's cache does not hold it (or one of the modules ``also``, each with an
+    ``is_cached()``, as the stream's compiled passes) yet: the first call then compiles it,
+    seconds.  For programs with a user at a terminal (the CLI and its demo)."""
     compiled = compiled_module()
-    if compiled is None or _ANNOUNCED or compiled.is_cached():
+    if (compiled is None or _ANNOUNCED
+            or (compiled.is_cached() and all(module.is_cached() for module in also))):
         return False
     _ANNOUNCED.append(True)
     write(compiled.COLD_COMPILE_NOTE)
