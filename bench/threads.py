@@ -48,7 +48,7 @@ from .scaling import interleaved
 CLIP_COLUMNS = ("workload", "clip", "frames", "loop", "nnls (s)", "lstsq + relu (s)", "nnls / lstsq",
                 "Newton steps mean / max", "max mel residual")
 THREAD_COLUMNS = ("workload", "frames", "loop", "workers", "time (s)", "frames/s", "speed-up vs 1",
-                  "machine's ceiling", "same bits as 1")
+                  "machine's ceiling", "compute ceiling", "same bits as 1")
 DEFAULT_FRAMES = 24000
 ALL_CLIPS = "all clips, one batch"
 SETTLE_SECONDS = 0.3      # before each timed run of the clips table: lstsq's BLAS threads go idle
@@ -128,6 +128,60 @@ def parallel_ceiling(workers, seconds=0.2):
     return serial / (time.perf_counter() - t0)
 
 
+_SPIN = []
+
+
+def _spin_kernel():
+    """A compiled loop that only computes (a chain of multiply-adds on 1025 numbers held in the
+    first level of cache), GIL-free: what the compiled nnls loop's threads are made of."""
+    if not _SPIN:
+        from numba import njit
+
+        @njit(nogil=True, cache=False)
+        def spin(x, reps):
+            total = 0.0
+            for _ in range(reps):
+                acc = 0.0
+                for j in range(x.shape[0]):
+                    acc = acc * 0.999 + x[j]
+                total += acc
+            return total
+
+        spin(np.ones(4), 1)
+        _SPIN.append(spin)
+    return _SPIN[0]
+
+
+def compute_ceiling(workers, seconds=0.2):
+    """Speed-up of ``workers`` threads over one on compiled, GIL-free arithmetic with no memory
+    traffic (:func:`_spin_kernel`): the most the compiled loop's threads can gain at that moment
+    (a virtual machine's cores may be shared or throttled); None without numba."""
+    if workers <= 1:
+        return 1.0
+    if importlib.util.find_spec("numba") is None:
+        return None
+    spin = _spin_kernel()
+    x = np.random.default_rng(0).random(1025)
+    reps = 1
+    while True:
+        t0 = time.perf_counter()
+        spin(x, reps)
+        if time.perf_counter() - t0 > seconds / 4 or reps > 1 << 20:
+            break
+        reps *= 2
+    t0 = time.perf_counter()
+    for _ in range(workers):
+        spin(x, reps)
+    serial = time.perf_counter() - t0
+    threads = [threading.Thread(target=spin, args=(x, reps)) for _ in range(workers)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return serial / (time.perf_counter() - t0)
+
+
 def lstsq_relu(A):
     """The baseline of ``python -m bench`` (``numpy.linalg.lstsq`` + relu) as a function of M."""
     def run(M):
@@ -175,10 +229,12 @@ def thread_rows(workload, clips, counts, frames, repeats, log):
         on_loop(loop, lambda: cumel.InverseMelScale(**kwargs, workers=1)(M[:, :2]))()
     log(f"[threads] {workload.name}: {M.shape[1]} frames, workers {counts}, loops {loops}")
     ceilings = {w: [] for w in counts}
+    compute = {w: [] for w in counts}
 
     def probe():
         for w in counts:
             ceilings[w].append(parallel_ceiling(w))
+            compute[w].append(compute_ceiling(w))
 
     timed = interleaved(runs, repeats, each_round=probe)
     rows = []
@@ -192,6 +248,8 @@ def thread_rows(workload, clips, counts, frames, repeats, log):
                          "frames_per_second": M.shape[1] / seconds,
                          "speedup_vs_1": None if one is None else one / seconds,
                          "machine_ceiling": statistics.median(ceilings[w]),
+                         "compute_ceiling": (None if None in compute[w] else
+                                             statistics.median(compute[w])),
                          "same_bits": bool(np.array_equal(S, reference))})
     return rows
 
@@ -213,16 +271,21 @@ def markdown(results):
                      f"{r['lstsq_seconds']:.4f} | {r['ratio']:.2f} | "
                      f"{r['steps_mean']:.2f} / {r['steps_max']} | {r['max_mel_residual']:.1e} |")
     lines += ["", "Worker threads (`InverseMelScale(workers=W)`), the clips tiled into one batch; the "
-              "machine's ceiling is W threads of a plain NumPy multiply against one, measured in "
-              "the same rounds (median):",
+              "machine's ceiling is W threads of a plain NumPy multiply against one, the compute "
+              "ceiling W threads of a compiled, GIL-free loop of arithmetic alone (numba) against "
+              "one, both measured in the same rounds (median):",
               "", "| " + " | ".join(THREAD_COLUMNS) + " |", "|" + "---|" * len(THREAD_COLUMNS)]
     for r in results["threads"]:
         speed = "-" if r["speedup_vs_1"] is None else f"{r['speedup_vs_1']:.2f}x"
         lines.append(f"| {r['workload']} | {r['frames']} | {r.get('loop', 'NumPy')} | {r['workers']} | "
                      f"{r['seconds']:.3f} | "
                      f"{r['frames_per_second']:,.0f} | {speed} | {r['machine_ceiling']:.2f}x | "
-                     f"{'yes' if r['same_bits'] else 'NO'} |")
+                     f"{_ratio(r.get('compute_ceiling'))} | {'yes' if r['same_bits'] else 'NO'} |")
     return "\n".join(lines) + "\n"
+
+
+def _ratio(value):
+    return "-" if value is None else f"{value:.2f}x"
 
 
 def run(args, argv, log):

@@ -16,6 +16,11 @@ def test_threads_table_runs_and_checks_bits(tmp_path, capsys):
     assert [(r["loop"], r["workers"]) for r in rows] == [(loop, w) for loop in loops for w in (1, 2)]
     assert all(r["same_bits"] and r["frames"] >= 300 and r["frames_per_second"] > 0 for r in rows)
     assert rows[0]["speedup_vs_1"] == 1.0 and rows[1]["machine_ceiling"] > 0
+    assert rows[0]["compute_ceiling"] == 1.0
+    if importlib.util.find_spec("numba"):
+        assert rows[1]["compute_ceiling"] > 0
+    else:
+        assert rows[1]["compute_ceiling"] is None
     clips = results["clips"]
     assert clips and all(c["converged"] and c["max_mel_residual"] <= 1e-5 and c["ratio"] > 0
                          for c in clips)
@@ -23,6 +28,7 @@ def test_threads_table_runs_and_checks_bits(tmp_path, capsys):
     assert clips[-1]["clip"] == "all clips, one batch"
     assert clips[-1]["frames"] == sum(c["frames"] for c in clips[:-len(loops)] if c["loop"] == "NumPy")
     assert "machine's ceiling" in (out / "results.md").read_text()
+    assert "compute ceiling" in (out / "results.md").read_text()
     assert "nnls / lstsq" in capsys.readouterr().out
 
 
