@@ -473,7 +473,10 @@ class MelStream:
                 from ..mel_frontends import _inverse_mel_scale
                 inverse = self._frontend_inverse = _inverse_mel_scale(
                     fe, self.solver, "cpu" if xp is np else None, self.workers)
-            S = inverse._solve_checked(xp, self._levels.mel(packed))
+            # the frames are checked (_check_frames): Frontend.mel without its checks
+            levels = packed.astype(np.float64 if packed.dtype == np.float64 else np.float32,
+                                   copy=False)
+            S = inverse._solve_checked(xp, self._levels._mel_packed(levels, xp))
             if fe.magnitude_eps:
                 S = S ** (2.0 / fe.power) if fe.power != 2.0 else S
                 S -= fe.magnitude_eps
