@@ -11,9 +11,11 @@ float32 torch operations, ``torch.stft(center=True, pad_mode="reflect")``, ``|X|
 matmul, ``10 * log10(clamp(x, min=1e-10))``), and so are HiFi-GAN's
 ``meldataset.mel_spectrogram`` (verbatim but for its module-level caches) and Tacotron 2's
 ``stft.STFT.transform`` + ``layers.TacotronSTFT.mel_spectrogram`` (its conv1d Fourier basis).
-Checked once against the real torchaudio 2.9.1 (torch 2.9.1, CPU) on speech_07: the restated
-``MelSpectrogram`` + ``AmplitudeToDB`` equal torchaudio's bit for bit (``test_torchaudio_
-restatement_is_torchaudio`` does this wherever torchaudio imports).
+Against the real torchaudio 2.9.1 (torch 2.9.1, CPU) on speech_07 the restated
+``MelSpectrogram`` + ``AmplitudeToDB`` equal torchaudio's bit for bit: ``test_torchaudio_
+restatement_is_torchaudio`` checks it wherever torchaudio imports, and ``.ci/peers-torchaudio``
+runs it (and this preset's case of ``test_features_equal_the_real_front_end``) in a venv pinned to
+that release, where it may not skip.
 """
 import math
 import time
@@ -187,7 +189,7 @@ def test_librosa_ref_max_and_its_filterbank():
 
 def test_torchaudio_restatement_is_torchaudio():
     torchaudio = pytest.importorskip("torchaudio", reason="torchaudio not installed (no build for "
-                                                          "CI's torch; checked where it imports)")
+                                                          "CI's torch; .ci/peers-torchaudio runs it)")
     torch = pytest.importorskip("torch")
     x = speech(16000, 2.0)
     with warnings.catch_warnings():

@@ -201,6 +201,23 @@ def test_buffers_state_dict_and_to():
     assert list(T.GriffinLim().state_dict()) == ["window"]
 
 
+@pytest.mark.parametrize("solver", ["nnls", "torchaudio", "mindspore"])
+def test_a_loaded_filterbank_keeps_the_modules_other_arguments(solver):
+    """A state_dict from elsewhere changes the filterbank and nothing else: max_iter, the
+    tolerances, the SGD arguments and the seed stay the module's."""
+    kw = dict(solver=solver, seed=2, max_iter=7, tolerance_loss=0.0, tolerance_change=0.0)
+    if solver == "torchaudio":
+        kw["sgdargs"] = {"lr": 0.05, "momentum": 0.5}
+    mel = _sparse_mels(T_=4)
+    other = T.InverseMelScale(65, 12, f_max=7000.0)
+    inv = T.InverseMelScale(65, 12, **kw).to(torch.float64)
+    inv.load_state_dict(other.state_dict())
+    expected, info = cumel.InverseMelScale(65, fb=other.fb.numpy(), **kw)(mel.numpy(), return_info=True)
+    if solver != "nnls":
+        assert (info.iterations == 7).all()
+    np.testing.assert_array_equal(inv(mel).numpy(), expected)
+
+
 def test_torchaudio_documentation_examples_run():
     """torchaudio.transforms' docstring examples with ``transforms`` swapped for cumel.torch."""
     transforms = T

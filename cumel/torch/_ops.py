@@ -110,9 +110,10 @@ def transform_for(config, fb):
         own = _TRANSFORMS.get((config, user.digest))
         if own is None:
             own = _TRANSFORMS[(config, user.digest)] = InverseMelScale(
-                transform.n_stft, transform.n_mels, transform.max_iter, transform.tolerance_loss,
-                transform.tolerance_change, solver=transform.solver, seed=transform.seed,
-                workers=transform.workers, fb=user,
+                transform.n_stft, transform.n_mels, max_iter=transform.max_iter,
+                tolerance_loss=transform.tolerance_loss,
+                tolerance_change=transform.tolerance_change, solver=transform.solver,
+                seed=transform.seed, workers=transform.workers, fb=user,
                 **({"sgdargs": transform.sgdargs} if "sgdargs" in json.loads(config) else {}))
     return own
 
