@@ -57,12 +57,12 @@ import numpy as np
 
 from cumel.workloads import WORKLOADS, read_wav, synthetic_audio
 
-from . import bound as bounds
-from . import environment, gpu_report
-from .batches import quiet_empty_filters, workload_filterbank
-from .implementations import first_line
+from .. import bound as bounds
+from .. import environment, gpu_report
+from ..batches import quiet_empty_filters, workload_filterbank
+from ..implementations import first_line
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 DEFAULT_BUDGET = 420.0           # seconds; 8 minutes leave a minute for start-up and the last writes
 FINISH_RESERVE = 15.0            # seconds kept for the last files
 HARD_GRACE = 40.0                # past the budget by this much, a hung process writes and exits
@@ -465,7 +465,7 @@ class Run:
         return proc, folder, time.monotonic() + timeout, timeout
 
     def wait_kernels(self, started, entry):
-        from . import kernels
+        from .. import kernels
         proc, folder, until, timeout = started
         try:
             try:
@@ -887,7 +887,7 @@ def _torchaudio_inverse(s, frames, cupy, args):
 
 def _torch_sgd(s, frames, cupy, args):
     torch = _torch_cuda(cupy)
-    from .torch_sgd import inverse_mel_scale_sgd
+    from ..torch_sgd import inverse_mel_scale_sgd
     mel = s.inputs.torch(torch, "mel", frames)
     fb = torch.from_numpy(workload_filterbank(s.workload, np.float32)).to("cuda")
 
