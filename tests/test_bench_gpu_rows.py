@@ -54,8 +54,8 @@ def test_a_stage_traceback_names_no_path_of_this_machine():
 
     from bench import gpu
     try:
-        gpu.Run.wait_kernels(None, (None,) * 4, {})      # fails inside bench/gpu/__init__.py
+        gpu.Run.wait_kernels(None, (None,) * 4, {})      # fails inside bench/gpu/subprocesses.py
     except Exception:  # noqa: BLE001 - any failure of the stage will do
         text = gpu.portable_traceback(traceback.format_exc())
-    assert 'File "bench/gpu/__init__.py"' in text
+    assert 'File "bench/gpu/subprocesses.py"' in text
     assert os.path.dirname(gpu.__file__) not in text and str(gpu.REPOSITORY) not in text
