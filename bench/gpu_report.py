@@ -62,6 +62,15 @@ def describe(row):
             f"{_rate(row['bound_frames_per_s'])} ({_fmt(row.get('measured_over_bound'), '.2%')})")
 
 
+def describe_stream(row):
+    """One progress line for a row of the streams-at-once table."""
+    head = (f"[stream] {row['backend']}, {row['streams']} streams, n_iter {row['n_iter']}, "
+            f"{row['frames']} frames")
+    if row["status"] != "ok":
+        return f"{head}: {row['status']}: {row['error']}"
+    return f"{head}: {_fmt(row['wall_seconds'])} s, {_fmt(row['realtime'])}x real time"
+
+
 def series_key(row):
     return row["workload"], row["solver"], row["backend"]
 

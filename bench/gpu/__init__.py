@@ -9,7 +9,15 @@ and the others still run:
 2. ``pytest``: ``pytest -m gpu`` in a subprocess (log ``DIR/pytest.log``, summary line in the
    results), with a timeout; while it runs,
 3. ``kernels``: the ptxas table of :mod:`bench.kernels` (NVRTC on the CPU).
-4. ``timings``: every GPU path on the standard workloads, timed with CUDA events after a warm-up,
+4. ``stream``: streams at once (:mod:`.streams`): the real-time factor of
+   ``cumel.MelStream(frontend="tacotron2", lookahead=3, n_iter=N)`` at N = 8 (32 iterations a
+   frame, the default) and 2, for 1, 16, 64 and 256 streams pushed one frame a push (an
+   ``(n_streams, 80, 1)`` CuPy array: each push's overlap-add runs over every stream at once),
+   beside the same on the CPU (NumPy, ``workers=1``, 1 and 16 streams); wall seconds of the
+   pushes and the flush, the device synchronised, x real time = ``streams * frames * 256 /
+   22050`` over them, and the latency in ms (``results.json`` ``stream``). At most a share of
+   the time left; a series stops growing when its next size would not fit it.
+5. ``timings``: every GPU path on the standard workloads, timed with CUDA events after a warm-up,
    at batch sizes from 1024 frames doubling up to the largest that fits: cumel's nnls, lstsq,
    torchaudio and mindspore solvers (the SGD ones at a fixed ``max_iter`` with tolerances zero,
    so every iteration runs) on resident CuPy (``cuda``), streamed NumPy (``cuda-host``) and torch
@@ -21,23 +29,23 @@ and the others still run:
    (``torch-lstsq-grad``, torchaudio 2.x's method). Sizes go up round by round
    over every series, and a series stops growing when its next size would not fit the device or
    the time left (the results say which).
-5. Each row is held against the device (:mod:`bench.bound`): ``bound_frames_per_s`` from the
+6. Each row of the timings is held against the device (:mod:`bench.bound`): ``bound_frames_per_s`` from the
    kernel's stated cost model and the device's bandwidth and FLOP rate.
 
 ``DIR`` (``--out``, default ``bench/results/gpu-<device name>``) receives ``results.json``,
 ``results.md`` and ``pytest.log``, rewritten after every row, and ``results.png`` after every
 round: a run killed midway still leaves its files. ``--quick`` times the smallest size of one
-workload with few iterations (after ``pytest -m gpu``, as always), and it runs on the CPU
-emulator of
-``tests/cudasim`` in CI, where the timings mean nothing and ``results.json`` says
-``"emulated": true``.
+workload with few iterations and 2 streams of 3 frames at ``n_iter=1`` (after ``pytest -m gpu``,
+as always), and it runs on the CPU emulator of ``tests/cudasim`` in CI, where the timings mean
+nothing and ``results.json`` says ``"emulated": true``.
 
 The package: this module (the command: its arguments and :func:`main`), :mod:`.run` (a
 :class:`Run`: results, files, clock, the stages in order, the environment stage),
-:mod:`.subprocesses` (``pytest -m gpu`` and the kernel table), :mod:`.timings` (the timings
-stage), :mod:`.series` (a workload's inputs and series), :mod:`.prepare` (each series' timed
-call), :mod:`.timers` (CUDA-event timers, :func:`time_runs`), :mod:`.limits` (the time budget,
-memory, :class:`Skip`) and :mod:`.machine` (portable paths and tracebacks, versions, the log).
+:mod:`.subprocesses` (``pytest -m gpu`` and the kernel table), :mod:`.streams` (the stream
+stage), :mod:`.timings` (the timings stage), :mod:`.series` (a workload's inputs and series),
+:mod:`.prepare` (each series' timed call), :mod:`.timers` (CUDA-event timers,
+:func:`time_runs`), :mod:`.limits` (the time budget, memory, :class:`Skip`) and :mod:`.machine`
+(portable paths and tracebacks, versions, the log).
 """
 from __future__ import annotations
 
@@ -101,7 +109,7 @@ def build_parser():
     p.add_argument("--pytest-timeout", type=float, default=None, metavar="SECONDS",
                    help="time for pytest -m gpu (default 150; --quick 60)")
     p.add_argument("--skip", default="", metavar="STAGES",
-                   help="comma list of stages not to run: pytest, kernels, peers")
+                   help="comma list of stages not to run: pytest, kernels, stream, peers")
     return p
 
 
@@ -127,8 +135,8 @@ def parse_args(argv):
     if args.budget <= 0:
         parser.error("--budget must be positive")
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    if args.skip - {"pytest", "kernels", "peers"}:
-        parser.error("--skip: choose from pytest, kernels, peers")
+    if args.skip - {"pytest", "kernels", "stream", "peers"}:
+        parser.error("--skip: choose from pytest, kernels, stream, peers")
     return args
 
 

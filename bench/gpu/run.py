@@ -19,16 +19,17 @@ from ..implementations import first_line
 from .limits import FINISH_RESERVE, HARD_GRACE, BudgetSpent, Skip
 from .machine import REPOSITORY, cuda_version, cupy_version, log, portable_traceback
 from .series import CHANNEL_FRAMES
+from .streams import StreamsStage
 from .subprocesses import SubprocessStages
 from .timings import START_FRAMES, TimingsStage
 
 PLOT_EVERY = 20.0                # seconds between redrawn results.png during the timings
 
 
-class Run(SubprocessStages, TimingsStage):
+class Run(SubprocessStages, StreamsStage, TimingsStage):
     """State of one ``bench gpu`` run: its results dictionary, files and clock; the stages'
     methods come from one class per stage (:mod:`bench.gpu.subprocesses`,
-    :mod:`bench.gpu.timings`)."""
+    :mod:`bench.gpu.streams`, :mod:`bench.gpu.timings`)."""
 
     def __init__(self, args, argv, started):
         self.args, self.argv, self.started = args, argv, started
@@ -49,7 +50,7 @@ class Run(SubprocessStages, TimingsStage):
                          "channel_frames": CHANNEL_FRAMES, "budget_s": args.budget,
                          "audio": environment.portable_path(args.audio) if args.audio else None,
                          "dtype": "float32", "quick": args.quick},
-            "stages": [], "pytest": None, "kernels": None, "cost_models": None,
+            "stages": [], "pytest": None, "kernels": None, "stream": None, "cost_models": None,
             "series": [], "rows": [], "budget": {"seconds": args.budget, "spent": None,
                                                  "stopped": None}}
 
@@ -175,6 +176,12 @@ class Run(SubprocessStages, TimingsStage):
         if "kernels" in started:
             with self.stage("kernels-wait") as entry:
                 self.wait_kernels(started["kernels"], entry)
+        # MelStream's streams at once: a bounded share of the time, before the timings (which
+        # grow until the budget is spent)
+        with self.stage("stream") as entry:
+            if "stream" in self.args.skip:
+                raise Skip("--skip stream")
+            self.streams(entry)
         with self.stage("timings") as entry:
             self.timings(entry)
 
