@@ -133,3 +133,7 @@ def test_stream_rows_on_the_device_and_the_cpu(run):
         assert r["samples"] == settings["hop"] * (r["frames"] - 1)
         assert r["latency_samples"] == 1024
         assert r["latency_ms"] == pytest.approx(1000 * 1024 / 22050)
+    md = (out / "results.md").read_text()
+    assert "## Streams at once: cumel.MelStream" in md
+    for r in rows:
+        assert f"| {r['backend']} | 2 | 1 | 4 | 3 |" in md

@@ -15,8 +15,9 @@ and the others still run:
    ``(n_streams, 80, 1)`` CuPy array: each push's overlap-add runs over every stream at once),
    beside the same on the CPU (NumPy, ``workers=1``, 1 and 16 streams); wall seconds of the
    pushes and the flush, the device synchronised, x real time = ``streams * frames * 256 /
-   22050`` over them, and the latency in ms (``results.json`` ``stream``). At most a share of
-   the time left; a series stops growing when its next size would not fit it.
+   22050`` over them, and the latency in ms (``results.json`` ``stream``, a table in
+   ``results.md``, a panel of ``results.png``). At most a share of the time left; a series stops
+   growing when its next size would not fit it.
 5. ``timings``: every GPU path on the standard workloads, timed with CUDA events after a warm-up,
    at batch sizes from 1024 frames doubling up to the largest that fits: cumel's nnls, lstsq,
    torchaudio and mindspore solvers (the SGD ones at a fixed ``max_iter`` with tolerances zero,
