@@ -30,8 +30,9 @@ torch_sgd
     torchaudio 0.8's ``InverseMelScale`` loop written in PyTorch (removed from torchaudio in 2.1).
 gpu
     ``python -m bench gpu``: every GPU number in one call within a time budget (pytest -m gpu,
-    the kernel table, every GPU path and peer timed against the device's bound);
-    ``gpu_report`` writes its files, ``png`` draws the plot where matplotlib is missing.
+    the kernel table, every GPU path and peer timed against the device's bound); a package, a
+    module per part (its docstring lists them); ``gpu_report`` writes its files, ``png`` draws
+    the plot where matplotlib is missing.
 kernels
     ``python -m bench kernels``: ptxas figures and occupancy of every kernel, no GPU needed.
 bound

@@ -62,6 +62,42 @@ def describe(row):
             f"{_rate(row['bound_frames_per_s'])} ({_fmt(row.get('measured_over_bound'), '.2%')})")
 
 
+def describe_stream(row):
+    """One progress line for a row of the streams-at-once table."""
+    head = (f"[stream] {row['backend']}, {row['streams']} streams, n_iter {row['n_iter']}, "
+            f"{row['frames']} frames")
+    if row["status"] != "ok":
+        return f"{head}: {row['status']}: {row['error']}"
+    return f"{head}: {_fmt(row['wall_seconds'])} s, {_fmt(row['realtime'])}x real time"
+
+
+def stream_markdown(stream):
+    """The streams-at-once table (``results["stream"]``)."""
+    s = stream["settings"]
+    lines = ["## Streams at once: cumel.MelStream", "",
+             (f"`cumel.MelStream(frontend=\"{s['front_end']}\", lookahead={s['lookahead']}, "
+              f"n_iter=...)`: {s['front_end']} features ({s['sample_rate']} Hz, n_fft "
+              f"{s['n_fft']}, hop {s['hop']}, {s['n_mels']} mels, {s['dtype']}) of {s['source']}, "
+              "the same frames tiled to every stream, pushed one frame a push (an `(n_streams, "
+              f"{s['n_mels']}, 1)` array) and flushed. cuda: CuPy arrays, each push's passes over "
+              "every stream at once (`kernels/stream.cu`); cpu: NumPy arrays, "
+              f"`workers={s['cpu_workers']}` (the reference). Wall seconds of the pushes and the "
+              "flush after a warm-up stream, the device synchronised when the clock starts and "
+              f"stops; x real time = streams x frames x {s['hop']} / {s['sample_rate']} over those "
+              "seconds. Latency: how far the final output trails the audio the pushed frames "
+              "describe (`MelStream.latency_ms`)."), "",
+             ("| backend | streams | n_iter | iterations a frame | frames per stream | wall (s) | "
+              "CPU (s) | x real time | latency (ms) | note |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in stream["rows"]:
+        note = "" if r["status"] == "ok" else f"{r['status']}: {r['error']}"
+        lines.append(f"| {r['backend']} | {r['streams']} | {r['n_iter']} | "
+                     f"{r['iterations_per_frame']} | {r['frames']} | "
+                     f"{_fmt(r.get('wall_seconds'))} | {_fmt(r.get('cpu_seconds'))} | "
+                     f"{_fmt(r.get('realtime'))} | {_fmt(r.get('latency_ms'), '.1f')} | {note} |")
+    return lines
+
+
 def series_key(row):
     return row["workload"], row["solver"], row["backend"]
 
@@ -144,6 +180,8 @@ def markdown(results):
                      f"{_fmt(best.get('measured_over_bound'), '.2%')} | {limit} | "
                      f"{_fmt(best.get('steps'), '.3g')} | {_fmt(best.get('mel_residual'), '.2g')} | "
                      f"{why} |")
+    if (results.get("stream") or {}).get("rows"):
+        lines += [""] + stream_markdown(results["stream"])
     kernels = results.get("kernels")
     if kernels:
         from .kernels import legend
@@ -188,11 +226,28 @@ def plot_series(results):
     return panels
 
 
+STREAM_PANEL = "MelStream: x real time against streams"
+
+
+def stream_lines(results):
+    """``[{backend, n_iter, name, measured}]`` of the ok streams-at-once rows: points
+    ``(streams, x real time)``, a line per backend and ``n_iter``."""
+    lines = {}
+    for r in (results.get("stream") or {}).get("rows", []):
+        if r["status"] == "ok" and r.get("realtime"):
+            line = lines.setdefault((r["backend"], r["n_iter"]), {
+                "backend": r["backend"], "n_iter": r["n_iter"],
+                "name": f"MelStream {r['backend']} n_iter {r['n_iter']}", "measured": []})
+            line["measured"].append((r["streams"], r["realtime"]))
+    return list(lines.values())
+
+
 def write_plot(results, folder):
     """results.png: frames/s against batch size (log-log), one panel per workload: a colour per
     solver, a line style per backend, the bound of the solver's kernel dashed. Returns a
     sentence for results.md saying how it was drawn."""
     panels = plot_series(results)
+    streams = stream_lines(results)
     path = Path(folder) / PNG_NAME
     try:
         import matplotlib
@@ -206,13 +261,21 @@ def write_plot(results, folder):
             for line in lines:
                 colour = colours.setdefault(line["name"], COLOURS[len(colours) % len(COLOURS)])
                 simple[workload].append((line["name"], colour, line["measured"], line["bound"]))
+        if streams:
+            simple[STREAM_PANEL] = []
+            for line in streams:
+                colour = colours.setdefault(line["name"], COLOURS[len(colours) % len(COLOURS)])
+                simple[STREAM_PANEL].append((line["name"], colour, line["measured"], []))
         _atomic_write(path, png.plot(simple))
         legend = "; ".join(f"{name}: {colour}" for name, colour in colours.items())
         return (f"Drawn without matplotlib ({type(exc).__name__}): panels left to right "
-                f"{', '.join(panels) or '(none)'}; x frames per batch, y frames/s, both log, "
-                f"grid lines at powers of 2 (x) and 10 (y); solid measured, dashed bound. "
-                f"Colours: {legend or '-'}.")
-    n = max(1, len(panels))
+                f"{', '.join(list(panels) + ([STREAM_PANEL] if streams else [])) or '(none)'}; "
+                f"x frames per batch, y frames/s, both log, "
+                f"grid lines at powers of 2 (x) and 10 (y); solid measured, dashed bound"
+                + (f"; the last panel, {STREAM_PANEL} (x streams, y x real time, both log)"
+                   if streams else "")
+                + f". Colours: {legend or '-'}.")
+    n = max(1, len(panels) + bool(streams))
     fig, axes = plt.subplots(1, n, figsize=(max(9.0, 6.0 * n), 6.0), squeeze=False)
     handles = {}
     for ax, (workload, lines) in zip(axes[0], panels.items()):
@@ -230,6 +293,18 @@ def write_plot(results, folder):
         ax.set_title(workload)
         ax.set_xlabel("frames per batch")
         ax.set_ylabel("frames / s (dashed: bound of the solver's kernel)")
+        ax.grid(True, which="both", alpha=0.3)
+    if streams:
+        ax = axes[0][-1]
+        for line in streams:
+            x, y = zip(*line["measured"])
+            handles[line["name"]] = ax.plot(x, y, "-s" if line["backend"] == "cuda" else ":o",
+                                            ms=3, lw=1.4, label=line["name"])[0]
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title("cumel.MelStream, one frame a push")
+        ax.set_xlabel("streams pushed together")
+        ax.set_ylabel("x real time (audio seconds of every stream / wall seconds)")
         ax.grid(True, which="both", alpha=0.3)
     device = (results.get("device") or {}).get("name", "no device")
     fig.suptitle(f"cumel on {device}" + (" - EMULATED, timings meaningless"
@@ -251,4 +326,6 @@ def write_plot(results, folder):
             os.unlink(tmp)
     return ("Drawn by matplotlib: one panel per workload, frames/s against frames per batch; a "
             "colour per solver, a line style per backend (solid cuda, dotted cuda-host, "
-            "dash-dot cuda-torch), the bound of the solver's kernel dashed.")
+            "dash-dot cuda-torch), the bound of the solver's kernel dashed"
+            + ("; the last panel, cumel.MelStream's x real time against streams (solid cuda, "
+               "dotted cpu)" if streams else "") + ".")

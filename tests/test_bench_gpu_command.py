@@ -107,3 +107,33 @@ def test_files_hold_no_absolute_path_of_this_machine(run):
         text = (out / name).read_text()
         assert repository not in text and os.path.expanduser("~") + "/" not in text
         assert str(out) not in text
+
+
+def test_stream_rows_on_the_device_and_the_cpu(run):
+    """The streams-at-once rows (``--quick``: 2 streams of 3 frames at n_iter 1): the device row
+    and the CPU reference measured, each real-time factor the audio of the stated frames over
+    the stated seconds, the samples and the latency those of MelStream's guarantees."""
+    _, out, results = run
+    assert {s["name"]: s["status"] for s in results["stages"]}["stream"] == "ok"
+    settings, rows = results["stream"]["settings"], results["stream"]["rows"]
+    assert (settings["front_end"], settings["sample_rate"], settings["n_fft"], settings["hop"],
+            settings["n_mels"], settings["lookahead"]) == ("tacotron2", 22050, 1024, 256, 80, 3)
+    assert sorted(r["backend"] for r in rows) == ["cpu", "cuda"]
+    for r in rows:
+        assert r["status"] == "ok" and r["error"] is None, r
+        assert (r["streams"], r["n_iter"], r["frames"]) == (2, 1, 3) == (
+            settings["streams"][0], settings["n_iters"][0], settings["frames"])
+        assert r["iterations_per_frame"] == (settings["lookahead"] + 1) * r["n_iter"]
+        assert r["wall_seconds"] > 0 and r["cpu_seconds"] >= 0 and r["warmup_seconds"] > 0
+        audio = r["streams"] * r["frames"] * settings["hop"] / settings["sample_rate"]
+        assert r["seconds_audio"] == pytest.approx(audio)
+        assert r["realtime"] == pytest.approx(audio / r["wall_seconds"])
+        # the pushes and the flush: hop (T - 1) samples a stream (centred frames), the length of
+        # mel_to_audio; the output trails by n_fft - right + (K - 1) hop = 1024 samples
+        assert r["samples"] == settings["hop"] * (r["frames"] - 1)
+        assert r["latency_samples"] == 1024
+        assert r["latency_ms"] == pytest.approx(1000 * 1024 / 22050)
+    md = (out / "results.md").read_text()
+    assert "## Streams at once: cumel.MelStream" in md
+    for r in rows:
+        assert f"| {r['backend']} | 2 | 1 | 4 | 3 |" in md

@@ -54,8 +54,34 @@ def test_a_stage_traceback_names_no_path_of_this_machine():
 
     from bench import gpu
     try:
-        gpu.Run.wait_kernels(None, (None,) * 4, {})      # fails inside bench/gpu.py
+        gpu.Run.wait_kernels(None, (None,) * 4, {})      # fails inside bench/gpu/subprocesses.py
     except Exception:  # noqa: BLE001 - any failure of the stage will do
         text = gpu.portable_traceback(traceback.format_exc())
-    assert 'File "bench/gpu.py"' in text
+    assert 'File "bench/gpu/subprocesses.py"' in text
     assert os.path.dirname(gpu.__file__) not in text and str(gpu.REPOSITORY) not in text
+
+
+def test_a_stream_series_stops_growing_when_its_time_is_spent():
+    """The stream stage measures a series' first size, then stops growing once the next size is
+    predicted past the stage's time (here already spent): the row says why, nothing raises."""
+    import time
+
+    from bench.gpu import streams
+
+    class RunStandIn:
+        cupy = None
+
+        def save(self, throttle=0.0):
+            pass
+
+    section = {"rows": []}
+    features, _ = streams.stream_features(None, 3)
+    assert features.shape == (80, 3) and features.dtype == "float32"
+    streams.StreamsStage.stream_series(RunStandIn(), section, "cpu", 1, (1, 2, 4), features,
+                                       until=time.monotonic())
+    first, *rest = section["rows"]
+    assert first["status"] == "ok" and first["realtime"] > 0 and first["streams"] == 1
+    assert [r["streams"] for r in rest] == [2, 4]
+    for r in rest:
+        assert r["status"] == "stopped" and r["error"].startswith("not measured")
+        assert r["wall_seconds"] is None
