@@ -42,3 +42,49 @@ def test_speedup_is_baseline_time_over_row_time():
     assert speedups[:5] == pytest.approx([1.0, 5.0, 0.25, 1.0, 0.5])      # faster than the baseline: > 1
     assert speedups[5] is None
     assert all(row["baseline"] == "numpy-lstsq" for row in rows)
+
+
+def test_time_solve_runs_one_warm_up_then_every_timed_run():
+    """time_solve: the warm-up reports the iterations, then exactly ``repeats`` timed runs
+    (each followed by a synchronisation), and the last run's result comes back."""
+    from bench.measure import time_solve
+    from bench.implementations import Solve
+    calls = []
+
+    def run(report):
+        calls.append(report)
+        return np.full((1, 2, 3), float(len(calls))), (7 if report else None)
+
+    synced = []
+    solve = Solve(run=run, device="cpu", synchronize=lambda: synced.append(1),
+                  to_numpy=np.asarray)
+    for repeats in (1, 3, 5):
+        calls.clear()
+        synced.clear()
+        timing = time_solve(solve, repeats)
+        assert calls == [True] + [False] * repeats
+        assert len(timing.seconds) == repeats and len(synced) == repeats + 1
+        assert timing.iterations == 7 and np.all(timing.result == repeats + 1)
+
+
+def test_time_ratio_is_numerator_over_denominator():
+    from bench.report import _time_ratio
+    rows = [dict(implementation="cumel-nnls", status="ok", backend="cpu", seconds_per_frame=3e-6),
+            dict(implementation="numpy-lstsq", status="ok", backend="cpu", seconds_per_frame=1e-6),
+            dict(implementation="numpy-lstsq", status="ok", backend="cuda", seconds_per_frame=1e-9)]
+    assert _time_ratio(rows, "cumel-nnls", "numpy-lstsq") == pytest.approx(3.0)
+    assert _time_ratio(rows, "numpy-lstsq", "cumel-nnls") == pytest.approx(1 / 3)
+    assert _time_ratio(rows[:1], "cumel-nnls", "numpy-lstsq") is None
+
+
+def test_the_smallest_matching_frames_cap_applies():
+    """--frames-for caps an implementation by its id, its peer name or a module it needs; where
+    several keys match, the smallest cap (the tightest limit asked for) applies."""
+    from bench.measure import frames_cap
+    impl = SimpleNamespace(matches=lambda key: key in ("torch-sgd", "torch"))
+    settings = SimpleNamespace(frames_for={"torch": 300, "torch-sgd": 100, "mindspore": 50})
+    assert frames_cap(impl, settings) == 100
+    settings.frames_for = {"torch": 30, "torch-sgd": 100}
+    assert frames_cap(impl, settings) == 30
+    settings.frames_for = {"mindspore": 50}
+    assert frames_cap(impl, settings) is None

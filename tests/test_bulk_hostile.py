@@ -403,3 +403,15 @@ def test_unreadable_folder_is_reported_and_the_run_exits_1():
     finally:
         os.chmod(base / "in" / "private", 0o755)
         shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("where", [0, (1 << 22) - 1, 1 << 22, (1 << 22) + 6])
+def test_a_non_finite_value_anywhere_is_found(where):
+    """The finite check reads a large input a block of 2**22 values at a time: a NaN or an Inf
+    at either end of a block, or in the last partial block, is found all the same."""
+    mel = np.zeros((1 << 22) + 7, np.float32)
+    assert inputs._all_finite(mel)
+    mel[where] = np.nan
+    assert not inputs._all_finite(mel)
+    mel[where] = -np.inf
+    assert not inputs._all_finite(mel.reshape(1, -1))

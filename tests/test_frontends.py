@@ -369,6 +369,21 @@ def test_audio_inverts_only_the_frames_it_needs():
     np.testing.assert_array_equal(y_short, y_same)
 
 
+@pytest.mark.parametrize("name", ["whisper", "hifigan", "librosa"])
+def test_the_longest_length_is_accepted_and_one_more_refused(name):
+    """``length`` may be exactly :meth:`Frontend.longest` (the features describe that many
+    samples: every frame is kept), and one sample more is refused."""
+    fe = cumel.frontend(name)
+    audio = np.random.default_rng(0).standard_normal(fe.hop_length * 12).astype(np.float32) * 0.1
+    features = fe.features(audio)
+    T = features.shape[-1]
+    longest = fe.longest(T)
+    assert fe.mel(features, length=longest).shape[-1] == T
+    assert fe.audio(features, length=longest, n_iter=0).shape[-1] == longest
+    with pytest.raises(ValueError, match=f"length={longest + 1} is longer than the features"):
+        fe.mel(features, length=longest + 1)
+
+
 def test_bad_features_and_length():
     fe = cumel.frontend("whisper")
     F = np.zeros((128, 3000), np.float32)

@@ -123,6 +123,20 @@ def test_forward_equals_cumel_bit_for_bit(solver, dtype):
             T.InverseMelScale(201, 128, **kw)(mel.clone().requires_grad_()).detach().numpy(), plain)
 
 
+@pytest.mark.parametrize("solver", ["nnls", "lstsq", "torchaudio", "mindspore"])
+@pytest.mark.parametrize("shape", [(128, 12), (2, 128, 12), (2, 1, 128, 5)])
+def test_the_fake_implementation_gives_the_real_shapes(solver, shape):
+    """torch.library.opcheck: the operator's fake implementation (what torch.compile and
+    torch.export trace with) gives the real result's shape, dtype and strides, for unbatched
+    and batched mels (MindSpore's solver adds a leading axis to an unbatched answer)."""
+    module = T.InverseMelScale(201, 128, solver=solver, max_iter=3)
+    mel = torch.from_numpy(np.random.default_rng(0).random(shape) ** 2)
+    torch.library.opcheck(torch.ops.cumel.inverse_mel_scale.default, (mel, module.fb.double(), module.config),
+                          test_utils=("test_faketensor",))
+    expected = cumel.InverseMelScale(201, 128, solver=solver, max_iter=3)(mel.numpy()).shape
+    assert tuple(module(mel).shape) == expected
+
+
 def test_functional_form_and_cumel_inverse_with_grad():
     mel = _sparse_mels(seed=2).requires_grad_()
     S = T.functional.inverse_mel_scale(mel, n_stft=65)
@@ -259,6 +273,14 @@ def test_spectrogram_and_mel_agree_with_cumel():
     X = cumel_stft.stft(x, 400, 160, 400)
     # torch.hann_window is float32 (torchaudio's buffer too): float32 rounding of the window
     np.testing.assert_allclose(spec, np.abs(X) ** 2, rtol=0, atol=1e-5 * spec.max())
+    # normalized=True: the frames divided by the window's L2 norm (torchaudio's "window")
+    module = T.Spectrogram(n_fft=400, hop_length=160, normalized=True)
+    norm_sq = float(module.window.double().square().sum())
+    np.testing.assert_allclose(module(torch.from_numpy(x)).numpy() * norm_sq, spec, rtol=1e-6,
+                               atol=1e-6 * spec.max())
+    magnitude = T.Spectrogram(n_fft=400, hop_length=160, normalized=True, power=1.0)
+    np.testing.assert_allclose(magnitude(torch.from_numpy(x)).numpy() ** 2 * norm_sq, spec,
+                               rtol=1e-6, atol=1e-6 * spec.max())
     mel = T.MelSpectrogram(n_fft=400, hop_length=160, n_mels=64)(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(mel, cumel.MelScale(64, n_stft=201)(spec), rtol=1e-5,
                                atol=1e-6 * mel.max())

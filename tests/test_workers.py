@@ -137,6 +137,28 @@ def test_one_failing_chunk_among_several_raises_its_exception(workers):
         assert bad not in done
 
 
+def test_of_two_failing_chunks_the_first_in_order_is_raised():
+    """Two chunks fail, the later one first in time (chunk 2 waits until chunk 5 has failed):
+    map_chunks re-raises chunk 2's exception, the first in the chunks' order, whichever thread
+    failed first; both failures happen (the waiting chunk was already running)."""
+    five_failed = threading.Event()
+    raised = []
+
+    def work(chunk):
+        if chunk == 2:
+            five_failed.wait(timeout=30)
+            raised.append(2)
+            raise ChunkFailed("chunk 2")
+        if chunk == 5:
+            raised.append(5)
+            five_failed.set()
+            raise ChunkFailed("chunk 5")
+
+    with pytest.raises(ChunkFailed, match="chunk 2$"):
+        _threads.map_chunks(work, range(7), 2)
+    assert sorted(raised) == [2, 5]
+
+
 def test_a_chunks_failure_reaches_the_caller_of_the_solver(music_batch, monkeypatch, cpu_loop):
     if cpu_loop == "numpy":
         owner, name = nnls.chunks, "_solve_frames"
