@@ -334,10 +334,15 @@ def test_torchaudio_stops_at_the_same_early_iteration(emulated_cupy):
 
 
 def test_mindspore_stops_at_the_same_iteration(emulated_cupy):
+    """Each channel stops when its own loss (the mean over its frames and mels) falls below
+    tolerance_loss: tolerances at which the channels stop at different iterations before
+    max_iter (measured on NumPy: 125, 176 and 46; the other channel at 1 or at max_iter), so
+    a loss scaled differently on the device stops elsewhere."""
     mel = _speech(32).reshape(128, 2, 16).transpose(1, 0, 2).copy()
-    for tol in (3e-4, 1e-4, 3e-5):
+    for tol in (60.0, 40.0, 10.0):
         gpu, gi, cpu, ci = both(mel, **_solver_kwargs("mindspore", n_stft=201, n_mels=128,
                                                      max_iter=200, tolerance_loss=tol))
+        assert 1 < ci.iterations.max() < 200 or 1 < ci.iterations.min() < 200
         np.testing.assert_array_equal(gi.iterations, ci.iterations)
         assert_matches_numpy("mindspore", gpu, cpu)
 

@@ -155,3 +155,28 @@ def test_row_sum_bits_do_not_depend_on_the_batch_or_the_layout():
             np.testing.assert_array_equal(row_sum(x[r:r + 1]), ref[r:r + 1])
             # and it is the sum: within n ulps of the exact one, scaled by the row's magnitude
             assert abs(ref[r] - math.fsum(x[r])) <= n * 2.3e-16 * np.abs(x[r]).sum()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lstsq_drops_singular_values_below_eps_times_the_larger_dimension(dtype):
+    """The pseudo-inverse keeps the singular values above eps(dtype) * max(n_mels, n_freqs) *
+    sigma_max (NumPy's and torch's default cut-off, gelsd's answer) and drops those below: a
+    (40, 8) filterbank with one singular value at 0.5x the cut-off and one at 2x (both above
+    eps * min(n_mels, n_freqs), so the smaller dimension would keep both)."""
+    from cumel.solvers import lstsq
+    rng = np.random.default_rng(3)
+    n_freqs, n_mels = 40, 8
+    eps = np.finfo(dtype).eps
+    cut = eps * max(n_freqs, n_mels)
+    assert 0.5 * cut > eps * min(n_freqs, n_mels)
+    sigma = np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 2 * cut, 0.5 * cut])
+    U, _ = np.linalg.qr(rng.standard_normal((n_freqs, n_mels)))
+    V, _ = np.linalg.qr(rng.standard_normal((n_mels, n_mels)))
+    fb = (U * sigma) @ V.T                                  # fb.T = A = V diag(sigma) U.T
+    fb = fb.astype(dtype).astype(np.float64)               # exactly what pseudo_inverse reads
+    P = lstsq.pseudo_inverse(fb, dtype).astype(np.float64)
+    Ua, s, Vta = np.linalg.svd(fb.T, full_matrices=False)
+    kept = s > cut * s[0]
+    assert kept.sum() == n_mels - 1                         # the 0.5x one is the one dropped
+    want = (Vta[kept].T / s[kept]) @ Ua[:, kept].T
+    np.testing.assert_allclose(P, want, rtol=0, atol=1e-3 * np.abs(want).max())
