@@ -26,7 +26,7 @@ SQUARES_LOW = 1e-280       # |b|^2 within these: no underflow or overflow in re^
 SQUARES_HIGH = 1e280
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def overlap(frames, tail, inv, window, hop, seg):
     """``seg <-`` the windowed frames of the normalised overlap-add (``kernels/stream.cu``)::
 
@@ -83,7 +83,7 @@ def update(rebuilt, tprev, mag, alpha, eps):
     return out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _update(rebuilt, tprev, mag, alpha, eps, out):
     rebuilt_flat, tprev_flat = rebuilt.reshape(-1), tprev.reshape(-1)
     mag_flat, out_flat = mag.reshape(-1), out.reshape(-1)

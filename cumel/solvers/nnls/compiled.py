@@ -32,7 +32,7 @@ COLD_COMPILE_NOTE = ("cumel: compiling the CPU solver (numba, once: cached on di
                      "runs) ...")
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _thomas(diag, upper, upper_scaled, rhs, x, n):
     """``x <- T^-1 rhs``, the kernel's ``thomas_sweep`` (``upper_scaled`` is scratch)."""
     inv_pivot = 1.0 / diag[0]
@@ -48,7 +48,7 @@ def _thomas(diag, upper, upper_scaled, rhs, x, n):
         x[k] -= upper_scaled[k] * x[k + 1]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def backward_frames(s_all, g_all, out, lo, w_lo, w_hi, row_start, eps):
     """The gradient of the answer (:mod:`cumel.solvers.gradient`), ``kernels/nnls.cu``'s
     ``nnls_backward`` frame by frame: ``out[f] = J^-1 A D g`` with ``D = diag(s > 0)``.
@@ -88,7 +88,7 @@ def backward_frames(s_all, g_all, out, lo, w_lo, w_hi, row_start, eps):
             out[f, k] = x[k]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def solve_frames(m_all, s_all, iterations, kkt_out, lo, w_lo, w_hi, row_start, start_inv_pivot,
                  start_upper_scaled, start_upper, eps, cap, tolerance_loss, tolerance_change,
                  full_step_tie, floor_kkt, floor_ratio, prior, center, spread, floor):
