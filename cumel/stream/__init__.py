@@ -571,13 +571,17 @@ class MelStream:
             return X, tprev
         loop = compiled_module()
         if loop is not None:                # the same two passes compiled (stream/compiled.py)
+            # every array of the loop allocated once (a fresh megabyte-sized one a step costs its
+            # page faults): the rebuilt spectra alternate between two, tprev being the other
             window = self._window_slots.reshape(R * H)
-            seg = np.empty((S, k, N))
-            for _ in range(self.n_iter):
-                frames = _fft.irfft(X, N)
+            frames, seg = np.empty((S, k, N)), np.empty((S, k, N))
+            rebuilt_pair = [np.empty((S, k, N // 2 + 1), np.complex128) for _ in range(2)]
+            X_next = np.empty((S, k, N // 2 + 1), np.complex128)
+            for i in range(self.n_iter):
+                _fft.irfft(X, N, out=frames)
                 loop.overlap(frames, tail, inv, window, H, seg)
-                rebuilt = _fft.rfft(seg, N)
-                X = loop.update(rebuilt, tprev, mag, self.alpha, EPS)
+                rebuilt = _fft.rfft(seg, N, out=rebuilt_pair[i % 2])
+                X = loop.update(rebuilt, tprev, mag, self.alpha, EPS, out=X_next)
                 tprev = rebuilt
             return X, tprev
         window = self._window_slots                             # (R, H)

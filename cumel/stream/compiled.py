@@ -69,16 +69,18 @@ def overlap(frames, tail, inv, window, hop, seg):
                 target[n] = source[n] * window[n]
 
 
-def update(rebuilt, tprev, mag, alpha, eps):
+def update(rebuilt, tprev, mag, alpha, eps, out=None):
     """``b = rebuilt - alpha tprev``; ``mag * b / (|b| + eps)`` (a new array): the update of
     :func:`cumel.griffin_lim.update` (``kernels/griffinlim.cu``), in its order.  ``rebuilt``,
-    ``tprev`` complex128 and ``mag`` float64, all (S, k, n_freqs) and C-contiguous.
+    ``tprev`` complex128 and ``mag`` float64, all (S, k, n_freqs) and C-contiguous; into
+    ``out`` (the same) if given.
 
     ``|b|`` is ``sqrt(re^2 + im^2)`` where the squares can neither overflow nor lose digits
     (``hypot`` elsewhere): a libm ``hypot`` a value cost a third of an iteration, and the two
     differ by at most an ulp or two, so this pass matches the NumPy twin to rounding, not bits.
     """
-    out = np.empty(rebuilt.shape, np.complex128)
+    if out is None:
+        out = np.empty(rebuilt.shape, np.complex128)
     _update(rebuilt, tprev, mag, float(alpha), float(eps), out)
     return out
 

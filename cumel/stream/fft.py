@@ -31,19 +31,21 @@ def _pocketfft():
 _UFUNCS = _pocketfft()
 
 
-def rfft(x, n_fft):
+def rfft(x, n_fft, out=None):
     """``numpy.fft.rfft(x, n=n_fft, axis=-1)`` for real float64 ``x`` of last axis ``n_fft``
     (even): the same ufunc, without the wrapper's ~15 us a call (an iteration makes two calls
-    over a few frames: the wrapper cost as much as the transforms)."""
+    over a few frames: the wrapper cost as much as the transforms); into ``out`` if given."""
     if _UFUNCS is None or n_fft % 2:
-        return np.fft.rfft(x, n=n_fft, axis=-1)
-    out = np.empty(x.shape[:-1] + (n_fft // 2 + 1,), np.complex128)
+        return np.fft.rfft(x, n=n_fft, axis=-1, out=out)
+    if out is None:
+        out = np.empty(x.shape[:-1] + (n_fft // 2 + 1,), np.complex128)
     return _UFUNCS.rfft_n_even(x, 1.0, out=out)
 
 
-def irfft(X, n_fft):
+def irfft(X, n_fft, out=None):
     """``numpy.fft.irfft(X, n=n_fft, axis=-1)`` for complex128 ``X``, as :func:`rfft`."""
     if _UFUNCS is None:
-        return np.fft.irfft(X, n=n_fft, axis=-1)
-    out = np.empty(X.shape[:-1] + (n_fft,))
+        return np.fft.irfft(X, n=n_fft, axis=-1, out=out)
+    if out is None:
+        out = np.empty(X.shape[:-1] + (n_fft,))
     return _UFUNCS.irfft(X, 1.0 / n_fft, out=out)
