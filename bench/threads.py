@@ -115,6 +115,12 @@ def parallel_ceiling(workers, seconds=0.2):
         for _ in range(reps):
             np.multiply(a, 1.5, out=out)
 
+    return _serial_over_threads(work, workers)
+
+
+def _serial_over_threads(work, workers):
+    """Time of ``work(k)`` for k < ``workers`` one after the other, over the time of the same
+    calls on ``workers`` threads at once."""
     t0 = time.perf_counter()
     for k in range(workers):
         work(k)
@@ -169,17 +175,7 @@ def compute_ceiling(workers, seconds=0.2):
         if time.perf_counter() - t0 > seconds / 4 or reps > 1 << 20:
             break
         reps *= 2
-    t0 = time.perf_counter()
-    for _ in range(workers):
-        spin(x, reps)
-    serial = time.perf_counter() - t0
-    threads = [threading.Thread(target=spin, args=(x, reps)) for _ in range(workers)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return serial / (time.perf_counter() - t0)
+    return _serial_over_threads(lambda k: spin(x, reps), workers)
 
 
 def lstsq_relu(A):

@@ -91,24 +91,24 @@ def _update(rebuilt, tprev, mag, alpha, eps, out):
     mag_flat, out_flat = mag.reshape(-1), out.reshape(-1)
     odd = 0
     for j in range(mag_flat.shape[0]):
-        r = rebuilt_flat[j]
-        p = tprev_flat[j]
-        re = r.real - p.real * alpha
-        im = r.imag - p.imag * alpha
-        sq = re * re + im * im
+        re, im, sq = _momentum_step(rebuilt_flat[j], tprev_flat[j], alpha)
         odd += ((sq < SQUARES_LOW) & (sq != 0.0)) | (sq > SQUARES_HIGH)
         scale = mag_flat[j] / (math.sqrt(sq) + eps)
         out_flat[j] = complex(re * scale, im * scale)
     if odd:                            # rare: redo those values with hypot
         for j in range(mag_flat.shape[0]):
-            r = rebuilt_flat[j]
-            p = tprev_flat[j]
-            re = r.real - p.real * alpha
-            im = r.imag - p.imag * alpha
-            sq = re * re + im * im
+            re, im, sq = _momentum_step(rebuilt_flat[j], tprev_flat[j], alpha)
             if not (SQUARES_LOW <= sq <= SQUARES_HIGH) and sq != 0.0:
                 scale = mag_flat[j] / (math.hypot(re, im) + eps)
                 out_flat[j] = complex(re * scale, im * scale)
+
+
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _momentum_step(r, p, alpha):
+    """``b = r - alpha p`` as (re, im), and ``re^2 + im^2``."""
+    re = r.real - p.real * alpha
+    im = r.imag - p.imag * alpha
+    return re, im, re * re + im * im
 
 
 def is_cached():
