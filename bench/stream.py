@@ -118,6 +118,12 @@ def speed_rows(audio, rate, streams, n_iters, solvers, n_frames, chunk, log):
     return rows
 
 
+def _shared(load):
+    """Whether other work ran when this run started: a one-minute load average of 1 or more
+    (the run itself had not started)."""
+    return bool(load) and load[0] >= 1.0
+
+
 def markdown(results):
     env = results["environment"]
     load = env.get("load_average")
@@ -126,9 +132,10 @@ def markdown(results):
              f"- CPU: {env['cpu']} ({env['cores']} cores), pinned to {results['pinned']}",
              f"- numpy {np.__version__}, cumel {cumel.__version__}, source "
              f"{(env.get('cumel_source') or {}).get('commit')}",
-             f"- load average at start {load} and at end {results.get('load_end')}: the machine "
-             "was shared by other work while this ran (timings are slower than on an idle "
-             "core; the spectral convergence is not affected)", ""]
+             f"- load average at start {load} and at end {results.get('load_end')}"
+             + (": the machine was shared by other work while this ran (timings are slower "
+                "than on an idle core; the spectral convergence is not affected)"
+                if _shared(load) else ""), ""]
     q = results["quality"]
     if q:
         lines += ["## Spectral convergence against look-ahead", "",

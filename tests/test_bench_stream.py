@@ -22,5 +22,21 @@ def test_stream_tables(tmp_path):
         assert 0 < r["sc_stream"] < 2 * r["sc_offline"]
     assert [r["streams"] for r in s] == [1, 2] and all(r["realtime"] > 0 for r in s)
     assert all(r["samples"] == 256 * 11 for r in s)
-    assert "shared by other work" in md and "| tts-513x80 | 3 | 2 | 8 |" in md
+    assert ("shared by other work" in md) == (results["environment"]["load_average"][0] >= 1.0)
+    assert "| tts-513x80 | 3 | 2 | 8 |" in md
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_tables_mean_and_worst_clip():
+    """The look-ahead table: the mean over the clips, and the worst (largest) clip ratio."""
+    rows = [dict(workload="tts-513x80", clip=c, frames=10, lookahead=3, n_iter=2,
+                 iterations_per_frame=8, sc_stream=s, sc_offline=0.2, ratio=s / 0.2)
+            for c, s in (("a", 0.18), ("b", 0.26), ("c", 0.2))]
+    results = {"environment": {"command": "x", "timestamp": "t", "cpu": "c", "cores": 2,
+                               "load_average": [0.1, 0.1, 0.1]},
+               "pinned": "1 core(s)", "load_end": [0.2, 0.1, 0.1], "quality": rows, "speed": []}
+    md = stream.markdown(results)
+    assert "| tts-513x80 | 3 | 2 | 8 | 0.2133 | 0.2000 | 1.067 | 1.300 |" in md
+    assert "shared by other work" not in md
+    results["environment"]["load_average"] = [2.5, 2.0, 1.0]
+    assert "shared by other work" in stream.markdown(results)

@@ -6,6 +6,7 @@ bits may depend neither on the number of threads nor on how the batch is cut int
 import io
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -157,6 +158,27 @@ def test_of_two_failing_chunks_the_first_in_order_is_raised():
     with pytest.raises(ChunkFailed, match="chunk 2$"):
         _threads.map_chunks(work, range(7), 2)
     assert sorted(raised) == [2, 5]
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_no_chunk_starts_after_a_failure(workers):
+    """Once a chunk has failed, the threads take no more chunks: of 60 chunks, the first fails
+    and the others start only after it has (they wait for it, then pause 50 ms, ample for the
+    failure to be recorded), so only those already running finish, at most one a thread."""
+    failing = threading.Event()
+    started = []
+
+    def work(chunk):
+        if chunk == 0:
+            failing.set()
+            raise ChunkFailed("chunk 0")
+        failing.wait(timeout=30)
+        time.sleep(0.05)
+        started.append(chunk)
+
+    with pytest.raises(ChunkFailed, match="chunk 0$"):
+        _threads.map_chunks(work, range(60), workers)
+    assert len(started) <= workers
 
 
 def test_a_chunks_failure_reaches_the_caller_of_the_solver(music_batch, monkeypatch, cpu_loop):
