@@ -2,6 +2,8 @@
 import importlib.util
 import json
 
+import pytest
+
 from bench import cli as bench_cli
 
 
@@ -14,7 +16,10 @@ def test_threads_table_runs_and_checks_bits(tmp_path, capsys):
     rows = results["threads"]
     loops = ["NumPy", "compiled"] if importlib.util.find_spec("numba") else ["NumPy"]
     assert [(r["loop"], r["workers"]) for r in rows] == [(loop, w) for loop in loops for w in (1, 2)]
-    assert all(r["same_bits"] and r["frames"] >= 300 and r["frames_per_second"] > 0 for r in rows)
+    assert all(r["same_bits"] and r["frames"] >= 300 for r in rows)
+    assert all(r["frames_per_second"] == pytest.approx(r["frames"] / r["seconds"]) for r in rows)
+    assert all(r["speedup_vs_1"] == pytest.approx(rows[2 * (i // 2)]["seconds"] / r["seconds"])
+               for i, r in enumerate(rows))
     assert rows[0]["speedup_vs_1"] == 1.0 and rows[1]["machine_ceiling"] > 0
     assert rows[0]["compute_ceiling"] == 1.0
     if importlib.util.find_spec("numba"):

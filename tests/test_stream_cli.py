@@ -40,6 +40,7 @@ def test_stream_command_writes_the_stream(tmp_path, capsys):
     assert (channels, rate) == (1, 22050)
     assert pcm.shape == y.shape == (256 * (feats.shape[-1] - 1),)
     assert np.array_equal(pcm, np.round(np.clip(y.astype(np.float64), -1, 1) * 32767))
+    assert f"-> {out}: {pcm.size} samples ({pcm.size / 22050:.2f} s at 22050 Hz)" in text
 
 
 def test_stream_command_writes_as_it_reads(tmp_path, monkeypatch):
