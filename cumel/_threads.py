@@ -77,7 +77,7 @@ def map_chunks(fn, chunks, workers):
         raise min(failed, key=lambda item: item[0])[1]
 
 
-_POOL = {}                            # the process's helper threads: pid, size, executor
+_POOL: dict = {}                      # the process's helper threads: pid, size, executor
 
 
 def _pool(size):
