@@ -82,12 +82,18 @@ def _mel_to_audio(s, frames, cupy, args):
     return run, (lambda: (run(), float(args.n_iter), None)), timer
 
 
-def _torchaudio_inverse(s, frames, cupy, args):
-    torch = _torch_cuda(cupy)
+def _torchaudio():
+    """torchaudio, or a Skip saying why it does not import."""
     try:
         import torchaudio
     except Exception as exc:  # noqa: BLE001
         raise Skip(f"torchaudio is not importable ({type(exc).__name__}: {first_line(exc)})") from None
+    return torchaudio
+
+
+def _torchaudio_inverse(s, frames, cupy, args):
+    torch = _torch_cuda(cupy)
+    torchaudio = _torchaudio()
     w = s.workload
     transform = torchaudio.transforms.InverseMelScale(
         n_stft=w.n_stft, n_mels=w.n_mels, sample_rate=w.sample_rate, f_min=w.f_min,
@@ -121,10 +127,7 @@ def _torch_sgd(s, frames, cupy, args):
 
 def _torchaudio_griffinlim(s, frames, cupy, args):
     torch = _torch_cuda(cupy)
-    try:
-        import torchaudio
-    except Exception as exc:  # noqa: BLE001
-        raise Skip(f"torchaudio is not importable ({type(exc).__name__}: {first_line(exc)})") from None
+    torchaudio = _torchaudio()
     w = s.workload
     transform = torchaudio.transforms.GriffinLim(n_fft=w.n_fft, n_iter=args.n_iter,
                                                  hop_length=w.hop, power=2.0).to("cuda")
