@@ -7,7 +7,8 @@ Two tables per workload, both at the defaults a user gets:
   ``numpy.linalg.lstsq`` + relu (NumPy's BLAS, its own threads), float32: times, their ratio,
   Newton steps per frame and the largest per-frame mel residual of nnls; then the same for all
   the clips as one batch (``ALL_CLIPS``: their frames side by side, as a folder run with
-  ``--batch-frames`` solves them; a clip alone is one chunk of nnls, solved on one core);
+  ``--batch-frames`` solves them; a clip alone is one chunk of the NumPy loop, solved on one
+  core, while the compiled loop shares even a clip's frames between the threads);
 - threads: the clips side by side, tiled to at least ``--frames`` frames (default 24000), solved
   with ``workers`` = each count of ``--threads``: frames/s, speed-up over one thread, and
   whether the bits equal the one-thread answer.
@@ -15,8 +16,8 @@ Two tables per workload, both at the defaults a user gets:
 Each nnls row is run on every CPU loop there is (``loop``): the NumPy loop and, where numba
 imports (the ``cpu`` extra), the compiled one (``CUMEL_CPU`` set for the run).
 
-Times are medians of ``--repeats`` runs after a warm-up, the rows of a table interleaved round by
-round (a change of load on a shared machine hits every row alike); in the clips table each timed
+Times are medians of ``--repeats`` runs after a warm-up (``SHORT_RUN_REPEATS`` at least for a
+clip of a few milliseconds), the rows of a table interleaved round by round (a change of load on a shared machine hits every row alike); in the clips table each timed
 run starts ``SETTLE_SECONDS`` after the one before, once OpenBLAS's threads have stopped spinning
 (measured: nnls on two threads right after lstsq took 140 ms for the tts clips side by side, 120
 ms 0.3 s later). Each round of the thread table
@@ -52,6 +53,8 @@ THREAD_COLUMNS = ("workload", "frames", "loop", "workers", "time (s)", "frames/s
 DEFAULT_FRAMES = 24000
 ALL_CLIPS = "all clips, one batch"
 SETTLE_SECONDS = 0.3      # before each timed run of the clips table: lstsq's BLAS threads go idle
+SHORT_RUN_SECONDS = 0.05  # a clip whose lstsq takes less than this is timed SHORT_RUN_REPEATS times
+SHORT_RUN_REPEATS = 9     # (at least): a run of a few ms moves by a third from one run to the next
 
 
 def cpu_loops():
@@ -198,7 +201,11 @@ def clip_rows(workload, clips, repeats, log):
         on_loop(loop, lambda: inv(mels[0][1][:, :2]))()
     for name, M in mels:
         runs = [(loop, on_loop(loop, lambda: inv(M))) for loop in loops]
-        timed = interleaved(runs + [("lstsq", lambda: lstsq(M))], repeats, settle=SETTLE_SECONDS)
+        t0 = time.perf_counter()
+        lstsq(M)
+        short = time.perf_counter() - t0 < SHORT_RUN_SECONDS
+        timed = interleaved(runs + [("lstsq", lambda: lstsq(M))],
+                            max(repeats, SHORT_RUN_REPEATS) if short else repeats, settle=SETTLE_SECONDS)
         t_lstsq = timed["lstsq"][0]
         for loop in loops:
             t_nnls = timed[loop][0]
@@ -255,11 +262,14 @@ def markdown(results):
     lines = ["# cumel CPU nnls: worker threads and the lstsq baseline", "",
              *report.environment_lines(env),
              f"- audio: {s['audio'] or 'synthetic signals'}; float32; default tolerances; time: "
-             f"median of {s['repeats']} interleaved runs after one warm-up", "",
+             f"median of {s['repeats']} interleaved runs after one warm-up (of at least "
+             f"{SHORT_RUN_REPEATS} for a clip whose lstsq takes under {SHORT_RUN_SECONDS * 1e3:.0f} ms)",
+             "",
              "Every clip, both at their defaults (nnls `workers=None`: "
              f"{s['usable_cores']} threads here; lstsq: NumPy's BLAS threads), then each "
              f"workload's clips side by side in one call (\"{ALL_CLIPS}\": a clip alone is one "
-             "chunk of nnls, on one core):", "",
+             "chunk of the NumPy loop, on one core; the compiled loop shares a clip's frames "
+             "between the threads):", "",
              "| " + " | ".join(CLIP_COLUMNS) + " |", "|" + "---|" * len(CLIP_COLUMNS)]
     for r in results["clips"]:
         lines.append(f"| {r['workload']} | {r['clip']} | {r['frames']} | {r.get('loop', 'NumPy')} | "
