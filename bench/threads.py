@@ -16,15 +16,15 @@ Two tables per workload, both at the defaults a user gets:
 Each nnls row is run on every CPU loop there is (``loop``): the NumPy loop and, where numba
 imports (the ``cpu`` extra), the compiled one (``CUMEL_CPU`` set for the run).
 
-Times are medians of ``--repeats`` runs after a warm-up (``SHORT_RUN_REPEATS`` at least for a
-clip of a few milliseconds), the rows of a table interleaved round by round (a change of load on a shared machine hits every row alike); in the clips table each timed
-run starts ``SETTLE_SECONDS`` after the one before, once OpenBLAS's threads have stopped spinning
-(measured: nnls on two threads right after lstsq took 140 ms for the tts clips side by side, 120
-ms 0.3 s later). Each round of the thread table
-also measures the machine's own ceiling: W threads of a plain NumPy multiply (2 MB arrays, no
-Python in between) against one, the most any threaded code can gain at that moment (a virtual
-machine's cores may be shared with its neighbours). Writes ``results.json`` and ``results.md``
-into ``--out``.
+Times are medians of ``--repeats`` runs after a warm-up (``SHORT_RUN_REPEATS`` at least for a clip
+of a few milliseconds), the rows of a table interleaved round by round (a change of load on a
+shared machine hits every row alike); in the clips table each timed run starts ``SETTLE_SECONDS``
+after the one before, once OpenBLAS's threads have stopped spinning (measured: nnls on two threads
+right after lstsq took 140 ms for the tts clips side by side, 120 ms 0.3 s later). Each round of
+the thread table also measures the machine's own ceiling: W threads of a plain NumPy multiply (2
+MB arrays, no Python in between) against one, the most any threaded code can gain at that moment
+(a virtual machine's cores may be shared with its neighbours). Writes ``results.json`` and
+``results.md`` into ``--out``.
 """
 from __future__ import annotations
 

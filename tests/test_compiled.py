@@ -265,7 +265,7 @@ def test_scratch_memory_bounded_whatever_the_threads(monkeypatch, loop):
     # 1e5 frames on 8 threads (four times this machine's cores): the call's peak, the output it
     # returns included, <= 1.25 times the output + 64 MB, and at most 64 MB of work arrays kept
     # after it returns. NumPy reports its allocations to tracemalloc. (Measured at 201 x 128, the
-    # output 77 MB: peak 95 MB compiled, 155 MB NumPy, of 160 MB allowed; 13 and 45 MB kept.)
+    # output 77 MB: peak 95 MB compiled, 143 MB NumPy, of 160 MB allowed; 13 and 45 MB kept.)
     use_cpu_loop(monkeypatch, loop)
     _, M = audio_pair("speech-201x128", "speech_00")
     mel = np.tile(M, (1, N_MEMORY // M.shape[1] + 1))[:, :N_MEMORY].astype(np.float32)

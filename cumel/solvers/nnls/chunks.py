@@ -14,7 +14,7 @@ CHUNK_ELEMENTS = 1 << 19          # n_freqs x frames per work array: 4 MB of flo
 THREAD_CHUNK_ELEMENTS = 1 << 20   # ... when the frames are shared between threads
 MIN_CHUNK_ELEMENTS = 1 << 19      # smallest chunk when the frames are shared between threads
 CHUNKS_PER_WORKER = 4             # chunks a thread, where the batch is large enough
-SCRATCH_BYTES = 48 << 20          # NumPy loop: every thread's work arrays together, at most
+SCRATCH_BYTES = 64 << 20          # NumPy loop: every thread's work arrays together, at most
 COMPILED_CHUNK_ELEMENTS = 1 << 17  # compiled loop: n_freqs x frames of a chunk (1 MB of float64)
 
 

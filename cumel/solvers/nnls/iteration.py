@@ -90,7 +90,9 @@ def _solve_frames(plan, work, N, cap, tolerance_loss, tolerance_change, floor=No
     """
     eps = plan.eps
     lo, hi, wt = plan.lo, plan.hi, plan.weights
-    if len(work.views) > 4096:                        # views of earlier calls' column counts
+    # views of earlier chunks' column counts: each a small Python object, but a thousand of
+    # them a set are a megabyte (one set a thread) outside SCRATCH_BYTES
+    if len(work.views) > 1024:
         work.views.clear()
     m, tmp = work.mel_view("m", N), work.mel_view("tmp", N)
     s_out = work.bin_view("s_out", N)

@@ -63,7 +63,7 @@ class _CyclicReduction:
         key = (diag.shape[1],) + tuple(a.__array_interface__["data"][0] for a in (diag, upper, rhs, out))
         ops = self.programs.get(key)
         if ops is None:
-            if len(self.programs) >= 64:
+            if len(self.programs) >= 8:    # a chunk's column count only falls: old ones are dead
                 self.programs.clear()
             ops = self.programs[key] = self._program(diag, upper, rhs, out)
         for op, args in ops:
