@@ -17,7 +17,8 @@ import cudasim
 import cumel
 from cumel import cuda as cumel_cuda
 
-from conftest import audio_pair, fixture_kwargs, fixture_params, load_fixture
+from conftest import (audio_pair, fixture_kwargs, fixture_params, floor_rule_stops, load_fixture,
+                      signed_nnls_frames)
 
 pytestmark = pytest.mark.emulated
 
@@ -217,6 +218,22 @@ def test_out_argument_is_fully_written(emulated_cupy, solver, dtype):
         assert S is out
         assert bool(cp.isfinite(out).all())
         assert_matches_numpy(solver, out.get(), inv(mel.get()))
+
+
+def test_nnls_kernel_rounding_floor_rule(emulated_cupy):
+    # the kernel's stop rule below FLOOR_KKT, on every frame's own KKT residual sequence
+    # (tests/test_nnls.py holds the CPU loops to the same rule)
+    cp = emulated_cupy
+    _, M = signed_nnls_frames(n_frames=24)
+    mel = cp.asarray(M[None])
+
+    def solve(max_iter):
+        inv = cumel.InverseMelScale(n_stft=201, n_mels=80, tolerance_loss=0.0, tolerance_change=0.0)
+        inv.max_iter = max_iter          # 0 too: the start's residual (the public check wants >= 1)
+        _, iterations, kkt = cumel_cuda.solve(inv, mel)
+        return iterations.get()[0], kkt.get()[0]
+
+    assert floor_rule_stops(solve, M.shape[1]) >= 2
 
 
 # ---- edge cases ------------------------------------------------------------------------------------
