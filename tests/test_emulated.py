@@ -220,6 +220,23 @@ def test_out_argument_is_fully_written(emulated_cupy, solver, dtype):
         assert_matches_numpy(solver, out.get(), inv(mel.get()))
 
 
+def test_nnls_kernel_stall_rule_decides_as_numpy(emulated_cupy):
+    # tolerance_change large enough that "the step moved t by at most tolerance_change ||s||"
+    # (alpha ||u||, not the undamped ||u||) ends many frames, tolerance_loss above the rounding
+    # floor: the kernel stops each frame at the NumPy loop's step (one step of slack for a
+    # near-tie)
+    cp = emulated_cupy
+    _, M = signed_nnls_frames(seed=4)
+    kw = dict(n_stft=201, n_mels=80, tolerance_loss=1e-5)
+    inv = cumel.InverseMelScale(**kw, tolerance_change=0.1)
+    _, gpu_steps, _ = cumel_cuda.solve(inv, cp.asarray(M[None]))
+    with cpu_loop("numpy"):
+        _, steps = inv(M, return_info=True)
+        _, unstalled = cumel.InverseMelScale(**kw, tolerance_change=0.0)(M, return_info=True)
+    assert (steps.iterations < unstalled.iterations).sum() >= 5    # measured: 21 of the 40 frames
+    assert np.abs(gpu_steps.get()[0] - steps.iterations).max() <= 1, (gpu_steps, steps.iterations)
+
+
 def test_nnls_kernel_rounding_floor_rule(emulated_cupy):
     # the kernel's stop rule below FLOOR_KKT, on every frame's own KKT residual sequence
     # (tests/test_nnls.py holds the CPU loops to the same rule)
