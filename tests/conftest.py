@@ -113,3 +113,48 @@ def cpu_loop(request, monkeypatch):
 def numpy_loop(monkeypatch):
     """The NumPy loop of nnls (tests of its own tuning constants)."""
     use_cpu_loop(monkeypatch, "numpy")
+
+
+def signed_nnls_frames(n_frames=40, seed=3):
+    """(fb (201, 80) float64, M (80, n_frames)): sparse gamma spectra through the filterbank with
+    one mel in twenty negated, so that no non-negative spectrum fits them exactly and a solve
+    with ``tolerance_loss=0`` runs its KKT residual down to the rounding floor."""
+    import cumel
+    rng = np.random.default_rng(seed)
+    fb = cumel.InverseMelScale(n_stft=201, n_mels=80).plan.fb64
+    S = rng.gamma(0.5, 1.0, size=(201, n_frames)) * (rng.random((201, n_frames)) < 0.6)
+    M = fb.T @ S
+    M[rng.random(M.shape) < 0.05] *= -1.0
+    return fb, M
+
+
+def floor_rule_stops(solve, n_frames, max_steps=40):
+    """Check nnls's rounding-floor rule (``FLOOR_KKT``, ``FLOOR_RATIO``, ``FLOOR_WINDOW`` of
+    ``cumel.solvers.nnls.iteration``) on ``solve(max_iter) -> (iterations, kkt)`` per frame,
+    run with ``tolerance_loss = tolerance_change = 0``.
+
+    ``max_iter = k`` returns the k-th iterate's KKT residual on every frame still running, so
+    the runs for k = 0, 1, ... give each frame's sequence.  A frame stops at the first iterate
+    whose residual is at most FLOOR_KKT and more than FLOOR_RATIO times the smallest of the
+    FLOOR_WINDOW before it (or earlier, by another rule): the rule must hold at no iterate
+    before the stop.  Returns how many frames stopped where the rule holds."""
+    from cumel.solvers.nnls import iteration
+    stops = np.asarray(solve(max_steps)[0])
+    assert (stops < max_steps).all(), "a frame ran to the cap: the rule is not exercised"
+    sequence = np.full((int(stops.max()) + 1, n_frames), np.nan)
+    for k in range(sequence.shape[0]):
+        iterations, kkt = (np.asarray(a) for a in solve(k))
+        reached = iterations == k
+        sequence[k, reached] = kkt[reached]
+    at_floor_stop = 0
+    for f in range(n_frames):
+        for k in range(int(stops[f]) + 1):
+            window = sequence[max(0, k - iteration.FLOOR_WINDOW):k, f]
+            best = window.min() if window.size else np.inf
+            rule = (sequence[k, f] <= iteration.FLOOR_KKT
+                    and sequence[k, f] > iteration.FLOOR_RATIO * best)
+            assert not (rule and k < stops[f]), (
+                f"frame {f}: the floor rule holds at iterate {k} (kkt {sequence[k, f]:.3g}, "
+                f"the last {window.size} {window}) but the frame ran to {stops[f]}")
+            at_floor_stop += bool(rule and k == stops[f])
+    return at_floor_stop

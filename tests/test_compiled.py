@@ -16,7 +16,8 @@ import cumel
 from cumel.solvers import nnls
 from cumel.workloads import WORKLOADS, read_wav
 
-from conftest import audio_pair, fixture_kwargs, fixture_params, load_fixture, data_path, use_cpu_loop
+from conftest import (audio_pair, fixture_kwargs, fixture_params, load_fixture, data_path, signed_nnls_frames,
+                      use_cpu_loop)
 
 pytest.importorskip("numba", reason="the compiled CPU loop needs numba (the cpu extra)")
 
@@ -131,6 +132,24 @@ def test_hard_frames(monkeypatch, case):
     (a, ai), (b, bi) = res["numpy"], res["numba"]
     assert np.abs(bi.iterations - ai.iterations).max() <= 2
     assert np.abs(b - a).max() <= HARD_RTOL * np.abs(a).max()
+
+
+def test_stall_rule_decides_alike(monkeypatch):
+    # tolerance_change large enough that "the step moved t by at most tolerance_change ||s||"
+    # (alpha ||u||, not the undamped ||u||) ends many frames, tolerance_loss above the rounding
+    # floor: both loops stop each frame at the same step (one step of slack for a near-tie)
+    _, M = signed_nnls_frames(seed=4)
+    plan = cumel.InverseMelScale(n_stft=201, n_mels=80).plan.nnls()
+
+    def steps(tolerance_change):
+        return nnls.solve(plan, M, max_iter=200, tolerance_loss=1e-5,
+                          tolerance_change=tolerance_change)[1]
+
+    use_cpu_loop(monkeypatch, "numpy")
+    unstalled = steps(0.0)
+    results = _each_loop(monkeypatch, lambda: steps(0.1))
+    assert (results["numpy"] < unstalled).sum() >= 5          # measured: 21 of the 40 frames
+    assert np.abs(results["numba"] - results["numpy"]).max() <= 1, results
 
 
 @pytest.mark.parametrize("max_iter", [0, 1, 4, 60])

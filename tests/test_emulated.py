@@ -17,7 +17,8 @@ import cudasim
 import cumel
 from cumel import cuda as cumel_cuda
 
-from conftest import audio_pair, fixture_kwargs, fixture_params, load_fixture
+from conftest import (audio_pair, fixture_kwargs, fixture_params, floor_rule_stops, load_fixture,
+                      signed_nnls_frames)
 
 pytestmark = pytest.mark.emulated
 
@@ -217,6 +218,39 @@ def test_out_argument_is_fully_written(emulated_cupy, solver, dtype):
         assert S is out
         assert bool(cp.isfinite(out).all())
         assert_matches_numpy(solver, out.get(), inv(mel.get()))
+
+
+def test_nnls_kernel_stall_rule_decides_as_numpy(emulated_cupy):
+    # tolerance_change large enough that "the step moved t by at most tolerance_change ||s||"
+    # (alpha ||u||, not the undamped ||u||) ends many frames, tolerance_loss above the rounding
+    # floor: the kernel stops each frame at the NumPy loop's step (one step of slack for a
+    # near-tie)
+    cp = emulated_cupy
+    _, M = signed_nnls_frames(seed=4)
+    kw = dict(n_stft=201, n_mels=80, tolerance_loss=1e-5)
+    inv = cumel.InverseMelScale(**kw, tolerance_change=0.1)
+    _, gpu_steps, _ = cumel_cuda.solve(inv, cp.asarray(M[None]))
+    with cpu_loop("numpy"):
+        _, steps = inv(M, return_info=True)
+        _, unstalled = cumel.InverseMelScale(**kw, tolerance_change=0.0)(M, return_info=True)
+    assert (steps.iterations < unstalled.iterations).sum() >= 5    # measured: 21 of the 40 frames
+    assert np.abs(gpu_steps.get()[0] - steps.iterations).max() <= 1, (gpu_steps, steps.iterations)
+
+
+def test_nnls_kernel_rounding_floor_rule(emulated_cupy):
+    # the kernel's stop rule below FLOOR_KKT, on every frame's own KKT residual sequence
+    # (tests/test_nnls.py holds the CPU loops to the same rule)
+    cp = emulated_cupy
+    _, M = signed_nnls_frames(n_frames=24)
+    mel = cp.asarray(M[None])
+
+    def solve(max_iter):
+        inv = cumel.InverseMelScale(n_stft=201, n_mels=80, tolerance_loss=0.0, tolerance_change=0.0)
+        inv.max_iter = max_iter          # 0 too: the start's residual (the public check wants >= 1)
+        _, iterations, kkt = cumel_cuda.solve(inv, mel)
+        return iterations.get()[0], kkt.get()[0]
+
+    assert floor_rule_stops(solve, M.shape[1]) >= 2
 
 
 # ---- edge cases ------------------------------------------------------------------------------------

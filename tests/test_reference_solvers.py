@@ -180,3 +180,23 @@ def test_lstsq_drops_singular_values_below_eps_times_the_larger_dimension(dtype)
     assert kept.sum() == n_mels - 1                         # the 0.5x one is the one dropped
     want = (Vta[kept].T / s[kept]) @ Ua[:, kept].T
     np.testing.assert_allclose(P, want, rtol=0, atol=1e-3 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("solver, sgdargs", [("torchaudio", {"lr": 1e-30, "momentum": 0.9}),
+                                             ("mindspore", {"sgd_lr": 1e-30})])
+def test_stop_tests_are_strict_where_the_loss_repeats(solver, sgdargs, dtype):
+    # A step of 1e-30 leaves the iterate's bits unchanged, so the loss repeats exactly: a change
+    # of 0 is not < tolerance_change=0, and a loss is not < tolerance_loss equal to it, so the
+    # loop runs to max_iter (both stop tests are strict, as in torch's and MindSpore's loops).
+    rng = np.random.default_rng(7)
+    mel = rng.random((2, 12, 5)).astype(dtype)
+    kw = dict(n_stft=33, n_mels=12, solver=solver, seed=1, max_iter=6, sgdargs=sgdargs)
+    _, info = cumel.InverseMelScale(**kw, tolerance_loss=0.0, tolerance_change=0.0)(
+        mel, return_info=True)
+    assert (info.iterations == 6).all(), info.iterations
+    # the same run with tolerance_change just above 0 stops at the second iteration, the first
+    # whose change is measured (loss_{-1} is inf)
+    _, info = cumel.InverseMelScale(**kw, tolerance_loss=0.0, tolerance_change=1e-300)(
+        mel, return_info=True)
+    assert (info.iterations == 2).all(), info.iterations
