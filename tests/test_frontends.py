@@ -201,6 +201,20 @@ def test_features_equal_the_restated_definition(name):
     assert np.abs(got32 - ref).max() / PER_NEPER[name] < 4e-4
 
 
+@pytest.mark.parametrize("power", [1.0, 1.5, 2.0, 3.0])
+def test_features_are_the_mel_of_the_magnitude_to_the_power(power):
+    """Any ``power``: the mel of ``|X| ** power``, X framed here (float64), the filterbank
+    from the front end's own parameters."""
+    x = clip("speech_07", 0.5)[0].astype(np.float64)
+    fe = cumel.Frontend(n_fft=400, hop_length=160, n_mels=40, power=power, f_max=8000.0)
+    fb = cumel.melscale_fbanks(201, fe.f_min, fe.f_max, fe.n_mels, fe.sample_rate, norm=fe.norm,
+                               mel_scale=fe.mel_type, dtype=np.float64)
+    expected = fb.T @ np.abs(framed(x, 400, 160, 200, 200, "reflect")) ** power
+    got = fe.features(x)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-9 * np.abs(expected).max()
+
+
 def test_frame_counts_of_each_grid():
     n = 16000 * 3 + 77
     assert cumel.frontend("whisper").frames(n) == 3000                  # padded to 30 s
