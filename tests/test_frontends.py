@@ -469,6 +469,28 @@ def test_stft_center_false_with_padding_matches_the_reference(pad, mode):
     assert np.abs(y[covered] - x[covered]).max() < 1e-9
 
 
+@pytest.mark.parametrize("pad", [(100, 30), (0, 700), (511, 3), (257, 257)])
+def test_frame_and_sample_counts_of_uneven_padding_are_the_stfts_own(pad):
+    """Every count of the grid (frame_count, Frontend.frames, default_length, longest) agrees
+    with frames counted one by one in the padded signal, for padding that differs on the two
+    sides and lengths prime to the hop."""
+    n_fft, hop = 1024, 256
+    grid = cstft.padding(n_fft, False, pad, "constant")
+    fe = cumel.Frontend(n_fft=n_fft, hop_length=hop, n_mels=40, center=False, pad=pad,
+                        pad_mode="constant")
+    x = np.random.default_rng(0).standard_normal(4099)
+    for n in (1031, 2039, 4099):
+        padded = n + pad[0] + pad[1]
+        T = sum(1 for t in range(padded) if t * hop + n_fft <= padded)   # frames that fit
+        assert cstft.stft(x[:n], n_fft, hop, center=False, pad=pad, pad_mode="constant").shape[-1] == T
+        assert cstft.frame_count(n, n_fft, hop, grid) == T
+        assert fe.frames(n) == T
+        assert fe.features(x[:n]).shape == (40, T)
+        assert cstft.default_length(T, n_fft, hop, grid) == n_fft + hop * (T - 1) - pad[0] - pad[1]
+        longest = fe.longest(T)                     # the last sample T frames can describe
+        assert fe.frames(longest) == T and fe.frames(longest + 1) == T + 1
+
+
 def test_stft_center_true_constant_padding_is_librosas_default():
     x = speech_22k(0.5).astype(np.float64)
     X = cstft.stft(x, 2048, 512, pad_mode="constant")
