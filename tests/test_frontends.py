@@ -154,6 +154,23 @@ def test_presets_are_listed_and_frozen():
         assert name in text and "Hz" in text
 
 
+@pytest.mark.parametrize("n_fft, n_mels, mel_type", [(128, 64, "htk"), (256, 96, "slaney"),
+                                                     (400, 80, "slaney")])
+def test_describe_counts_the_empty_filters_of_the_filterbank(n_fft, n_mels, mel_type):
+    """The number of filters describe() calls empty is that of the filterbank written out here
+    (filters with no weight on any bin); none is mentioned where there are none."""
+    fe = cumel.Frontend(n_fft=n_fft, hop_length=n_fft // 4, n_mels=n_mels, mel_type=mel_type)
+    fb = triangles(16000, n_fft, n_mels, 0.0, 8000.0, mel_type == "htk", False)
+    empty = int((fb.max(axis=0) == 0).sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")            # the filterbank's own warning of empty filters
+        text = "\n".join(fe.describe())
+    if empty:
+        assert f"({empty} filters empty at this resolution" in text
+    else:
+        assert "filters empty" not in text
+
+
 def test_overrides_follow_the_presets_rules():
     fe = cumel.frontend("hifigan", sample_rate=44100, n_fft=2048, hop_length=512, f_max=None)
     assert (fe.win_length, fe.pad, fe.f_max) == (2048, (768, 768), 22050.0)   # (n_fft - hop) // 2
