@@ -129,6 +129,57 @@ def test_bad_parameters_raise_naming_them(kwargs, exc, match):
         cumel.InverseMelScale(**args)
 
 
+def test_bounds_are_exactly_where_the_messages_put_them():
+    """Each documented bound: the value at it is accepted, the next one refused (a ``<`` for a
+    ``<=`` moves a bound by one)."""
+    mel = _mel((10, 3), dtype=np.float64)
+    for seed in (0, 2 ** 32 - 1):
+        cumel.InverseMelScale(33, 10, solver="torchaudio", seed=seed, max_iter=2)(mel)
+    for seed in (-1, 2 ** 32):
+        with pytest.raises(ValueError, match=r"seed must be None or an integer in \[0, 2\*\*32\), "
+                                             rf"got {seed}"):
+            cumel.InverseMelScale(33, 10, seed=seed)
+    cumel.InverseMelScale(33, 10, max_iter=1, f_min=0.0, f_max=8000.0, tolerance_loss=0.0)
+    with pytest.raises(ValueError, match="max_iter must be a positive integer, got 0"):
+        cumel.InverseMelScale(33, 10, max_iter=0)
+    with pytest.raises(ValueError, match="f_max must not exceed sample_rate / 2"):
+        cumel.InverseMelScale(33, 10, f_max=8000.5)
+    cumel.GriffinLim(n_fft=64, n_iter=0)
+    with pytest.raises(ValueError, match="n_iter must be an integer >= 0, got -1"):
+        cumel.GriffinLim(n_fft=64, n_iter=-1)
+
+
+def test_printed_percentages_never_round_to_a_bound_not_reached():
+    """A share is printed with one decimal, and never as 0.0 % or 100.0 % unless it is."""
+    from cumel._validate import percent
+    cases = {0.0: "0.0%", 1.0: "100.0%", 0.5: "50.0%", 0.996: "99.6%", 0.1234: "12.3%",
+             0.00004: "0.1%", 0.0004: "0.1%", 0.0016: "0.2%", 0.99996: "99.9%", 0.9996: "99.9%"}
+    for share, text in cases.items():
+        assert percent(share) == text, share
+    # the figure of the log-mel warning is the share of negative values of the mel given
+    mel = np.ones((10, 20), np.float32)
+    mel.reshape(-1)[:30] = -1.0                              # 30 of 200: 15.0 %
+    with pytest.warns(UserWarning, match=r"mel: 15\.0% of its values are negative"):
+        cumel.InverseMelScale(33, 10, max_iter=2)(mel)
+
+
+@pytest.mark.filterwarnings("ignore:solver='nnls'.*max_iter:RuntimeWarning")
+def test_total_mel_residual_weighs_every_frame_at_its_own_scale():
+    """``total_mel_residual`` is ||A S - M|| / ||M|| over all frames, and ``mel_residual`` the
+    same frame by frame, recomputed here in float64 for frames at levels 1e-3 to 1e3."""
+    rng = np.random.default_rng(3)
+    mel = rng.random((2, 10, 6)) * np.array([1.0, 1e3, 1e-3, 7.0, 1e2, 0.5])
+    S, info = cumel.InverseMelScale(33, 10, max_iter=3)(mel, return_info=True)
+    fb = cumel.melscale_fbanks(33, 0.0, 8000.0, 10, 16000, dtype=np.float64)
+    R = np.einsum("fm,bft->bmt", fb, S) - mel
+    assert info.total_mel_residual > 1e-6                     # a residual left to weigh
+    np.testing.assert_allclose(info.total_mel_residual, np.linalg.norm(R) / np.linalg.norm(mel),
+                               rtol=1e-9)
+    # per frame: converged frames sit near 1e-9, where the difference A S - M keeps ~8 digits
+    np.testing.assert_allclose(info.mel_residual, np.linalg.norm(R, axis=1) /
+                               np.linalg.norm(mel, axis=1), rtol=1e-9, atol=1e-12)
+
+
 def test_value_named_in_message():
     with pytest.raises(ValueError, match=r"f_max.*9000\.0"):
         cumel.InverseMelScale(201, f_max=9000.0)

@@ -80,6 +80,17 @@ def test_seeded_mindspore_batch_blocks_bit_equal(batch_chunk):
     np.testing.assert_array_equal(inv(x).compute(scheduler="sync"), inv(mel))
 
 
+@pytest.mark.parametrize("chunks", [(2, 2), (3, 2), (1, 4)])
+def test_seeded_mindspore_blocks_of_a_2d_batch_bit_equal(chunks):
+    """A (3, 5) batch in blocks of several items along both batch axes: each block keeps the
+    channels it holds, in C order, of the whole batch's start (in-memory bits)."""
+    mel = _mel((3, 5, N_MELS, 6), seed=9)
+    inv = cumel.InverseMelScale(N_STFT, N_MELS, solver="mindspore", seed=13, max_iter=10)
+    x = da.from_array(mel, chunks=chunks + (N_MELS, 6))
+    assert x.numblocks[:2] == tuple(-(-n // c) for n, c in zip((3, 5), chunks))
+    np.testing.assert_array_equal(inv(x).compute(scheduler="sync"), inv(mel))
+
+
 # -- on the cluster -------------------------------------------------------------------------------
 
 CHUNKINGS = [(1, N_MELS, 40), (2, N_MELS, 7), (3, 5, 13)]     # batch, time, mel split (rechunked)

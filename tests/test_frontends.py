@@ -154,6 +154,23 @@ def test_presets_are_listed_and_frozen():
         assert name in text and "Hz" in text
 
 
+@pytest.mark.parametrize("n_fft, n_mels, mel_type", [(128, 64, "htk"), (256, 96, "slaney"),
+                                                     (400, 80, "slaney")])
+def test_describe_counts_the_empty_filters_of_the_filterbank(n_fft, n_mels, mel_type):
+    """The number of filters describe() calls empty is that of the filterbank written out here
+    (filters with no weight on any bin); none is mentioned where there are none."""
+    fe = cumel.Frontend(n_fft=n_fft, hop_length=n_fft // 4, n_mels=n_mels, mel_type=mel_type)
+    fb = triangles(16000, n_fft, n_mels, 0.0, 8000.0, mel_type == "htk", False)
+    empty = int((fb.max(axis=0) == 0).sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")            # the filterbank's own warning of empty filters
+        text = "\n".join(fe.describe())
+    if empty:
+        assert f"({empty} filters empty at this resolution" in text
+    else:
+        assert "filters empty" not in text
+
+
 def test_overrides_follow_the_presets_rules():
     fe = cumel.frontend("hifigan", sample_rate=44100, n_fft=2048, hop_length=512, f_max=None)
     assert (fe.win_length, fe.pad, fe.f_max) == (2048, (768, 768), 22050.0)   # (n_fft - hop) // 2
@@ -199,6 +216,20 @@ def test_features_equal_the_restated_definition(name):
     # bound 4e-4
     assert got32.dtype == np.float32
     assert np.abs(got32 - ref).max() / PER_NEPER[name] < 4e-4
+
+
+@pytest.mark.parametrize("power", [1.0, 1.5, 2.0, 3.0])
+def test_features_are_the_mel_of_the_magnitude_to_the_power(power):
+    """Any ``power``: the mel of ``|X| ** power``, X framed here (float64), the filterbank
+    from the front end's own parameters."""
+    x = clip("speech_07", 0.5)[0].astype(np.float64)
+    fe = cumel.Frontend(n_fft=400, hop_length=160, n_mels=40, power=power, f_max=8000.0)
+    fb = cumel.melscale_fbanks(201, fe.f_min, fe.f_max, fe.n_mels, fe.sample_rate, norm=fe.norm,
+                               mel_scale=fe.mel_type, dtype=np.float64)
+    expected = fb.T @ np.abs(framed(x, 400, 160, 200, 200, "reflect")) ** power
+    got = fe.features(x)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-9 * np.abs(expected).max()
 
 
 def test_frame_counts_of_each_grid():
@@ -313,6 +344,23 @@ def test_ref_max_audio_comes_back_peak_normalised():
     x = 0.01 * speech_22k(1.0)
     y = fe.audio(fe.features(x), length=len(x), n_iter=4, seed=0)
     assert np.isclose(np.abs(y).max(), 1.0)
+
+
+@pytest.mark.parametrize("method", ["griffinlim", "admm", "griffin_lim of spectrogram"])
+def test_ref_max_audio_is_peak_normalised_item_by_item(method):
+    """ref=max: every item of a batch comes back at a peak of 1 on its own, whatever the
+    other items' raw peaks (a peak taken over the whole batch leaves all but one below 1)."""
+    fe = cumel.frontend("librosa", ref=np.max)
+    x = speech_22k(0.5)
+    t = np.arange(len(x)) / 22050.0
+    tone = (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+    F = fe.features(np.stack([0.01 * x, tone, 3.0 * x[::-1].copy()]))
+    if method == "griffin_lim of spectrogram":
+        y = fe.griffin_lim(fe.spectrogram(F, length=len(x)), length=len(x), n_iter=2, seed=0)
+    else:
+        y = fe.audio(F, length=len(x), n_iter=2, seed=0, method=method)
+    assert y.shape == (3, len(x))
+    np.testing.assert_allclose(np.abs(y).max(axis=-1), 1.0, rtol=1e-6)
 
 
 # -- audio: alignment, length, bad input ------------------------------------------------------------
@@ -436,6 +484,28 @@ def test_stft_center_false_with_padding_matches_the_reference(pad, mode):
     # the overlap-add inverts the STFT wherever frames cover the signal
     covered = slice(max(0, 1024 - pad[0]), n - 1024)
     assert np.abs(y[covered] - x[covered]).max() < 1e-9
+
+
+@pytest.mark.parametrize("pad", [(100, 30), (0, 700), (511, 3), (257, 257)])
+def test_frame_and_sample_counts_of_uneven_padding_are_the_stfts_own(pad):
+    """Every count of the grid (frame_count, Frontend.frames, default_length, longest) agrees
+    with frames counted one by one in the padded signal, for padding that differs on the two
+    sides and lengths prime to the hop."""
+    n_fft, hop = 1024, 256
+    grid = cstft.padding(n_fft, False, pad, "constant")
+    fe = cumel.Frontend(n_fft=n_fft, hop_length=hop, n_mels=40, center=False, pad=pad,
+                        pad_mode="constant")
+    x = np.random.default_rng(0).standard_normal(4099)
+    for n in (1031, 2039, 4099):
+        padded = n + pad[0] + pad[1]
+        T = sum(1 for t in range(padded) if t * hop + n_fft <= padded)   # frames that fit
+        assert cstft.stft(x[:n], n_fft, hop, center=False, pad=pad, pad_mode="constant").shape[-1] == T
+        assert cstft.frame_count(n, n_fft, hop, grid) == T
+        assert fe.frames(n) == T
+        assert fe.features(x[:n]).shape == (40, T)
+        assert cstft.default_length(T, n_fft, hop, grid) == n_fft + hop * (T - 1) - pad[0] - pad[1]
+        longest = fe.longest(T)                     # the last sample T frames can describe
+        assert fe.frames(longest) == T and fe.frames(longest + 1) == T + 1
 
 
 def test_stft_center_true_constant_padding_is_librosas_default():

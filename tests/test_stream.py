@@ -167,6 +167,25 @@ def test_compiled_overlap_is_the_numpy_twins_bits():
         assert np.array_equal(seg, expect), (n_fft, hop, k)
 
 
+@pytest.mark.parametrize("n_fft", [99, 100, 127, 128, 401])
+def test_the_streams_ffts_are_numpys_for_every_n_fft(n_fft):
+    """cumel.stream.fft's rfft / irfft (the stream's NumPy passes) give numpy.fft's values for
+    odd and even n_fft, into a new array or into ``out``."""
+    from cumel.stream import fft
+    rng = np.random.default_rng(n_fft)
+    x = rng.standard_normal((3, 2, n_fft))
+    X = np.fft.rfft(x, n=n_fft, axis=-1)
+    scale = np.abs(X).max()
+    got = fft.rfft(x, n_fft)
+    assert got.shape == X.shape and np.abs(got - X).max() <= 1e-12 * scale
+    out = np.empty_like(X)
+    assert fft.rfft(x, n_fft, out=out) is out and np.abs(out - X).max() <= 1e-12 * scale
+    back = fft.irfft(X, n_fft)
+    assert back.shape == x.shape and np.abs(back - x).max() <= 1e-12 * np.abs(x).max()
+    into = np.empty_like(x)
+    assert fft.irfft(X, n_fft, out=into) is into and np.abs(into - x).max() <= 1e-12 * np.abs(x).max()
+
+
 def test_one_frame_at_a_time_returns_one_hop_per_frame():
     K, H, left = 3, 32, 64
     stream = cumel.MelStream(**SMALL, lookahead=K)
