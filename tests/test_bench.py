@@ -230,3 +230,30 @@ def test_clips_cycle_when_a_folder_has_fewer_than_asked():
     clips = load_clips(WORKLOADS["music-1025x128"], audio, count=5)     # two music clips there
     assert [name for name, _ in clips] == ["music_00", "music_01", "music_00", "music_01", "music_00"]
     assert clips[2][1] is clips[0][1]
+
+
+def test_scaling_rows_frames_per_second_and_speedup_over_one_worker_of_the_same_mode():
+    from bench import scaling
+    rows = [scaling.row("a", 1, 600, 3, 2.0, True), scaling.row("a", 4, 600, 3, 0.5, True),
+            scaling.row("b", 2, 300, 3, 1.0, True), scaling.row("b", 1, 300, 3, 3.0, False),
+            scaling.row("c", 2, 300, 3, 1.5, True)]
+    scaling.add_speedups(rows)
+    assert [r["frames_per_second"] for r in rows] == pytest.approx([300, 1200, 300, 100, 200])
+    assert [r["speedup_vs_1_worker"] for r in rows[:4]] == pytest.approx([1.0, 4.0, 3.0, 1.0])
+    assert rows[4]["speedup_vs_1_worker"] is None          # no one-worker row of that mode
+
+
+def test_scaling_folder_run_cuts_the_frames_into_pieces_and_joins_them_back(tmp_path):
+    """cli_run: ``pieces`` files that tile the frames (a prime count not dividing them), and the
+    outputs side by side are the inverse of the whole."""
+    import cumel
+    from bench import scaling
+    workload = WORKLOADS["speech-201x128"]
+    kwargs = workload.inverse_kwargs()
+    mel = np.random.default_rng(1).random((workload.n_mels, 23)).astype(np.float32)
+    S = scaling.cli_run(mel, kwargs, 1, 3, tmp_path)()
+    pieces = sorted((tmp_path / "mels").glob("*.npy"))
+    assert [p.name for p in pieces] == ["piece_000.npy", "piece_001.npy", "piece_002.npy"]
+    assert np.array_equal(np.concatenate([np.load(p) for p in pieces], axis=1), mel)
+    assert S.shape == (workload.n_stft, 23)
+    np.testing.assert_allclose(S, cumel.InverseMelScale(**kwargs)(mel), rtol=1e-5, atol=1e-7)

@@ -41,3 +41,20 @@ def test_audio_table(tmp_path):
             # torchaudio's own InverseMelScale + GriffinLim ran (.ci/peers-torchaudio)
             assert r["status"] == "ok" and 0 < r["spectral_convergence"] < 1.2, r
     assert "| speech-201x128 |" in md and "spectral convergence" in md
+
+
+def test_ratios_are_over_the_same_clip_and_backend_baselines():
+    """add_ratios on hand-made rows: time / librosa's time (same workload and clip), time and
+    spectral convergence / the 32-iteration cascade's (same workload, clip and backend)."""
+    def row(impl, clip, backend, seconds, sc, n_iter=32):
+        return dict(implementation=impl, workload="w", clip=clip, backend=backend, n_iter=n_iter,
+                    seconds=seconds, spectral_convergence=sc)
+
+    rows = [row("librosa", "a", "cpu", 4.0, 0.5), row(audio.CASCADE, "a", "cpu", 2.0, 0.25),
+            row(audio.CASCADE, "a", "cpu", 1.0, 0.4, n_iter=8), row(audio.ADMM, "a", "cpu", 3.0, 0.1),
+            row(audio.CASCADE, "a", "cuda", 0.5, 0.2), row(audio.ADMM, "a", "cuda", 0.25, 0.05),
+            row(audio.ADMM, "b", "cpu", 6.0, 0.3), row("librosa", "b", "cpu", 12.0, 0.6)]
+    audio.add_ratios(rows)
+    got = [(r.get("time_vs_librosa"), r.get("time_vs_cascade"), r.get("sc_vs_cascade")) for r in rows]
+    assert got == [(1.0, 2.0, 2.0), (0.5, 1.0, 1.0), (0.25, 0.5, 1.6), (0.75, 1.5, 0.4),
+                   (0.125, 1.0, 1.0), (0.0625, 0.5, 0.25), (0.5, None, None), (1.0, None, None)]

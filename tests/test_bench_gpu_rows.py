@@ -85,3 +85,27 @@ def test_a_stream_series_stops_growing_when_its_time_is_spent():
     for r in rest:
         assert r["status"] == "stopped" and r["error"].startswith("not measured")
         assert r["wall_seconds"] is None
+
+
+def test_the_table_shows_each_series_at_its_fastest_size():
+    """The frames/s table: per series, every figure from the row of the most frames/s among the
+    series' measured rows (not the first, the last or the slowest); a series with none says the
+    last row's failure."""
+    from bench import gpu_report
+
+    def row(solver, n, fps, status="ok", **more):
+        return dict(workload="tts-513x80", solver=solver, backend="cuda", status=status, n_frames=n,
+                    frames_per_s=fps, bound_frames_per_s=None if fps is None else 8 * fps,
+                    measured_over_bound=None if fps is None else 0.125 + n / 1e6,
+                    bound={"limit": f"memory-{n}"}, steps=n / 100, mel_residual=n / 1e9, **more)
+
+    rows = [row("nnls", 1000, 150.0), row("nnls", 2000, 420.0), row("nnls", 4000, 260.0),
+            row("nnls", 8000, None, status="error", error="out of memory"),
+            row("sgd", 1000, None, status="error", error="first"),
+            row("sgd", 2000, None, status="skipped", error="second")]
+    md = gpu_report.markdown({"budget": {"seconds": 60}, "rows": rows,
+                              "series": [dict(workload="tts-513x80", solver="nnls", backend="cuda",
+                                              stopped="time")]})
+    assert ("| tts-513x80 | nnls | cuda | 420 | 2000 | 3.36e+03 | 12.70% | memory-2000 | 20 | 2e-06 "
+            "| time |") in md
+    assert "| tts-513x80 | sgd | cuda | skipped: second | | | | | | | - |" in md

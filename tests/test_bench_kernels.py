@@ -70,6 +70,18 @@ def test_occupancy_arithmetic_on_published_limits():
     assert kernels.occupancy(sm90, 16, 32, 0, 0)["blocks"] == 32
 
 
+def test_occupancy_counts_a_partial_warp_as_a_whole_one():
+    """A block of 80 threads takes 3 warps (the last one partly idle), of 1 thread one warp:
+    64 registers a thread -> 2048 a warp, 8 warps per sub-partition = 32 warps = 10 blocks
+    of 3 warps (threads alone would allow 64 // 3 = 21)."""
+    sm90 = kernels.ARCHS["sm_90"]
+    occ = kernels.occupancy(sm90, registers=64, threads=80, static_shared=0, dynamic_shared=0)
+    assert (occ["blocks"], occ["warps"], occ["limited_by"]) == (10, 30, ["registers"])
+    assert occ["occupancy"] == 30 / 64 and occ["by_threads"] == 21
+    occ = kernels.occupancy(sm90, registers=16, threads=1, static_shared=0, dynamic_shared=0)
+    assert (occ["blocks"], occ["warps"], occ["occupancy"]) == (32, 32, 0.5)
+
+
 def test_ptxas_log_is_parsed_per_entry_function():
     log = """ptxas info    : 36 bytes gmem
 ptxas info    : Compiling entry function '_Z1av' for 'sm_90'

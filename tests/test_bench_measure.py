@@ -88,3 +88,26 @@ def test_the_smallest_matching_frames_cap_applies():
     assert frames_cap(impl, settings) == 30
     settings.frames_for = {"mindspore": 50}
     assert frames_cap(impl, settings) is None
+
+
+def test_every_figure_of_a_row_is_derived_from_its_batch_and_times():
+    """build_row on a batch of 3 rows of 7 frames and three known times: the frames count every
+    row, the time is the median, and per-frame time, frames/s and accuracy follow from them."""
+    from bench.batches import Batch
+    from bench.measure import ROW_FIELDS, Timing, build_row
+    base = _batch()
+    spec = np.concatenate([base.spec, base.spec[:1]])                  # (3, n_stft, 7)
+    batch = Batch(base.workload, np.matmul(workload_filterbank(base.workload, np.float64).T, spec),
+                  spec, ["a", "b", "c"])
+    timing = Timing(seconds=[0.7, 0.2, 0.4], result=1.5 * spec, iterations=np.int64(5))
+    impl = SimpleNamespace(id="cumel-x", label="X", peer=None, iteration_cap=True)
+    row = build_row(impl, "cpu", batch, SimpleNamespace(max_iter=40), timing=timing)
+    assert set(row) == set(ROW_FIELDS)
+    assert row["batch"] == [3, 7] and row["frames"] == 21
+    assert row["seconds"] == 0.4 and row["seconds_all"] == [0.7, 0.2, 0.4]
+    assert row["seconds_per_frame"] == pytest.approx(0.4 / 21, rel=1e-12)
+    assert row["frames_per_second"] == pytest.approx(21 / 0.4, rel=1e-12)
+    assert row["iterations"] == 5 and type(row["iterations"]) is int and row["max_iter"] == 40
+    assert row["mel_residual"] == pytest.approx(0.5, rel=1e-12)
+    assert row["spectrogram_error"] == pytest.approx(0.5, rel=1e-12)
+    assert row["peer"] == "cumel" and row["status"] == "ok" and row["speedup"] is None

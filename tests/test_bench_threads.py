@@ -46,3 +46,36 @@ def test_bad_thread_counts_are_refused(capsys):
         else:
             raise AssertionError(f"--threads {bad} accepted")
     assert "--threads" in capsys.readouterr().err
+
+
+def test_clip_rows_figures_are_each_clips_own(monkeypatch):
+    """The nnls/lstsq rows of two clips of different lengths and of both together: frames, the
+    time ratio, and the Newton steps' mean and max and the worst mel residual of that clip's own
+    solve (the batch row is not one clip's, and max is not min)."""
+    import numpy as np
+
+    import cumel
+    from bench import threads
+    from bench.batches import load_clips
+    from cumel.workloads import WORKLOADS
+    monkeypatch.setattr(threads, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(threads, "SHORT_RUN_REPEATS", 1)
+    workload = WORKLOADS["tts-513x80"]
+    clips = [(name, audio[:256 * n]) for (name, audio), n in zip(load_clips(workload, None, 2), (37, 53))]
+    rows = threads.clip_rows(workload, clips, 1, lambda line: None)
+    mels = [np.ascontiguousarray(workload.pair(audio)[1], np.float32) for _, audio in clips]
+    mels.append(np.ascontiguousarray(np.concatenate(mels, axis=1)))
+    loops = threads.cpu_loops()
+    assert [(r["clip"], r["loop"]) for r in rows] == [
+        (name, threads.LOOP_NAMES[loop]) for name in ("synthetic-0", "synthetic-1", threads.ALL_CLIPS)
+        for loop in loops]
+    inv = cumel.InverseMelScale(**workload.inverse_kwargs())
+    for k, r in enumerate(rows):
+        M = mels[k // len(loops)]
+        _, info = threads.on_loop(loops[k % len(loops)], lambda: inv(M, return_info=True))()
+        assert r["frames"] == M.shape[1] and r["workload"] == "tts-513x80"
+        assert r["ratio"] == r["nnls_seconds"] / r["lstsq_seconds"]
+        assert r["steps_mean"] == pytest.approx(float(info.iterations.mean()), rel=1e-12)
+        assert r["steps_max"] == int(info.iterations.max()) > r["steps_mean"]
+        assert r["max_mel_residual"] == pytest.approx(float(info.mel_residual.max()), rel=1e-6)
+        assert r["converged"] == bool(info.converged.all())

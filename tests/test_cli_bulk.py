@@ -119,7 +119,12 @@ def test_report_and_summary_count_every_channels_frames_of_written_files_only(tm
     np.save(out / "d.npy", np.zeros((N_STFT, 7), np.float32))         # already there: skipped
     assert cli.main(["invert", str(root), "-o", str(out), "--report", str(report), *ARGS,
                      *extra]) == 0
-    rows = {str(Path(r["input"]).relative_to(root)): r for r in json.loads(report.read_text())["files"]}
+    doc = json.loads(report.read_text())
+    rows = {str(Path(r["input"]).relative_to(root)): r for r in doc["files"]}
+    # one row a file, in the inputs' order whatever order they finished in; totals by status
+    inputs = [r["input"] for r in doc["files"]]
+    assert inputs == sorted(inputs) and len(inputs) == 4
+    assert doc["counts"] == {"written": 3, "skipped": 1, "failed": 0, "not run": 0, "not searched": 0}
     assert {rel: (r["status"], r["frames"]) for rel, r in rows.items()} == {
         "a.npy": ("written", 13), "b.npy": ("written", 3 * 17), "sub/c.npy": ("written", 2 * 2 * 11),
         "d.npy": ("skipped", 7)}
@@ -178,6 +183,27 @@ def test_single_file_writes_exactly_the_path_given(tmp_path, capsys):
                      "--n-stft", str(N_STFT), "--report", str(tmp_path / "r.json")]) == 0
     rows = json.loads((tmp_path / "r.json").read_text())["files"]
     assert [(r["status"], r["frames"]) for r in rows] == [("written", 9)]
+
+
+def test_single_file_prints_its_shapes_steps_and_residual(tmp_path, capsys):
+    """The single-file lines, every figure from the same solve done here: the shapes, the mean
+    and max Newton steps a frame (3 channels of 11 frames, steps that differ between frames),
+    and the residual ||A S - M|| / ||M|| over the whole file."""
+    mel = _mel((3, N_MELS, 11), 4)
+    np.save(tmp_path / "mel.npy", mel)
+    assert cli.main(["invert", str(tmp_path / "mel.npy"), "-o", str(tmp_path / "out.npy"),
+                     "--n-stft", str(N_STFT)]) == 0
+    out = capsys.readouterr().out
+    S, info = cumel.InverseMelScale(N_STFT, N_MELS)(mel, return_info=True)
+    steps = np.asarray(info.iterations)
+    assert steps.size == 33 and steps.max() > steps.min()
+    M = mel.astype(np.float64)
+    AS = cumel.MelScale(n_mels=N_MELS, n_stft=N_STFT)(S.astype(np.float64))
+    residual = np.linalg.norm(AS - M) / np.linalg.norm(M)
+    assert f"mel (3, {N_MELS}, 11) float32 -> spectrogram (3, {N_STFT}, 11) float32" in out
+    assert f"iterations/frame: mean {steps.mean():.1f}, max {steps.max()}\n" in out
+    printed = float(out.split("mel residual ||A S - M|| / ||M|| = ")[1].split()[0])
+    assert printed == pytest.approx(residual, rel=2e-3)
 
 
 def test_npz_keys(tmp_path, capsys):

@@ -34,6 +34,20 @@ def test_cli_invert_writes_a_wav(tmp_path, capsys):
     assert np.abs(y - ref).max() < 2e-4                      # the level computed, 16-bit rounding
     out = capsys.readouterr().out
     assert "spectral convergence" in out and str(wav) in out and "level computed" in out
+    # every figure of the audio lines from the known answer: samples, seconds, the spectral
+    # convergence of |STFT(y)| against the magnitudes S ** (1 / power), relative to S's, the peak
+    from cumel.stft import stft
+    target = np.asarray(S, np.float64) ** 0.5
+    rebuilt = np.abs(stft(np.asarray(ref, np.float64), 400, 160, 400))[..., :target.shape[-1]]
+    sc = np.linalg.norm(rebuilt - target) / np.linalg.norm(target)
+    assert 0.01 < sc < 0.5
+    head = ("  audio: Griffin-Lim 32 iterations, n_fft=400, hop=160: 4640 samples (0.29 s at 16000 Hz), "
+            "spectral convergence against the inverted spectrogram ")
+    assert head in out
+    assert float(out.split(head)[1].split()[0]) == pytest.approx(sc, abs=1e-4)     # printed to 4 places
+    peak = float(out.split("at the level computed: peak ")[1].split()[0])
+    assert peak == pytest.approx(np.abs(ref).max(), rel=5e-3)
+    assert f"wrote {wav} (16-bit PCM, 1 channel(s), at the level computed" in out
     rc = cli.main(["invert", str(tmp_path / "mel.npy"), "--n-stft", "201", "--wav", str(wav),
                    "--hop-length", "160", "--seed", "0", "--normalize"])
     assert rc == 0

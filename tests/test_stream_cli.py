@@ -63,6 +63,38 @@ def test_stream_command_writes_as_it_reads(tmp_path, monkeypatch):
     assert sizes[0] > 44 + 2 * 2 * 256 * (feats.shape[-1] - 8)
 
 
+def test_stream_command_figures_of_a_two_channel_stream(tmp_path, capsys, monkeypatch):
+    """Every printed figure of a 2-channel run from known inputs: the samples and seconds per
+    channel, the clipped samples of both channels, and the real-time factor counting both
+    channels' audio over the work's time (a clock that moves 0.125 s a reading)."""
+    import types
+
+    from cumel import _stream_cli
+    readings = iter(np.arange(10_000) * 0.125)
+    monkeypatch.setattr(_stream_cli, "time", types.SimpleNamespace(perf_counter=lambda: next(readings)))
+    feats = _features(channels=2)
+    np.save(tmp_path / "in.npy", feats + 2.0)          # log mels: e**2 louder, some samples clip
+    out = tmp_path / "out.wav"
+    assert cli.main(["stream", str(tmp_path / "in.npy"), "--frontend", "tacotron2", "-o", str(out),
+                     "--n-iter", "1", "--chunk", "5", "--realtime"]) == 0
+    text = capsys.readouterr().out
+    stream = cumel.MelStream(frontend="tacotron2", n_iter=1)
+    y = np.concatenate([stream.push(feats + 2.0), stream.flush()], axis=-1).astype(np.float64)
+    channels, rate, pcm = _read(out)
+    T = feats.shape[-1]
+    samples = 256 * (T - 1)
+    assert channels == 2 and y.shape == (2, samples) and pcm.size == 2 * samples
+    clipped = int((np.abs(y) > 1).sum())
+    assert clipped > 0
+    busy = 0.125 * (-(-T // 5) + 1)                     # each push and the flush
+    seconds = samples / rate
+    assert (f"cumel stream: {T} frames x 2 channel(s) -> {out}: {samples} samples "
+            f"({seconds:.2f} s at {rate} Hz), lookahead {stream.lookahead}; {clipped} samples clipped "
+            "at full scale") in text
+    assert (f"real time: {busy:.3f} s of work for {seconds:.2f} s of audio x 2 channel(s): "
+            f"{2 * seconds / busy:.1f}x real time") in text
+
+
 def test_stream_command_bad_input(tmp_path, capsys):
     np.save(tmp_path / "flat.npy", np.zeros(10))
     assert cli.main(["stream", str(tmp_path / "flat.npy"), "--frontend", "hifigan", "-o",
