@@ -52,20 +52,26 @@ def test_bits_do_not_depend_on_workers_or_chunks(music_batch, workers, monkeypat
 
 
 def _first_two_workers_meet(seen):
-    """A function that adds the calling thread to ``seen``; the first worker thread ("cumel*") in
-    waits there for a second one, so one thread cannot take all the chunks however the pool
-    schedules them (without the wait a loaded machine sometimes let it: a test about timing)."""
+    """A function that adds the calling thread to ``seen``; the first two threads in (the calling
+    thread solves chunks too) wait there for each other, once, so one thread cannot take all the
+    chunks however they are scheduled (without the wait a loaded machine sometimes let it: a test
+    about timing). A thread alone gives up after 30 s, and ``seen`` then shows it alone."""
     both = threading.Barrier(2, timeout=30)
+    lock = threading.Lock()
+    meeting = [True]
 
     def meet():
         me = threading.get_ident()
-        if threading.current_thread().name.startswith("cumel") and me not in seen and len(seen) < 2:
+        with lock:
+            wait = meeting[0] and me not in seen
             seen.add(me)
+            if len(seen) >= 2:
+                meeting[0] = False
+        if wait:
             try:
                 both.wait()
             except threading.BrokenBarrierError:
                 pass
-        seen.add(me)
     return meet
 
 
