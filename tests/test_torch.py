@@ -232,6 +232,33 @@ def test_a_loaded_filterbank_keeps_the_modules_other_arguments(solver):
     np.testing.assert_array_equal(inv(mel).numpy(), expected)
 
 
+@pytest.mark.parametrize("how", ["load_state_dict", "in place"])
+def test_a_changed_filterbank_keeps_each_tolerance_in_its_own_place(how):
+    """The transform rebuilt for a changed filterbank gets each of the module's arguments in its
+    own place: here the two tolerances are seven decades apart, each decides some frames, and
+    either one in both places, or the two swapped, changes the answer (the test above has both
+    at 0, where that cannot show)."""
+    kw = dict(max_iter=50, tolerance_loss=1e-9, tolerance_change=1e-2)
+    mel = _sparse_mels(T_=8)
+    other = T.InverseMelScale(65, 12, f_max=7000.0)
+    inv = T.InverseMelScale(65, 12, **kw).to(torch.float64)
+    if how == "load_state_dict":
+        inv.load_state_dict(other.state_dict())
+    else:
+        with torch.no_grad():
+            inv.fb.copy_(other.fb)
+    fb = other.fb.numpy()
+
+    def solve(tolerance_loss, tolerance_change):
+        return cumel.InverseMelScale(65, fb=fb, max_iter=50, tolerance_loss=tolerance_loss,
+                                     tolerance_change=tolerance_change)(mel.numpy())
+
+    expected = solve(1e-9, 1e-2)
+    for wrong in [(1e-9, 1e-9), (1e-2, 1e-2), (1e-2, 1e-9)]:
+        assert not np.array_equal(solve(*wrong), expected), wrong
+    np.testing.assert_array_equal(inv(mel).numpy(), expected)
+
+
 def test_torchaudio_documentation_examples_run():
     """torchaudio.transforms' docstring examples with ``transforms`` swapped for cumel.torch."""
     transforms = T
