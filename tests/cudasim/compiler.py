@@ -110,6 +110,20 @@ def _split_options(options):
     return includes, defines
 
 
+def _without_includes(options):
+    """``options`` less the include folders (their headers' texts are in the cache key)."""
+    kept, options, i = [], list(options), 0
+    while i < len(options):
+        opt = options[i]
+        if opt in ("-I", "--include-path"):
+            i += 2
+            continue
+        if not (opt.startswith("-I") or opt.startswith("--include-path=")):
+            kept.append(opt)
+        i += 1
+    return kept
+
+
 def _cache_dir():
     root = os.environ.get("CUDASIM_CACHE") or Path.home() / ".cache" / "cumel-cudasim"
     path = Path(root)
@@ -130,7 +144,7 @@ def _headers_text(folders):
         if folder.is_dir():
             for p in sorted(folder.iterdir()):
                 if p.suffix in (".h", ".cuh", ".hpp") and p.is_file():
-                    parts.append(f"{p}\n{p.read_text()}")
+                    parts.append(f"{p.name}\n{p.read_text()}")
     return "\n".join(parts)
 
 
@@ -167,8 +181,10 @@ def compile_module(code, options=(), name_expressions=(), source_name="kernel.cu
     includes, defines = _split_options(options)
     name_expressions = tuple(name_expressions)
     tu = translation_unit(code, name_expressions, source_name)
+    # the key holds the headers' names and texts, not the folders' paths: the same sources
+    # elsewhere (another clone, a wheel's site-packages) find the same compiled module
     key_text = "\0".join([tu, _headers_text([INCLUDE_DIR, *includes]), repr(name_expressions),
-                          repr(tuple(options)), repr(CXX_FLAGS), CXX])
+                          repr(tuple(_without_includes(options))), repr(CXX_FLAGS), CXX])
     key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
     if key in _loaded:
         return _loaded[key]
