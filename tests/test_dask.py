@@ -44,6 +44,17 @@ def test_pickles_as_constructor_arguments_and_rebuilds_the_plan():
     np.testing.assert_array_equal(inv2(_mel((N_MELS, 4))), inv(_mel((N_MELS, 4))))
 
 
+@pytest.mark.parametrize("mel_chunk", [N_MELS, 8, 6, 5, 1])          # 1, 2, 3, 4 and 16 chunks
+def test_the_mel_axis_in_any_number_of_chunks(mel_chunk):
+    """The solve needs whole frames: however many chunks the mel axis is cut into, the frames are
+    joined first and the answer is the in-memory one (local scheduler, no cluster)."""
+    mel = _mel((2, N_MELS, 9), seed=4)
+    inv = cumel.InverseMelScale(N_STFT, N_MELS)
+    lazy = inv(da.from_array(mel, chunks=(1, mel_chunk, 5)))
+    assert lazy.chunks[-2] == (N_STFT,)
+    np.testing.assert_array_equal(lazy.compute(scheduler="sync"), inv(mel))
+
+
 def test_lazy_result_and_errors():
     mel = _mel((3, N_MELS, 20))
     out = cumel.InverseMelScale(N_STFT, N_MELS)(da.from_array(mel, chunks=(1, N_MELS, 10)))
