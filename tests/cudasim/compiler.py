@@ -87,9 +87,10 @@ def translation_unit(source, name_expressions, source_name="kernel.cu"):
 
 
 def _split_options(options):
-    """(include folders, defines) from NVRTC-style options; other options are NVRTC-only and
-    ignored (architecture, -std: the emulator always compiles C++17)."""
-    includes, defines = [], []
+    """(include folders, defines, the other options) from NVRTC-style options; the others are
+    NVRTC-only and ignored when compiling (architecture, -std: the emulator always compiles
+    C++17), but part of the cache key."""
+    includes, defines, others = [], [], []
     options = list(options)
     i = 0
     while i < len(options):
@@ -106,22 +107,10 @@ def _split_options(options):
             defines.append(opt[2:])
         elif opt.startswith("--define-macro="):
             defines.append(opt.split("=", 1)[1])
+        else:
+            others.append(opt)
         i += 1
-    return includes, defines
-
-
-def _without_includes(options):
-    """``options`` less the include folders (their headers' texts are in the cache key)."""
-    kept, options, i = [], list(options), 0
-    while i < len(options):
-        opt = options[i]
-        if opt in ("-I", "--include-path"):
-            i += 2
-            continue
-        if not (opt.startswith("-I") or opt.startswith("--include-path=")):
-            kept.append(opt)
-        i += 1
-    return kept
+    return includes, defines, others
 
 
 def _cache_dir():
@@ -178,13 +167,13 @@ def compile_module(code, options=(), name_expressions=(), source_name="kernel.cu
     CompileError
         With g++'s diagnostics.
     """
-    includes, defines = _split_options(options)
+    includes, defines, others = _split_options(options)
     name_expressions = tuple(name_expressions)
     tu = translation_unit(code, name_expressions, source_name)
-    # the key holds the headers' names and texts, not the folders' paths: the same sources
-    # elsewhere (another clone, a wheel's site-packages) find the same compiled module
+    # the key holds the headers' names and texts, not the include folders' paths: the same
+    # sources elsewhere (another clone, a wheel's site-packages) find the same compiled module
     key_text = "\0".join([tu, _headers_text([INCLUDE_DIR, *includes]), repr(name_expressions),
-                          repr(tuple(_without_includes(options))), repr(CXX_FLAGS), CXX])
+                          repr((tuple(defines), tuple(others))), repr(CXX_FLAGS), CXX])
     key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
     if key in _loaded:
         return _loaded[key]
